@@ -1,0 +1,30 @@
+"""rudp: real TCP segments over UDP for asyncio.
+
+A sans-IO TCP engine (:mod:`rudp.engine`), a deterministic network simulator
+(:mod:`rudp.sim`) and an asyncio layer whose API mirrors asyncio's streams.
+"""
+
+from .config import Config
+from .errors import (
+    AddressInUseError,
+    ConfigError,
+    ConnectTimeoutError,
+    InvalidStateError,
+    KeepaliveTimeoutError,
+    RudpError,
+    UserTimeoutError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddressInUseError",
+    "Config",
+    "ConfigError",
+    "ConnectTimeoutError",
+    "InvalidStateError",
+    "KeepaliveTimeoutError",
+    "RudpError",
+    "UserTimeoutError",
+    "__version__",
+]

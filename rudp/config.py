@@ -1,0 +1,108 @@
+"""Connection configuration: one documented, validated dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from .errors import ConfigError
+
+#: Largest payload one UDP datagram over IPv4 can carry (65535 - 20 IP - 8 UDP).
+MAX_UDP_PAYLOAD = 65507
+#: Largest TCP header: 20 bytes plus 40 bytes of options.
+MAX_TCP_HEADER = 60
+#: Largest MSS that still fits one UDP datagram with a maximal TCP header.
+MAX_MSS = MAX_UDP_PAYLOAD - MAX_TCP_HEADER
+#: Smallest MSS accepted from configuration or from a peer (RFC 9293 §3.7.1 and
+#: Linux's ``TCP_MIN_MSS``): smaller values are clamped, never honoured.
+MIN_MSS = 88
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Tunables of a rudp connection (all times in seconds, sizes in bytes).
+
+    Defaults follow Linux and the RFCs. Invalid values raise :class:`ConfigError`
+    on construction.
+    """
+
+    #: Maximum segment size we announce and send. The default 1400 keeps a full
+    #: segment (1400 + 20 TCP + 8 UDP + 40 IPv6 = 1468 bytes, 32 bytes left for
+    #: options) inside a 1500-byte path over IPv4 and IPv6. Up to :data:`MAX_MSS`.
+    mss: int = 1400
+    #: Maximum segment lifetime; TIME-WAIT lasts ``2 * msl`` (RFC 9293 §3.4.2).
+    msl: float = 30.0
+    #: SYN retransmissions before an active open fails with ``TimeoutError``
+    #: (Linux ``tcp_syn_retries``).
+    syn_retries: int = 6
+    #: SYN-ACK retransmissions before a half-open connection is dropped
+    #: (Linux ``tcp_synack_retries``).
+    synack_retries: int = 5
+    #: Send keepalive probes on idle connections (off by default, RFC 1122 §4.2.3.6).
+    keepalive: bool = False
+    #: Idle time before the first keepalive probe.
+    keepalive_idle: float = 7200.0
+    #: Time between unanswered keepalive probes.
+    keepalive_interval: float = 75.0
+    #: Unanswered probes after which the connection aborts.
+    keepalive_count: int = 10
+    #: Abort a connection whose sent data stays unacknowledged this long
+    #: (RFC 9293 §3.8.3 USER TIMEOUT; RFC 793 suggested five minutes).
+    user_timeout: float = 300.0
+    #: Receive buffer: the most unread plus out-of-order data held per connection;
+    #: the advertised window never exceeds it.
+    rcv_buf: int = 256 * 1024
+    #: Send buffer: unacknowledged plus unsent data the engine holds per connection.
+    snd_buf: int = 256 * 1024
+    #: Lower and upper bounds of the retransmission timeout (RFC 6298 §2.4, §2.5;
+    #: rudp uses Linux's 200 ms floor rather than the RFC's conservative 1 s).
+    rto_min: float = 0.2
+    rto_max: float = 60.0
+    #: RTO before any RTT sample (RFC 6298 §2.1).
+    rto_initial: float = 1.0
+    #: Longest time a received segment may wait for its ACK (RFC 1122 §4.2.3.2
+    #: requires less than 0.5 s; Linux uses 40 ms).
+    delayed_ack: float = 0.04
+    #: Congestion control algorithm, by registry name (see ``rudp.engine.congestion``).
+    congestion_control: str = "reno"
+    #: Initial congestion window in segments (RFC 6928).
+    initial_cwnd: int = 10
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"Config.{name}={getattr(self, name)!r}: {why}")
+
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "keepalive":
+                if not isinstance(value, bool):
+                    raise bad(f.name, "must be a bool")
+            elif f.name == "congestion_control":
+                if not isinstance(value, str):
+                    raise bad(f.name, "must be a str")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise bad(f.name, "must be a number")
+        if not isinstance(self.mss, int) or not MIN_MSS <= self.mss <= MAX_MSS:
+            raise bad("mss", f"must be an int in [{MIN_MSS}, {MAX_MSS}]")
+        for name in ("syn_retries", "synack_retries", "keepalive_count", "initial_cwnd"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise bad(name, "must be an int >= 1")
+        for name in ("msl", "keepalive_idle", "keepalive_interval", "user_timeout"):
+            if not getattr(self, name) > 0:
+                raise bad(name, "must be > 0")
+        for name in ("rto_min", "rto_initial"):
+            if not getattr(self, name) > 0:
+                raise bad(name, "must be > 0")
+        if not self.rto_max >= self.rto_min:
+            raise bad("rto_max", "must be >= rto_min")
+        if not self.rto_min <= self.rto_initial <= self.rto_max:
+            raise bad("rto_initial", "must lie within [rto_min, rto_max]")
+        if not 0 <= self.delayed_ack < 0.5:
+            raise bad("delayed_ack", "must be in [0, 0.5) (RFC 1122 §4.2.3.2)")
+        for name in ("rcv_buf", "snd_buf"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not self.mss <= value <= (1 << 30):
+                raise bad(name, "must be an int in [mss, 2**30]")
+        from .engine.congestion import ALGORITHMS
+
+        if self.congestion_control not in ALGORITHMS:
+            raise bad("congestion_control", f"unknown; known: {sorted(ALGORITHMS)}")

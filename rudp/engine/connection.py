@@ -1,0 +1,1270 @@
+"""One TCP connection: the RFC 9293 state machine, sans-IO.
+
+The connection owns no socket and reads no clock. The :class:`~rudp.engine.Endpoint`
+feeds it parsed segments and timer expiries (each with ``now``); the connection
+updates its state, queues application events on the endpoint, and writes the
+segments it must send when the endpoint flushes it. Its single next deadline is
+``_deadline``.
+
+Sequence numbers on the wire wrap mod 2**32 (``rudp.seq``). Internally, receive
+positions are also kept "unwrapped" (``_rcv_nxt_abs``) so the out-of-order queue
+can be ordered with plain integers.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from typing import TYPE_CHECKING, Any
+
+from .. import log
+from ..config import MIN_MSS, Config
+from ..errors import (
+    ConnectTimeoutError,
+    InvalidStateError,
+    KeepaliveTimeoutError,
+    UserTimeoutError,
+)
+from ..seq import SEQ_MASK, seq_gt, seq_le, seq_lt, seq_sub
+from ..wire.segment import (
+    ACK,
+    FIN,
+    PSH,
+    RST,
+    SYN,
+    Segment,
+    build_segment,
+    encode_options,
+)
+from .congestion import ALGORITHMS
+from .events import (
+    ConnectionEstablished,
+    ConnectionTerminated,
+    DataReceived,
+    PeerClosed,
+    WritingResumed,
+)
+from .rtt import RttEstimator
+from .states import SYNCHRONIZED, TRANSITIONS, State
+
+if TYPE_CHECKING:
+    from .endpoint import Endpoint
+
+S = State
+
+#: RFC 9293 §3.7.1: default send MSS when the peer sends no MSS option (IPv4 536).
+DEFAULT_PEER_MSS = 536
+#: RFC 7323 §2.3: the largest shift count.
+MAX_WSCALE = 14
+#: RFC 5961 §7: at most this many challenge ACKs per connection per second.
+CHALLENGE_ACK_LIMIT = 10
+#: Linux ``tcp_fin_timeout``: an orphaned FIN-WAIT-2 connection lives this long.
+FIN_WAIT_2_TIMEOUT = 60.0
+#: Most out-of-order runs held at once (memory/CPU cap against 1-byte holes).
+MAX_OOO_RUNS = 512
+
+_SEND_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT})
+_RECV_DATA_STATES = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
+
+
+def _wscale_for(buf: int) -> int:
+    """Smallest shift that lets a window of ``buf`` bytes fit 16 bits (RFC 7323 §2.2)."""
+    shift = 0
+    while (buf >> shift) > 0xFFFF and shift < MAX_WSCALE:
+        shift += 1
+    return shift
+
+
+class Connection:
+    """A TCP connection (RFC 9293) inside an :class:`~rudp.engine.Endpoint`.
+
+    Application API: :meth:`send`, :meth:`read`, :meth:`shutdown` (half-close),
+    :meth:`close`, :meth:`abort`, :attr:`state`, :meth:`stats`. Incoming segments,
+    timers and output are driven by the endpoint.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        config: Config,
+        addr: tuple[Any, ...],
+        local_port: int,
+        remote_port: int,
+        iss: int,
+        now: float,
+        *,
+        listener_port: int | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.config = config
+        self.addr = addr
+        self.local_port = local_port
+        self.remote_port = remote_port
+        self.key = (addr, local_port, remote_port)
+        self.listener_port = listener_port  # set for passive opens
+        self.name = f"{addr[0]}:{addr[1]}/{local_port}>{remote_port}"
+        self.state = S.CLOSED
+        self.error: BaseException | None = None
+        self.created = now
+
+        # --- send sequence variables (RFC 9293 §3.3.1) ---
+        self.iss = iss
+        self.snd_una = iss
+        self.snd_nxt = iss
+        self.snd_max = iss  # highest sequence sent + 1 (snd_nxt rolls back on RTO)
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.max_snd_wnd = 0
+        self.snd_wscale = 0  # shift applied to the peer's window field
+        self.snd_mss = DEFAULT_PEER_MSS  # effective send MSS
+        self._sndbuf = bytearray()  # data from sequence _buf_seq onward
+        self._buf_seq = (iss + 1) & SEQ_MASK
+        self._fin_queued = False  # shutdown requested: FIN follows the buffered data
+        self._fin_sent = False
+        self._syn_acked = False
+        # --- receive sequence variables ---
+        self.irs = 0
+        self.rcv_nxt = 0
+        self._rcv_nxt_abs = 0  # unwrapped rcv_nxt
+        self._rcv_adv_abs = 0  # unwrapped right edge of the window we advertised
+        self.rcv_wscale = _wscale_for(config.rcv_buf)
+        self._rcv_wscale_ok = False  # both sides sent WS (RFC 7323 §2.2)
+        self._rcvbuf = bytearray()  # in-order data not yet read by the application
+        self._ooo_starts: list[int] = []  # out-of-order runs, unwrapped start positions
+        self._ooo_data: list[bytes] = []
+        self._ooo_bytes = 0
+        self._fin_rcvd_abs: int | None = None  # position of the peer's FIN, once seen
+        self._rcv_mss = config.mss  # largest segment seen from the peer
+        self._peer_fin = False
+        self._read_closed = False  # application will not read any more (close())
+        self._write_closed = False  # application will not write any more
+
+        # --- ACK generation (RFC 1122 §4.2.3.2, RFC 5681 §4.2) ---
+        self._ack_now = False
+        self._unacked_bytes = 0
+        self._delack_at: float | None = None
+
+        # --- RTT, RTO, congestion control ---
+        self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max)
+        self.cc = ALGORITHMS[config.congestion_control](config.mss, config.initial_cwnd)
+        self._rtt_seq: int | None = None  # sequence being timed (Karn: one at a time)
+        self._rtt_time = 0.0
+        self._rto_at: float | None = None
+        self._retries = 0  # consecutive RTO expiries for the current snd_una
+        self._unacked_since: float | None = None
+        self._dupacks = 0
+        self._in_recovery = False
+        self._recover = iss  # RFC 6582 "recover"
+        self._last_send = now
+        # --- persist (zero window), keepalive, TIME-WAIT, FIN-WAIT-2 timers ---
+        self._persist_at: float | None = None
+        self._persist_backoff = 0
+        self._last_rx = now
+        self._ka_at: float | None = None
+        self._ka_probes = 0
+        self._tw_at: float | None = None
+        self._fw2_at: float | None = None
+        self._deadline: float | None = None
+        self._sched_at: float | None = None  # earliest live entry in the endpoint's heap
+        self._half_open = False  # counted in its listener's half-open queue
+        # --- challenge ACK rate limit (RFC 5961 §7), per connection ---
+        self._chack_window = -1.0
+        self._chack_count = 0
+
+        # --- flow control towards the application ---
+        self.write_high = config.snd_buf
+        self.write_low = config.snd_buf // 4
+        self._writing_paused = False
+        self._terminated_sent = False
+        self._data_event_armed = True
+
+        # --- counters ---
+        self.segments_sent = 0
+        self.segments_received = 0
+        self.bytes_sent = 0  # payload bytes put on the wire, retransmissions included
+        self.bytes_acked = 0
+        self.bytes_received = 0  # in-order payload bytes accepted
+        self.pure_acks_sent = 0
+        self.retransmissions = 0
+        self.fast_retransmits = 0
+        self.rto_expiries = 0
+        self.dup_acks_received = 0
+        self.window_probes = 0
+        self.keepalive_probes = 0
+        self.challenge_acks = 0
+        self.ooo_segments = 0
+        self.duplicate_segments = 0
+        self.dropped_segments = 0
+
+    # ------------------------------------------------------------------ state
+    def set_state(self, new: State, now: float) -> None:
+        """The only place a connection changes state (logged as ``old => new``)."""
+        old = self.state
+        if old is new:
+            return
+        if (old, new) not in TRANSITIONS:
+            raise AssertionError(f"illegal transition {old} => {new}")
+        self.state = new
+        if log.debug_enabled:
+            log.logger.debug("state", conn=self.name, old=str(old), new=str(new), t=now)
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.name} {self.state}>"
+
+    # ------------------------------------------------------------ public API
+    @property
+    def readable(self) -> int:
+        """Bytes of in-order data ready for :meth:`read`."""
+        return len(self._rcvbuf)
+
+    @property
+    def at_eof(self) -> bool:
+        """The peer's FIN arrived and every byte before it has been read."""
+        return self._peer_fin and not self._rcvbuf
+
+    @property
+    def send_buffered(self) -> int:
+        """Bytes accepted by :meth:`send` and not yet acknowledged by the peer."""
+        return len(self._sndbuf)
+
+    @property
+    def writing_paused(self) -> bool:
+        """True while :attr:`send_buffered` is above the high-water mark."""
+        return self._writing_paused
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        """Set the high/low water marks behind :attr:`writing_paused`."""
+        if not 0 <= low <= high:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self.write_high = high
+        self.write_low = low
+
+    def send(self, data: bytes | bytearray | memoryview, now: float) -> bool:
+        """Queue ``data`` for sending; never blocks. Returns :attr:`writing_paused`.
+
+        Raises ``BrokenPipeError`` after :meth:`shutdown`/:meth:`close`, and the
+        connection's error (e.g. ``ConnectionResetError``) once it has failed.
+        """
+        if self.error is not None:
+            raise self.error
+        if self._write_closed:
+            raise BrokenPipeError("cannot send after shutdown()/close()")
+        if self.state in (S.CLOSED, S.TIME_WAIT, S.LAST_ACK, S.CLOSING, S.FIN_WAIT_1):
+            raise BrokenPipeError(f"cannot send in state {self.state}")
+        if data:
+            self._sndbuf += data
+            self.endpoint._mark(self)
+            if len(self._sndbuf) > self.write_high:
+                self._writing_paused = True
+        return self._writing_paused
+
+    def read(self, max_bytes: int = -1) -> bytes:
+        """Take up to ``max_bytes`` (all if negative) of in-order received data.
+
+        Reading frees receive buffer; when the window can open by a useful amount
+        (receiver silly-window avoidance, RFC 9293 §3.8.6.2.2) a window update is sent.
+        """
+        buf = self._rcvbuf
+        if not buf:
+            self._data_event_armed = True
+            return b""
+        if max_bytes < 0 or max_bytes >= len(buf):
+            data = bytes(buf)
+            buf.clear()
+            self._data_event_armed = True
+        else:
+            data = bytes(buf[:max_bytes])
+            del buf[:max_bytes]
+        if self.state in SYNCHRONIZED and not self._peer_fin:
+            # Window update when the right edge can move by >= min(MSS, buf/2) and
+            # the currently advertised window has fallen below half the buffer.
+            right = self._rcv_nxt_abs + self.config.rcv_buf - len(buf)
+            threshold = min(self._rcv_mss, self.config.rcv_buf // 2)
+            adv_left = self._rcv_adv_abs - self._rcv_nxt_abs
+            if right - self._rcv_adv_abs >= threshold and adv_left < self.config.rcv_buf // 2:
+                self._ack_now = True
+                self.endpoint._mark(self)
+        return data
+
+    def shutdown(self, now: float) -> None:
+        """Half-close: send FIN after the buffered data; keep receiving (RFC 9293 §3.10.4)."""
+        if self.error is not None:
+            raise self.error
+        if self._write_closed:
+            return
+        if self.state in (S.CLOSED, S.LISTEN):
+            raise InvalidStateError(f"shutdown() in state {self.state}")
+        self._write_closed = True
+        if self.state is S.SYN_SENT:
+            # Nothing sent yet: RFC 9293 §3.10.4 says delete the TCB.
+            self._terminate(now, None)
+            return
+        self._fin_queued = True
+        if self.state in (S.ESTABLISHED, S.SYN_RECEIVED):
+            self.set_state(S.FIN_WAIT_1, now)
+        elif self.state is S.CLOSE_WAIT:
+            self.set_state(S.LAST_ACK, now)
+        self.endpoint._mark(self)
+
+    def close(self, now: float) -> None:
+        """Close both directions: FIN after buffered data; later data is answered by RST.
+
+        Unread received data is discarded and the connection reset, as Linux does
+        (RFC 2525 §2.17), because the peer's data would otherwise be lost silently.
+        """
+        if self.state is S.CLOSED or self._read_closed:
+            return
+        self._read_closed = True
+        if self._rcvbuf and self.state in SYNCHRONIZED:
+            self._rcvbuf.clear()
+            self.abort(now)
+            return
+        if not self._write_closed:
+            self.shutdown(now)
+        if self.state is S.FIN_WAIT_2:
+            self._fw2_at = now + FIN_WAIT_2_TIMEOUT
+            self._report_done(now)
+        self._update_deadline()
+
+    def abort(self, now: float) -> None:
+        """Reset the connection: send RST (in synchronized states) and drop everything."""
+        if self.state is S.CLOSED:
+            return
+        if self.state is not S.TIME_WAIT and (
+            self.state in SYNCHRONIZED or self.state is S.SYN_RECEIVED
+        ):
+            self._emit(self.snd_nxt, self.rcv_nxt, RST | ACK, b"", now)
+        self._read_closed = self._write_closed = True
+        self._terminate(now, ConnectionAbortedError("connection aborted locally"))
+
+    def stats(self) -> dict[str, Any]:
+        """Live statistics (the asyncio layer exposes them as ``rudp_stats``)."""
+        return {
+            "state": self.state.value,
+            "srtt": self.rtt.srtt,
+            "rttvar": self.rtt.rttvar,
+            "rto": self.rtt.rto,
+            "cwnd": self.cc.cwnd,
+            "ssthresh": self.cc.ssthresh,
+            "snd_wnd": self.snd_wnd,
+            "rcv_wnd": max(0, self._rcv_adv_abs - self._rcv_nxt_abs),
+            "snd_mss": self.snd_mss,
+            "send_buffered": len(self._sndbuf),
+            "recv_buffered": len(self._rcvbuf),
+            "segments_sent": self.segments_sent,
+            "segments_received": self.segments_received,
+            "bytes_sent": self.bytes_sent,
+            "bytes_acked": self.bytes_acked,
+            "bytes_received": self.bytes_received,
+            "pure_acks_sent": self.pure_acks_sent,
+            "retransmissions": self.retransmissions,
+            "fast_retransmits": self.fast_retransmits,
+            "rto_expiries": self.rto_expiries,
+            "dup_acks_received": self.dup_acks_received,
+            "window_probes": self.window_probes,
+            "keepalive_probes": self.keepalive_probes,
+            "challenge_acks": self.challenge_acks,
+            "ooo_segments": self.ooo_segments,
+            "duplicate_segments": self.duplicate_segments,
+            "dropped_segments": self.dropped_segments,
+        }
+
+    # -------------------------------------------------------------- opening
+    def _open_active(self, now: float) -> None:
+        self.set_state(S.SYN_SENT, now)
+        self._send_syn(now)
+
+    def _open_passive(self, seg: Segment, now: float) -> None:
+        """A listener accepted ``seg`` (a SYN): RFC 9293 §3.10.7.2 LISTEN, third check."""
+        self.irs = seg.seq
+        self.rcv_nxt = (seg.seq + 1) & SEQ_MASK
+        self._rcv_nxt_abs = 0
+        self._take_syn_options(seg)
+        self.state = S.LISTEN  # born from the listener's LISTEN
+        self.set_state(S.SYN_RECEIVED, now)
+        self._update_window(seg, initial=True)
+        self._send_syn(now)
+
+    def _take_syn_options(self, seg: Segment) -> None:
+        mss = seg.mss if seg.mss is not None else DEFAULT_PEER_MSS
+        # Clamp absurd peer MSS values (RFC 9293 §3.7.1; Linux TCP_MIN_MSS).
+        self.snd_mss = max(MIN_MSS, min(mss, self.config.mss))
+        self.cc.mss = self.snd_mss
+        self.cc.cwnd = self.config.initial_cwnd * self.snd_mss
+        if seg.wscale is not None:
+            self._rcv_wscale_ok = True
+            # RFC 7323 §2.3: a shift above 14 is treated as 14.
+            self.snd_wscale = min(seg.wscale, MAX_WSCALE)
+        else:
+            self.rcv_wscale = 0
+            self.snd_wscale = 0
+
+    def _send_syn(self, now: float) -> None:
+        """Send (or resend) our SYN or SYN-ACK carrying MSS and window scale."""
+        flags = SYN
+        ack = 0
+        if self.state is S.SYN_RECEIVED:
+            flags |= ACK
+            ack = self.rcv_nxt
+            ws = self.rcv_wscale if self._rcv_wscale_ok else None
+        else:
+            ws = self.rcv_wscale
+        opts = encode_options(mss=self.config.mss, wscale=ws)
+        # RFC 7323 §2.2: the window field of a SYN is never scaled.
+        wnd = min(self.config.rcv_buf, 0xFFFF)
+        self._rcv_adv_abs = self._rcv_nxt_abs + wnd
+        self.snd_nxt = (self.iss + 1) & SEQ_MASK
+        if seq_gt(self.snd_nxt, self.snd_max) or self.snd_max == self.iss:
+            self.snd_max = self.snd_nxt
+        self._send(self.iss, ack, flags, b"", now, options=opts, wnd_override=wnd)
+        if self._rtt_seq is None and self._retries == 0:
+            self._rtt_seq = self.iss
+            self._rtt_time = now
+        self._rto_at = now + self.rtt.rto
+        self._update_deadline()
+
+    # -------------------------------------------------------------- receive
+    def _on_segment(self, seg: Segment, now: float) -> None:
+        """Process one segment addressed to this connection (RFC 9293 §3.10.7)."""
+        self.segments_received += 1
+        try:
+            if self.state is S.SYN_SENT:
+                self._on_segment_syn_sent(seg, now)
+            else:
+                self._on_segment_synchronized(seg, now)
+        except _Drop:
+            pass
+        self._update_deadline()
+
+    def _on_segment_syn_sent(self, seg: Segment, now: float) -> None:
+        """RFC 9293 §3.10.7.3, SYN-SENT."""
+        flags = seg.flags
+        # First: check the ACK bit.
+        if flags & ACK and (seq_le(seg.ack, self.iss) or seq_gt(seg.ack, self.snd_max)):
+            if not flags & RST:
+                # Not for this SYN (e.g. a stale SYN-ACK): <SEQ=SEG.ACK><CTL=RST>.
+                self._emit(seg.ack, 0, RST, b"", now)
+            self.dropped_segments += 1
+            return
+        # Second: RST. Acceptable only with an acceptable ACK (RFC 5961 §3.2).
+        if flags & RST:
+            if flags & ACK:
+                self._terminate(now, ConnectionRefusedError("connection refused by peer (RST)"))
+            else:
+                self.dropped_segments += 1
+            return
+        # Fourth: SYN.
+        if not flags & SYN:
+            self.dropped_segments += 1
+            return
+        self.irs = seg.seq
+        self.rcv_nxt = (seg.seq + 1) & SEQ_MASK
+        self._rcv_nxt_abs = 0
+        self._take_syn_options(seg)
+        self._last_rx = now
+        if flags & ACK:
+            # SYN,ACK: our SYN is acknowledged.
+            self._ack_syn(seg, now)
+            self._update_window(seg, initial=True)
+            self.set_state(S.ESTABLISHED, now)
+            self._ack_now = True
+            self.endpoint._mark(self)
+            self.endpoint._event(ConnectionEstablished(self))
+            if seg.payload or flags & FIN:
+                self._process_text_and_fin(seg, now)
+        else:
+            # Simultaneous open (RFC 9293 §3.5 figure 7): SYN-RECEIVED, send SYN,ACK.
+            self._update_window(seg, initial=True)
+            self.set_state(S.SYN_RECEIVED, now)
+            self._retries = 0
+            self._rtt_seq = None
+            self._send_syn(now)
+
+    def _ack_syn(self, seg: Segment, now: float) -> None:
+        self._syn_acked = True
+        self.snd_una = seg.ack
+        if seq_gt(seg.ack, self.snd_nxt):
+            self.snd_nxt = seg.ack
+        if self._rtt_seq is not None and self._retries == 0:
+            self.rtt.sample(now - self._rtt_time)
+        elif self.rtt.srtt is None:
+            # RFC 6298 §5.7: after SYN retransmissions, RTO restarts from 3 s if
+            # no measurement is possible; we use the initial RTO.
+            self.rtt.rto = max(self.config.rto_initial, self.rtt.rto_min)
+        self._rtt_seq = None
+        self._retries = 0
+        self._rto_at = None
+        self._unacked_since = None
+
+    def _segment_acceptable(self, seg: Segment) -> bool:
+        """RFC 9293 §3.10.7.4, first check: the four cases of segment acceptability."""
+        seg_len = len(seg.payload) + (1 if seg.flags & SYN else 0) + (1 if seg.flags & FIN else 0)
+        rcv_wnd = self._rcv_adv_abs - self._rcv_nxt_abs
+        if rcv_wnd < 0:
+            rcv_wnd = 0
+        off = seq_sub(seg.seq, self.rcv_nxt)
+        if seg_len == 0:
+            if rcv_wnd == 0:
+                return off == 0
+            return 0 <= off < rcv_wnd
+        if rcv_wnd == 0:
+            return False
+        end = off + seg_len - 1
+        return 0 <= off < rcv_wnd or 0 <= end < rcv_wnd or (off < 0 and end >= rcv_wnd)
+
+    def _challenge_ack(self, now: float) -> None:
+        """RFC 5961 §3.2/§4.2/§5.2 challenge ACK, rate limited per connection (§7)."""
+        if now - self._chack_window >= 1.0:
+            self._chack_window = now
+            self._chack_count = 0
+        if self._chack_count >= CHALLENGE_ACK_LIMIT:
+            return
+        self._chack_count += 1
+        self.challenge_acks += 1
+        self._emit(self.snd_nxt, self.rcv_nxt, ACK, b"", now)
+
+    def _on_segment_synchronized(self, seg: Segment, now: float) -> None:
+        """RFC 9293 §3.10.7.4: SYN-RECEIVED and every synchronized state."""
+        flags = seg.flags
+        state = self.state
+
+        # Header prediction (a fast path in the spirit of RFC 9293 §3.10.7.4 and
+        # Van Jacobson's): ESTABLISHED, pure ACK or in-order data, no control bits.
+        if (
+            state is S.ESTABLISHED
+            and not flags & (SYN | FIN | RST)
+            and flags & ACK
+            and seg.seq == self.rcv_nxt
+            and not self._ooo_starts
+        ):
+            n = len(seg.payload)
+            if n <= self._rcv_adv_abs - self._rcv_nxt_abs:
+                self._last_rx = now
+                self._ka_probes = 0
+                self._process_ack(seg, now)
+                if self.state is not S.ESTABLISHED:
+                    return
+                if n:
+                    self._accept_in_order(seg.payload, now)
+                return
+
+        # First: sequence number check.
+        if not self._segment_acceptable(seg):
+            self.dropped_segments += 1
+            if state is S.TIME_WAIT and flags & FIN and not flags & RST:
+                # RFC 9293 §3.10.7.4 TIME-WAIT: a retransmitted FIN is ACKed and the
+                # 2 MSL timeout restarted.
+                self._tw_at = now + 2 * self.config.msl
+                self._emit(self.snd_nxt, self.rcv_nxt, ACK, b"", now)
+                return
+            if not flags & RST:
+                # Unacceptable: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> (also answers
+                # keepalive and zero-window probes with seq = rcv_nxt - 1).
+                self.duplicate_segments += 1
+                self._emit(self.snd_nxt, self.rcv_nxt, ACK, b"", now)
+            return
+        self._last_rx = now
+        self._ka_probes = 0
+
+        # Second: RST (RFC 5961 §3.2: only an exact match resets).
+        if flags & RST:
+            if seg.seq != self.rcv_nxt:
+                self._challenge_ack(now)
+                return
+            if state is S.TIME_WAIT:
+                # RFC 1337: ignore RST in TIME-WAIT to avoid TIME-WAIT assassination.
+                self.dropped_segments += 1
+                return
+            if state is S.SYN_RECEIVED and self.listener_port is not None:
+                # Passive open: return to LISTEN, i.e. forget the half-open connection.
+                self._terminate(now, None, report=False)
+                return
+            if state is S.SYN_RECEIVED:
+                err: BaseException = ConnectionRefusedError("connection refused by peer (RST)")
+            elif state in (S.CLOSING, S.LAST_ACK):
+                err = ConnectionResetError("connection reset by peer while closing")
+                if self._read_closed:
+                    self._terminate(now, None)
+                    return
+            else:
+                err = ConnectionResetError("connection reset by peer")
+            self._terminate(now, err)
+            return
+
+        # Fourth: SYN in a synchronized state -> challenge ACK (RFC 5961 §4.2).
+        if flags & SYN:
+            if state is S.SYN_RECEIVED and seg.seq == self.irs:
+                self._send_syn(now)  # our SYN,ACK was lost: resend it
+                return
+            self._challenge_ack(now)
+            return
+
+        # Fifth: the ACK field.
+        if not flags & ACK:
+            self.dropped_segments += 1
+            return
+        if state is S.SYN_RECEIVED:
+            if seq_lt(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_max):
+                self._ack_syn(seg, now)
+                self._update_window(seg, initial=False, force=True)
+                self.set_state(S.ESTABLISHED, now)
+                if self.listener_port is not None:
+                    self.endpoint._accepted(self)
+                else:
+                    self.endpoint._event(ConnectionEstablished(self))
+                if self._fin_queued:
+                    # close() arrived in SYN-RECEIVED: now FIN-WAIT-1 (§3.10.4).
+                    self.set_state(S.FIN_WAIT_1, now)
+                    self.endpoint._mark(self)
+                state = self.state
+            else:
+                # <SEQ=SEG.ACK><CTL=RST>
+                self._emit(seg.ack, 0, RST, b"", now)
+                return
+        else:
+            self._process_ack(seg, now)
+            if self.state is S.CLOSED:
+                return
+            state = self.state
+        if state is S.TIME_WAIT:
+            if flags & FIN:
+                self._tw_at = now + 2 * self.config.msl
+                self._emit(self.snd_nxt, self.rcv_nxt, ACK, b"", now)
+            return
+        if seg.payload or flags & FIN:
+            self._process_text_and_fin(seg, now)
+
+    def _process_ack(self, seg: Segment, now: float) -> None:
+        """Fifth check for synchronized states: SND.UNA, windows, RTT, congestion control."""
+        ack = seg.ack
+        una = self.snd_una
+        if seq_gt(ack, self.snd_max):
+            # RFC 9293 §3.10.7.4 / RFC 5961 §5.2: ACK of unsent data -> ACK, drop.
+            self.dropped_segments += 1
+            self._emit(self.snd_nxt, self.rcv_nxt, ACK, b"", now)
+            raise _Drop
+        if seq_lt(ack, (una - max(self.max_snd_wnd, 1)) & SEQ_MASK):
+            # RFC 5961 §5.2: too old to be a real ACK -> challenge ACK, drop.
+            self.dropped_segments += 1
+            self._challenge_ack(now)
+            raise _Drop
+        if ack == una:
+            # RFC 5681 §2 duplicate ACK: outstanding data, no payload, no SYN/FIN,
+            # same window.
+            if (
+                una != self.snd_max
+                and not seg.payload
+                and not seg.flags & (SYN | FIN)
+                and (seg.wnd << self.snd_wscale) == self.snd_wnd
+            ):
+                self.dup_acks_received += 1
+                self._on_dup_ack(now)
+            else:
+                self._update_window(seg)
+            return
+        if seq_lt(ack, una):
+            self._update_window(seg)
+            return
+        # New data acknowledged.
+        acked = (ack - una) & SEQ_MASK
+        self.snd_una = ack
+        if seq_gt(ack, self.snd_nxt):
+            self.snd_nxt = ack
+        data_acked = acked
+        if self._fin_sent and seq_gt(ack, self._buf_seq + len(self._sndbuf) & SEQ_MASK):
+            data_acked -= 1  # the FIN's sequence number
+        if data_acked > len(self._sndbuf):
+            data_acked = len(self._sndbuf)
+        if data_acked > 0:
+            del self._sndbuf[:data_acked]
+            self._buf_seq = (self._buf_seq + data_acked) & SEQ_MASK
+            self.bytes_acked += data_acked
+        # RTT sample (RFC 6298 §3 via Karn: only for never-retransmitted data).
+        if self._rtt_seq is not None and seq_gt(ack, self._rtt_seq):
+            self.rtt.sample(now - self._rtt_time)
+            self._rtt_seq = None
+        self._retries = 0
+        self._dupacks = 0
+        if self._in_recovery:
+            if seq_le(self._recover, ack):
+                self._in_recovery = False
+                self.cc.on_recovery_exit()
+            else:
+                # RFC 6582 §3.2 step 5: partial ACK -> retransmit the next hole.
+                self.cc.on_partial_ack(acked)
+                self._retransmit_first(now)
+        else:
+            self.cc.on_ack(acked, (self.snd_max - ack) & SEQ_MASK, now)
+        # RFC 6298 §5.2/§5.3: stop the timer if all is acked, else restart it.
+        if ack == self.snd_max:
+            self._rto_at = None
+            self._unacked_since = None
+        else:
+            self._rto_at = now + self.rtt.rto
+            self._unacked_since = now
+        self._update_window(seg)
+        if self._writing_paused and len(self._sndbuf) <= self.write_low:
+            self._writing_paused = False
+            self.endpoint._event(WritingResumed(self))
+        if self._sndbuf or self._fin_queued:
+            self.endpoint._mark(self)
+        # Our FIN acknowledged?
+        if self._fin_sent and ack == self.snd_max and not self._sndbuf:
+            state = self.state
+            if state is S.FIN_WAIT_1:
+                self.set_state(S.FIN_WAIT_2, now)
+                if self._read_closed:
+                    self._fw2_at = now + FIN_WAIT_2_TIMEOUT
+                    self._report_done(now)
+            elif state is S.CLOSING:
+                self._enter_time_wait(now)
+            elif state is S.LAST_ACK:
+                self._terminate(now, None)
+
+    def _update_window(self, seg: Segment, initial: bool = False, force: bool = False) -> None:
+        """RFC 9293 §3.10.7.4: update SND.WND if the segment is newer (SND.WL1/WL2)."""
+        if initial:
+            # RFC 7323 §2.2: the window in a SYN is not scaled.
+            self.snd_wnd = seg.wnd
+            self.snd_wl1 = seg.seq
+            self.snd_wl2 = seg.ack
+        elif (
+            force
+            or seq_lt(self.snd_wl1, seg.seq)
+            or (self.snd_wl1 == seg.seq and seq_le(self.snd_wl2, seg.ack))
+        ):
+            wnd = seg.wnd << self.snd_wscale
+            if wnd > self.snd_wnd and self._persist_at is not None:
+                self.endpoint._mark(self)
+            self.snd_wnd = wnd
+            self.snd_wl1 = seg.seq
+            self.snd_wl2 = seg.ack
+        else:
+            return
+        if self.snd_wnd > self.max_snd_wnd:
+            self.max_snd_wnd = self.snd_wnd
+        if self.snd_wnd and (self._sndbuf or self._fin_queued):
+            self.endpoint._mark(self)
+
+    def _on_dup_ack(self, now: float) -> None:
+        """RFC 5681 §3.2 fast retransmit / fast recovery, RFC 6582 NewReno."""
+        if self._in_recovery:
+            self.cc.on_dup_ack()
+            self.endpoint._mark(self)
+            return
+        self._dupacks += 1
+        if self._dupacks == 3 and seq_lt(self._recover, self.snd_una):
+            # RFC 6582 §3.2 step 2: enter fast recovery, recover <- highest sent.
+            self._in_recovery = True
+            self._recover = self.snd_max
+            self.fast_retransmits += 1
+            self.cc.on_fast_retransmit((self.snd_max - self.snd_una) & SEQ_MASK)
+            self._retransmit_first(now)
+            self._rto_at = now + self.rtt.rto
+
+    # ------------------------------------------------------ receive data path
+    def _accept_in_order(self, data: bytes, now: float) -> None:
+        """Fast path: ``data`` starts exactly at RCV.NXT and fits the window."""
+        n = len(data)
+        was_empty = not self._rcvbuf
+        if not self._read_closed:
+            self._rcvbuf += data
+        self._rcv_nxt_abs += n
+        self.rcv_nxt = (self.rcv_nxt + n) & SEQ_MASK
+        self.bytes_received += n
+        if n > self._rcv_mss:
+            self._rcv_mss = n
+        if self._read_closed:
+            # Data for a socket the application closed: Linux answers RST.
+            self.abort(now)
+            return
+        # RFC 1122 §4.2.3.2 / RFC 5681 §4.2: ACK at least every second full-sized
+        # segment; otherwise within the delayed-ACK time.
+        self._unacked_bytes += n
+        if self._unacked_bytes >= 2 * self._rcv_mss or self.config.delayed_ack == 0:
+            self._ack_now = True
+            self.endpoint._mark(self)
+        elif self._delack_at is None:
+            self._delack_at = now + self.config.delayed_ack
+        if was_empty and self._data_event_armed:
+            self._data_event_armed = False
+            self.endpoint._event(DataReceived(self))
+
+    def _process_text_and_fin(self, seg: Segment, now: float) -> None:
+        """RFC 9293 §3.10.7.4 seventh (segment text) and eighth (FIN) checks."""
+        state = self.state
+        payload = seg.payload
+        start = self._rcv_nxt_abs + seq_sub(seg.seq, self.rcv_nxt)
+        if payload and state in _RECV_DATA_STATES:
+            if self._read_closed:
+                self.abort(now)
+                return
+            self._insert(start, payload, now)
+        elif payload:
+            self.dropped_segments += 1
+        if seg.flags & FIN:
+            fin_abs = start + len(payload)
+            if fin_abs >= self._rcv_nxt_abs and self._fin_rcvd_abs is None:
+                self._fin_rcvd_abs = fin_abs
+        if self._fin_rcvd_abs is not None and self._fin_rcvd_abs == self._rcv_nxt_abs:
+            self._on_fin(now)
+
+    def _insert(self, start: int, data: bytes, now: float) -> None:
+        """Reassembly: place ``data`` at unwrapped position ``start`` (§3.10.7.4, seventh)."""
+        nxt = self._rcv_nxt_abs
+        end = start + len(data)
+        right = max(self._rcv_adv_abs, nxt)
+        # Trim to the window: left of RCV.NXT is duplicate, right of the window is
+        # not ours to keep.
+        if end > right:
+            data = data[: right - start] if right > start else b""
+            end = right
+        if start < nxt:
+            if end <= nxt:
+                self.duplicate_segments += 1
+                self._ack_now = True
+                self.endpoint._mark(self)
+                return
+            data = data[nxt - start :]
+            start = nxt
+        if not data:
+            return
+        if start == nxt:
+            had_ooo = bool(self._ooo_starts)
+            self._accept_in_order(data, now)
+            if had_ooo:
+                self._pull_ooo(now)
+                # RFC 5681 §4.2: ACK immediately when a segment fills a hole.
+                self._ack_now = True
+                self.endpoint._mark(self)
+            return
+        # Out of order: keep only the bytes not already held, in sorted runs.
+        self.ooo_segments += 1
+        self._ack_now = True  # RFC 5681 §4.2: immediate duplicate ACK
+        self.endpoint._mark(self)
+        starts = self._ooo_starts
+        datas = self._ooo_data
+        i = bisect_right(starts, start) - 1
+        if i >= 0 and starts[i] + len(datas[i]) > start:
+            cur = starts[i] + len(datas[i])  # covered up to here already
+            i += 1
+        else:
+            cur = start
+            i += 1
+        pos = start
+        while cur < end:
+            nxt_start = starts[i] if i < len(starts) else end
+            if nxt_start > cur:
+                piece_end = min(nxt_start, end)
+                if len(starts) >= MAX_OOO_RUNS:
+                    self.dropped_segments += 1
+                    return
+                starts.insert(i, cur)
+                datas.insert(i, data[cur - pos : piece_end - pos])
+                self._ooo_bytes += piece_end - cur
+                i += 1
+                cur = piece_end
+            else:
+                cur = max(cur, starts[i] + len(datas[i]))
+                i += 1
+
+    def _pull_ooo(self, now: float) -> None:
+        starts = self._ooo_starts
+        datas = self._ooo_data
+        while starts and starts[0] <= self._rcv_nxt_abs:
+            s = starts.pop(0)
+            d = datas.pop(0)
+            self._ooo_bytes -= len(d)
+            skip = self._rcv_nxt_abs - s
+            if skip < len(d):
+                self._accept_in_order(d[skip:] if skip else d, now)
+
+    def _on_fin(self, now: float) -> None:
+        """RFC 9293 §3.10.7.4 eighth check: the peer's FIN, now in order."""
+        self._fin_rcvd_abs = None
+        self._rcv_nxt_abs += 1
+        self.rcv_nxt = (self.rcv_nxt + 1) & SEQ_MASK
+        self._peer_fin = True
+        self._ack_now = True
+        self.endpoint._mark(self)
+        state = self.state
+        if state in (S.ESTABLISHED, S.SYN_RECEIVED):
+            self.set_state(S.CLOSE_WAIT, now)
+            self.endpoint._event(PeerClosed(self))
+        elif state is S.FIN_WAIT_1:
+            if self._fin_sent and self.snd_una == self.snd_max:
+                self._enter_time_wait(now)
+            else:
+                self.set_state(S.CLOSING, now)
+                self.endpoint._event(PeerClosed(self))
+        elif state is S.FIN_WAIT_2:
+            self._enter_time_wait(now)
+
+    def _enter_time_wait(self, now: float) -> None:
+        if self.state in (S.FIN_WAIT_1, S.FIN_WAIT_2) and not self._read_closed:
+            self.endpoint._event(PeerClosed(self))
+        self.set_state(S.TIME_WAIT, now)
+        self._tw_at = now + 2 * self.config.msl
+        self._rto_at = self._persist_at = self._ka_at = self._fw2_at = None
+        self._report_done(now)
+
+    # ---------------------------------------------------------------- timers
+    def _update_deadline(self) -> None:
+        d: float | None = None
+        for t in (
+            self._rto_at,
+            self._delack_at,
+            self._persist_at,
+            self._ka_at,
+            self._tw_at,
+            self._fw2_at,
+        ):
+            if t is not None and (d is None or t < d):
+                d = t
+        if self.config.keepalive and self.state in (S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2):
+            ka = self._keepalive_deadline()
+            if ka is not None and (d is None or ka < d):
+                d = ka
+        self._deadline = d
+        if d is not None and (self._sched_at is None or d < self._sched_at):
+            self.endpoint._schedule(self, d)
+
+    def _keepalive_deadline(self) -> float | None:
+        # RFC 1122 §4.2.3.6: only when idle (nothing outstanding).
+        if self.snd_una != self.snd_max:
+            return None
+        cfg = self.config
+        return self._last_rx + cfg.keepalive_idle + self._ka_probes * cfg.keepalive_interval
+
+    def _on_timer(self, now: float) -> None:
+        """Handle every timer that is due at ``now``."""
+        if self._tw_at is not None and now >= self._tw_at:
+            self._tw_at = None
+            self._terminate(now, None)
+            return
+        if self._fw2_at is not None and now >= self._fw2_at:
+            self._fw2_at = None
+            if self.state is S.FIN_WAIT_2:
+                self._terminate(now, None)
+                return
+        if self._rto_at is not None and now >= self._rto_at:
+            self._rto_at = None
+            self._on_rto(now)
+            if self.state is S.CLOSED:
+                return
+        if self._delack_at is not None and now >= self._delack_at:
+            self._delack_at = None
+            if self._unacked_bytes:
+                self._ack_now = True
+                self.endpoint._mark(self)
+        if self._persist_at is not None and now >= self._persist_at:
+            self._persist_at = None
+            self._on_persist(now)
+            if self.state is S.CLOSED:
+                return
+        if self.config.keepalive and self.state in (S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2):
+            ka = self._keepalive_deadline()
+            if ka is not None and now >= ka:
+                if self._ka_probes >= self.config.keepalive_count:
+                    self._terminate(
+                        now,
+                        KeepaliveTimeoutError(
+                            f"peer did not answer {self._ka_probes} keepalive probes"
+                        ),
+                    )
+                    return
+                self._ka_probes += 1
+                self.keepalive_probes += 1
+                # RFC 1122 §4.2.3.6: seq = SND.UNA - 1 so any TCP must answer.
+                self._emit((self.snd_una - 1) & SEQ_MASK, self.rcv_nxt, ACK, b"", now)
+        self._update_deadline()
+
+    def _on_rto(self, now: float) -> None:
+        """The retransmission timer expired (RFC 6298 §5.4-5.7)."""
+        state = self.state
+        self.rto_expiries += 1
+        self._retries += 1
+        self._rtt_seq = None  # Karn
+        if log.info_enabled:
+            log.logger.info(
+                "rto", conn=self.name, state=str(state), retries=self._retries, rto=self.rtt.rto
+            )
+        if state is S.SYN_SENT:
+            if self._retries > self.config.syn_retries:
+                self._terminate(
+                    now,
+                    ConnectTimeoutError(
+                        f"no answer to SYN after {self.config.syn_retries} retransmissions"
+                    ),
+                )
+                return
+            self.rtt.on_timeout()
+            self.retransmissions += 1
+            self._send_syn(now)
+            return
+        if state is S.SYN_RECEIVED:
+            if self._retries > self.config.synack_retries:
+                err = (
+                    None
+                    if self.listener_port is not None
+                    else ConnectTimeoutError("no answer to SYN,ACK")
+                )
+                self._terminate(now, err, report=self.listener_port is None)
+                return
+            self.rtt.on_timeout()
+            self.retransmissions += 1
+            self._send_syn(now)
+            return
+        if self.snd_una == self.snd_max:
+            return
+        if (
+            self._unacked_since is not None
+            and now - self._unacked_since >= self.config.user_timeout
+        ):
+            self._terminate(
+                now,
+                UserTimeoutError(
+                    f"data unacknowledged for {self.config.user_timeout:g} s (user timeout)"
+                ),
+            )
+            return
+        self.rtt.on_timeout()
+        self.cc.on_rto((self.snd_max - self.snd_una) & SEQ_MASK)
+        self._in_recovery = False
+        self._dupacks = 0
+        self._recover = self.snd_max  # RFC 6582 §4: no fast retransmit for old dupacks
+        # Go back N: resend from SND.UNA as the (now 1-SMSS) window allows.
+        self.snd_nxt = self.snd_una
+        self._retransmit_first(now)
+
+    def _on_persist(self, now: float) -> None:
+        """Zero-window probe (RFC 9293 §3.8.6.1): seq = SND.UNA - 1 forces an ACK
+        carrying the current window, as Linux's tcp_probe0 does."""
+        if self._sndbuf or self._fin_queued:
+            if now - self._last_rx >= self.config.user_timeout:
+                self._terminate(now, UserTimeoutError("peer stopped answering zero-window probes"))
+                return
+            self.window_probes += 1
+            self._emit((self.snd_una - 1) & SEQ_MASK, self.rcv_nxt, ACK, b"", now)
+            self._persist_backoff += 1
+        self.endpoint._mark(self)
+
+    def _schedule_persist(self, now: float) -> None:
+        if self._persist_at is None:
+            delay = min(self.rtt.rto * (1 << min(self._persist_backoff, 16)), self.config.rto_max)
+            self._persist_at = now + delay
+
+    # ---------------------------------------------------------------- output
+    def _emit(
+        self,
+        seq: int,
+        ack: int,
+        flags: int,
+        payload: bytes | memoryview,
+        now: float,
+        options: bytes = b"",
+        wnd_override: int | None = None,
+    ) -> None:
+        """Build one segment and hand it to the endpoint's output queue."""
+        if wnd_override is not None:
+            wnd = wnd_override
+        elif flags & ACK:
+            wnd = self._advertise()
+        else:
+            wnd = 0
+        data = build_segment(
+            self.local_port, self.remote_port, seq, ack, flags, wnd, payload, options
+        )
+        self.endpoint._out.append((data, self.addr))
+        self.segments_sent += 1
+        if flags & ACK:
+            # Any ACK we send acknowledges everything so far.
+            self._ack_now = False
+            self._unacked_bytes = 0
+            self._delack_at = None
+
+    def _send(
+        self,
+        seq: int,
+        ack: int,
+        flags: int,
+        payload: bytes | memoryview,
+        now: float,
+        options: bytes = b"",
+        wnd_override: int | None = None,
+    ) -> None:
+        self._emit(seq, ack, flags, payload, now, options, wnd_override)
+        self._last_send = now
+
+    def _advertise(self) -> int:
+        """The window field to send (RFC 9293 §3.8.6.2.2 receiver SWS avoidance).
+
+        The right edge moves only by at least min(MSS, buffer/2) and never moves
+        left (RFC 9293 §3.8.6: shrinking the window is strongly discouraged).
+        """
+        nxt = self._rcv_nxt_abs
+        buf = self.config.rcv_buf
+        free = buf - len(self._rcvbuf)
+        if self._read_closed:
+            free = buf
+        right = nxt + free
+        if right - self._rcv_adv_abs >= min(self._rcv_mss, buf // 2) or free == buf:
+            self._rcv_adv_abs = right
+        elif self._rcv_adv_abs < nxt:
+            self._rcv_adv_abs = nxt
+        wnd = self._rcv_adv_abs - nxt
+        shift = self.rcv_wscale if self._rcv_wscale_ok else 0
+        field = wnd >> shift
+        if field > 0xFFFF:
+            field = 0xFFFF
+        return field
+
+    def _segment_for(self, seq: int, now: float, limit: int = 1 << 30) -> int:
+        """Send the data (and the FIN, if it is next) starting at ``seq``.
+
+        Returns the sequence space consumed (data bytes plus one for a FIN) and
+        keeps SND.NXT/SND.MAX/_fin_sent consistent with what went out.
+        """
+        off = (seq - self._buf_seq) & SEQ_MASK
+        avail = len(self._sndbuf) - off
+        n = min(avail, self.snd_mss, limit)
+        flags = ACK
+        if n > 0 and n == avail:
+            flags |= PSH
+        if self._fin_queued and n == avail:
+            flags |= FIN
+            self._fin_sent = True
+        if n > 0:
+            mv = memoryview(self._sndbuf)
+            try:
+                self._send(seq, self.rcv_nxt, flags, mv[off : off + n], now)
+            finally:
+                mv.release()
+            self.bytes_sent += n
+        else:
+            self._send(seq, self.rcv_nxt, flags, b"", now)
+        used = n + (flags & FIN)
+        end = (seq + used) & SEQ_MASK
+        if seq_gt(end, self.snd_nxt):
+            self.snd_nxt = end
+        if seq_gt(end, self.snd_max):
+            self.snd_max = end
+        return used
+
+    def _retransmit_first(self, now: float) -> None:
+        """Retransmit the segment at SND.UNA (RTO, fast retransmit, partial ACK)."""
+        if self.snd_una == self.snd_max:
+            return
+        self.retransmissions += 1
+        self._rtt_seq = None
+        n = self._segment_for(self.snd_una, now)
+        self._rto_at = now + self.rtt.rto
+        if self._unacked_since is None:
+            self._unacked_since = now
+        if log.info_enabled:
+            log.logger.info("retransmit", conn=self.name, seq=self.snd_una, len=n)
+
+    def _flush(self, now: float) -> None:
+        """Send what the windows allow, then a pure ACK if one is still owed."""
+        state = self.state
+        if state in (S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.LAST_ACK, S.CLOSING) and (
+            self._sndbuf
+            or (self._fin_queued and not self._fin_sent)
+            or (self._fin_queued and seq_lt(self.snd_nxt, self.snd_max))
+        ):
+            self._send_data(now)
+        if self._ack_now and state is not S.CLOSED and state is not S.SYN_SENT:
+            self.pure_acks_sent += 1
+            self._emit(self.snd_nxt, self.rcv_nxt, ACK, b"", now)
+        self._update_deadline()
+
+    def _send_data(self, now: float) -> None:
+        """RFC 5681 window check and RFC 9293 §3.8.6.2.1 sender SWS avoidance."""
+        if now - self._last_send > self.rtt.rto and self.snd_una == self.snd_max:
+            # RFC 5681 §4.1: restart window after an idle period.
+            self.cc.on_idle_restart()
+        mss = self.snd_mss
+        buf_end = (self._buf_seq + len(self._sndbuf)) & SEQ_MASK
+        sent_any = False
+        while True:
+            nxt = self.snd_nxt
+            flight = (nxt - self.snd_una) & SEQ_MASK
+            wnd = min(self.cc.cwnd, self.snd_wnd)
+            usable = wnd - flight
+            unsent = (buf_end - nxt) & SEQ_MASK if seq_lt(nxt, buf_end) else 0
+            if unsent == 0:
+                if (
+                    self._fin_queued
+                    and nxt == buf_end
+                    and (not self._fin_sent or seq_lt(nxt, self.snd_max))
+                ):
+                    self._segment_for(nxt, now)  # the FIN alone
+                    self._arm_rto(now)
+                    sent_any = True
+                break
+            n = min(unsent, usable, mss)
+            if n <= 0:
+                break
+            # Sender SWS avoidance: full segment, or all remaining data (push,
+            # TCP_NODELAY semantics), or half the largest window the peer offered,
+            # or nothing at all is in flight.
+            if n < mss and n < unsent and n < self.max_snd_wnd // 2 and flight > 0:
+                break
+            is_new = not seq_lt(nxt, self.snd_max)
+            if is_new and self._rtt_seq is None:
+                self._rtt_seq = nxt
+                self._rtt_time = now
+            if not is_new:
+                self.retransmissions += 1
+            self._segment_for(nxt, now, n)
+            self._arm_rto(now)
+            sent_any = True
+        # Persist timer: data waits and nothing is in flight to elicit an ACK.
+        if (
+            not sent_any
+            and self.snd_una == self.snd_max
+            and seq_lt(self.snd_nxt, buf_end)
+            and self.snd_wnd < min(mss, (buf_end - self.snd_nxt) & SEQ_MASK)
+        ):
+            self._schedule_persist(now)
+        elif self.snd_wnd > 0:
+            self._persist_at = None
+            self._persist_backoff = 0
+
+    def _arm_rto(self, now: float) -> None:
+        # RFC 6298 §5.1: start the timer when sending data if it is not running.
+        if self._rto_at is None:
+            self._rto_at = now + self.rtt.rto
+        if self._unacked_since is None:
+            self._unacked_since = now
+
+    # ------------------------------------------------------------- teardown
+    def _report_done(self, now: float) -> None:
+        """Tell the application the connection is over (once)."""
+        if not self._terminated_sent:
+            self._terminated_sent = True
+            self.endpoint._event(ConnectionTerminated(self, self.error))
+
+    def _terminate(self, now: float, error: BaseException | None, report: bool = True) -> None:
+        """Move to CLOSED, release everything, and report ``error`` (None = orderly)."""
+        if self.state is S.CLOSED:
+            return
+        if error is not None and self.error is None:
+            self.error = error
+            if log.info_enabled:
+                log.logger.info("abort", conn=self.name, state=str(self.state), error=repr(error))
+        self.set_state(S.CLOSED, now)
+        self._rto_at = self._persist_at = self._ka_at = self._tw_at = None
+        self._fw2_at = self._delack_at = None
+        self._ack_now = False
+        self._sndbuf.clear()
+        self._ooo_starts.clear()
+        self._ooo_data.clear()
+        if report and not self._terminated_sent:
+            self._report_done(now)
+        self._terminated_sent = True
+        self.endpoint._remove(self)
+
+
+class _Drop(Exception):
+    """Internal: stop processing the current segment (it has been answered)."""

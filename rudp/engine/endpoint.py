@@ -1,0 +1,356 @@
+"""The sans-IO endpoint: many connections and listeners behind one UDP address.
+
+Shape (as aioquic's ``QuicConnection``, one level up):
+
+* :meth:`Endpoint.receive_datagram` — feed one UDP payload and its source address;
+* :meth:`Endpoint.datagrams_to_send` — collect ``(payload, address)`` pairs to send;
+* :meth:`Endpoint.get_timer` / :meth:`Endpoint.handle_timer` — the single next
+  deadline, and its handler;
+* :meth:`Endpoint.next_event` — application events (:mod:`rudp.engine.events`).
+
+A connection's identity is (peer UDP address, local TCP port, peer TCP port), so one
+socket hosts listeners and any number of connections, to one or many peers.
+
+Nothing from the network raises out of :meth:`receive_datagram`: malformed
+datagrams are dropped and counted in :attr:`Endpoint.counters`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .. import log
+from ..config import Config
+from ..errors import AddressInUseError, InvalidStateError
+from ..seq import SEQ_MASK, seq_gt
+from ..wire.segment import ACK, FIN, RST, SYN, ParseError, Segment, build_segment, parse_segment
+from .connection import Connection
+from .events import ConnectionAccepted, Event
+from .isn import isn_rfc6528
+from .states import State
+
+Address = tuple[Any, ...]
+ConnKey = tuple[Address, int, int]
+IsnFunc = Callable[[ConnKey, float], int]
+
+EPHEMERAL_PORTS = (49152, 65535)
+
+
+class Listener:
+    """A passive open on one TCP port (the LISTEN state, RFC 9293 §3.10.7.2)."""
+
+    __slots__ = ("accept_pending", "backlog", "half_open", "port")
+
+    def __init__(self, port: int, backlog: int) -> None:
+        self.port = port
+        self.backlog = backlog
+        self.half_open = 0  # connections in SYN-RECEIVED
+        self.accept_pending = 0  # established, ConnectionAccepted not yet taken
+
+
+class Endpoint:
+    """All TCP state behind one UDP socket, driven with explicit ``now`` values."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        isn: IsnFunc | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.config = config if config is not None else Config()
+        self.connections: dict[ConnKey, Connection] = {}
+        self.listeners: dict[int, Listener] = {}
+        self._isn: IsnFunc = isn if isn is not None else isn_rfc6528
+        self._rng = random.Random(seed)
+        self._out: list[tuple[bytes, Address]] = []
+        self._dirty: dict[Connection, None] = {}
+        self._events: deque[Event] = deque()
+        self._heap: list[tuple[float, int, Connection]] = []
+        self._tie = itertools.count()
+        #: Endpoint-wide counters: datagrams, drops by reason, RSTs sent, …
+        self.counters: dict[str, int] = {
+            "datagrams_received": 0,
+            "datagrams_sent": 0,
+            "dropped": 0,
+            "rst_sent": 0,
+            "syn_dropped": 0,
+            "internal_errors": 0,
+        }
+
+    # ------------------------------------------------------------ public API
+    def listen(self, port: int, backlog: int = 128) -> None:
+        """Accept connections to TCP ``port``; at most ``backlog`` half-open plus
+        not-yet-accepted connections are held, further SYNs are dropped."""
+        if not 0 < port <= 0xFFFF:
+            raise ValueError(f"port must be in 1..65535, not {port!r}")
+        if backlog < 1:
+            raise ValueError(f"backlog must be >= 1, not {backlog!r}")
+        if port in self.listeners:
+            raise AddressInUseError(f"already listening on port {port}")
+        self.listeners[port] = Listener(port, backlog)
+
+    def stop_listening(self, port: int) -> None:
+        """Stop accepting on ``port``; established connections are unaffected."""
+        self.listeners.pop(port, None)
+
+    def connect(
+        self,
+        addr: Address,
+        remote_port: int,
+        now: float,
+        *,
+        local_port: int | None = None,
+        config: Config | None = None,
+    ) -> Connection:
+        """Active open to TCP ``remote_port`` at UDP address ``addr``; sends SYN.
+
+        The same identity cannot be reopened while a previous connection holds it,
+        TIME-WAIT included (RFC 9293 §3.4.2 quiet time); with no ``local_port``
+        an unused ephemeral port is picked.
+        """
+        if not 0 < remote_port <= 0xFFFF:
+            raise ValueError(f"remote_port must be in 1..65535, not {remote_port!r}")
+        addr = tuple(addr)
+        if local_port is None:
+            local_port = self._pick_port(addr, remote_port)
+        elif not 0 < local_port <= 0xFFFF:
+            raise ValueError(f"local_port must be in 1..65535, not {local_port!r}")
+        key = (addr, local_port, remote_port)
+        old = self.connections.get(key)
+        if old is not None:
+            raise AddressInUseError(f"connection {key} exists (state {old.state})")
+        conn = Connection(
+            self, config or self.config, addr, local_port, remote_port, self._isn(key, now), now
+        )
+        self.connections[key] = conn
+        conn._open_active(now)
+        return conn
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Process one UDP payload from ``addr``. Never raises for any input."""
+        counters = self.counters
+        counters["datagrams_received"] += 1
+        try:
+            seg = parse_segment(data)
+        except ParseError as exc:
+            counters["dropped"] += 1
+            key = "drop_" + exc.reason
+            counters[key] = counters.get(key, 0) + 1
+            if log.debug_enabled:
+                log.logger.debug("drop", reason=exc.reason, peer=addr, size=len(data))
+            return
+        try:
+            conn = self.connections.get((addr, seg.dport, seg.sport))
+            if conn is not None:
+                if conn.state is State.TIME_WAIT and self._time_wait_reuse(conn, seg, now):
+                    conn = None
+                else:
+                    conn._on_segment(seg, now)
+                    return
+            listener = self.listeners.get(seg.dport)
+            if listener is not None:
+                self._listen_segment(listener, seg, addr, now)
+            else:
+                self._closed_segment(seg, addr, now)
+        except Exception:  # pragma: no cover - a bug in rudp, never the peer's fault
+            counters["internal_errors"] += 1
+            log.warning("internal_error", peer=addr, error=traceback.format_exc())
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Everything to send now, as ``(payload, destination address)`` pairs."""
+        for _ in range(8):
+            dirty = self._dirty
+            if not dirty:
+                break
+            self._dirty = {}
+            for conn in dirty:
+                if conn.state is not State.CLOSED:
+                    conn._flush(now)
+        out = self._out
+        if out:
+            self._out = []
+            self.counters["datagrams_sent"] += len(out)
+        return out
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline of any connection, or None."""
+        heap = self._heap
+        while heap:
+            t, _, conn = heap[0]
+            if conn._sched_at != t or conn.state is State.CLOSED:
+                heapq.heappop(heap)  # stale entry
+                continue
+            d = conn._deadline
+            if d is None or d > t:
+                # The deadline moved later since this entry was pushed.
+                heapq.heappop(heap)
+                conn._sched_at = None
+                if d is not None:
+                    self._schedule(conn, d)
+                continue
+            return t
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Run every timer due at ``now``."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            t, _, conn = heapq.heappop(heap)
+            if conn._sched_at != t or conn.state is State.CLOSED:
+                continue
+            conn._sched_at = None
+            d = conn._deadline
+            if d is not None and d > now:
+                self._schedule(conn, d)
+                continue
+            try:
+                conn._on_timer(now)
+            except Exception:  # pragma: no cover - a bug in rudp
+                self.counters["internal_errors"] += 1
+                log.warning("internal_error", conn=conn.name, error=traceback.format_exc())
+
+    def next_event(self) -> Event | None:
+        """The next application event, or None."""
+        if not self._events:
+            return None
+        ev = self._events.popleft()
+        if type(ev) is ConnectionAccepted:
+            listener = self.listeners.get(ev.port)
+            if listener is not None and listener.accept_pending > 0:
+                listener.accept_pending -= 1
+        return ev
+
+    def stats(self) -> dict[str, int]:
+        """Endpoint counters plus the number of connections by state."""
+        out = dict(self.counters)
+        out["connections"] = len(self.connections)
+        for conn in self.connections.values():
+            key = "state_" + conn.state.value
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    # ----------------------------------------------------- connection hooks
+    def _mark(self, conn: Connection) -> None:
+        self._dirty[conn] = None
+
+    def _event(self, ev: Event) -> None:
+        self._events.append(ev)
+
+    def _schedule(self, conn: Connection, t: float) -> None:
+        conn._sched_at = t
+        heapq.heappush(self._heap, (t, next(self._tie), conn))
+
+    def _accepted(self, conn: Connection) -> None:
+        port = conn.listener_port
+        assert port is not None
+        listener = self.listeners.get(port)
+        if conn._half_open:
+            conn._half_open = False
+            if listener is not None:
+                listener.half_open -= 1
+        if listener is not None:
+            listener.accept_pending += 1
+        self._event(ConnectionAccepted(conn, port))
+
+    def _remove(self, conn: Connection) -> None:
+        if self.connections.get(conn.key) is conn:
+            del self.connections[conn.key]
+        if conn._half_open:
+            conn._half_open = False
+            listener = self.listeners.get(conn.listener_port or 0)
+            if listener is not None:
+                listener.half_open -= 1
+        self._dirty.pop(conn, None)
+
+    # ------------------------------------------------------------- internals
+    def _pick_port(self, addr: Address, remote_port: int) -> int:
+        lo, hi = EPHEMERAL_PORTS
+        for _ in range(64):
+            port = self._rng.randint(lo, hi)
+            if (addr, port, remote_port) not in self.connections:
+                return port
+        for port in range(lo, hi + 1):
+            if (addr, port, remote_port) not in self.connections:
+                return port
+        raise AddressInUseError(f"no free local port towards {addr} port {remote_port}")
+
+    def _time_wait_reuse(self, conn: Connection, seg: Segment, now: float) -> bool:
+        """RFC 9293 §3.10.7.4 (TIME-WAIT) / RFC 6191 without timestamps: a new SYN
+        whose sequence number is above the old connection's final RCV.NXT may end
+        TIME-WAIT and open a new incarnation through the listener."""
+        if (
+            seg.flags & (SYN | ACK | RST | FIN) == SYN
+            and seg.dport in self.listeners
+            and seq_gt(seg.seq, conn.rcv_nxt)
+        ):
+            conn._terminate(now, None, report=False)
+            return True
+        return False
+
+    def _listen_segment(self, listener: Listener, seg: Segment, addr: Address, now: float) -> None:
+        """RFC 9293 §3.10.7.2: a segment for a listener with no connection."""
+        flags = seg.flags
+        if flags & RST:
+            self._drop("listen_rst")  # first: an incoming RST is ignored
+            return
+        if flags & ACK:
+            self._send_rst(seg, addr)  # second: any ACK -> <SEQ=SEG.ACK><CTL=RST>
+            return
+        if not flags & SYN:
+            self._drop("listen_no_syn")
+            return
+        # Third: SYN. Bounded half-open + accept queue (backlog); overflow is dropped.
+        if listener.half_open + listener.accept_pending >= listener.backlog:
+            self.counters["syn_dropped"] += 1
+            self._drop("backlog_full")
+            return
+        key = (addr, seg.dport, seg.sport)
+        conn = Connection(
+            self,
+            self.config,
+            addr,
+            seg.dport,
+            seg.sport,
+            self._isn(key, now),
+            now,
+            listener_port=listener.port,
+        )
+        conn._half_open = True
+        listener.half_open += 1
+        self.connections[key] = conn
+        conn._open_passive(seg, now)
+
+    def _closed_segment(self, seg: Segment, addr: Address, now: float) -> None:
+        """RFC 9293 §3.10.7.1: no connection and no listener -> RST (never for an RST)."""
+        if seg.flags & RST:
+            self._drop("closed_rst")
+            return
+        self._send_rst(seg, addr)
+
+    def _send_rst(self, seg: Segment, addr: Address) -> None:
+        if seg.flags & ACK:
+            data = build_segment(seg.dport, seg.sport, seg.ack, 0, RST, 0)
+        else:
+            seg_len = len(seg.payload) + (1 if seg.flags & SYN else 0) + (seg.flags & FIN)
+            data = build_segment(
+                seg.dport, seg.sport, 0, (seg.seq + seg_len) & SEQ_MASK, RST | ACK, 0
+            )
+        self._out.append((data, addr))
+        self.counters["rst_sent"] += 1
+
+    def _drop(self, reason: str) -> None:
+        c = self.counters
+        c["dropped"] += 1
+        key = "drop_" + reason
+        c[key] = c.get(key, 0) + 1
+
+    def _require(self, conn: Connection) -> None:
+        if conn.endpoint is not self:
+            raise InvalidStateError("connection belongs to another endpoint")

@@ -1,0 +1,239 @@
+"""Parse and build TCP segments (RFC 9293 §3.1) carried as UDP payloads.
+
+A UDP payload is exactly one segment: the 20-byte fixed header, options, data.
+:func:`parse_segment` accepts any bytes and either returns a :class:`Segment` or
+raises :class:`ParseError` whose ``reason`` names the defect (the endpoint counts
+drops by reason); it never raises anything else.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .checksum import ones_complement_sum
+
+FIN = 0x01
+SYN = 0x02
+RST = 0x04
+PSH = 0x08
+ACK = 0x10
+URG = 0x20
+ECE = 0x40
+CWR = 0x80
+
+_FLAG_NAMES = (
+    (CWR, "C"),
+    (ECE, "E"),
+    (URG, "U"),
+    (ACK, "A"),
+    (PSH, "P"),
+    (RST, "R"),
+    (SYN, "S"),
+    (FIN, "F"),
+)
+
+#: source port, destination port, seq, ack, data offset/reserved, flags, window,
+#: checksum, urgent pointer (RFC 9293 §3.1).
+HEADER = struct.Struct("!HHIIBBHHH")
+HEADER_LEN = 20
+
+# Option kinds (IANA "TCP Option Kind Numbers").
+OPT_EOL = 0
+OPT_NOP = 1
+OPT_MSS = 2
+OPT_WSCALE = 3
+OPT_SACK_PERM = 4
+OPT_SACK = 5
+OPT_TIMESTAMP = 8
+
+_U16 = struct.Struct("!H")
+_U32X2 = struct.Struct("!II")
+_EMPTY = b""
+
+
+def flags_str(flags: int) -> str:
+    """Render flags the way tcpdump does, e.g. ``"S"``, ``"A"``, ``"FA"``."""
+    return "".join(name for bit, name in _FLAG_NAMES if flags & bit) or "."
+
+
+class ParseError(Exception):
+    """A datagram is not a well-formed segment; ``reason`` is a short counter key."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Segment:
+    """A parsed TCP segment. ``payload`` is the data (possibly empty)."""
+
+    __slots__ = (
+        "ack",
+        "dport",
+        "flags",
+        "mss",
+        "payload",
+        "sack",
+        "sack_perm",
+        "seq",
+        "sport",
+        "ts",
+        "urp",
+        "wnd",
+        "wscale",
+    )
+
+    def __init__(
+        self,
+        sport: int,
+        dport: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        wnd: int,
+        payload: bytes = _EMPTY,
+        urp: int = 0,
+    ) -> None:
+        self.sport = sport
+        self.dport = dport
+        self.seq = seq
+        self.ack = ack
+        self.flags = flags
+        self.wnd = wnd
+        self.payload = payload
+        self.urp = urp
+        self.mss: int | None = None
+        self.wscale: int | None = None
+        self.sack_perm = False
+        self.sack: tuple[tuple[int, int], ...] | None = None
+        self.ts: tuple[int, int] | None = None
+
+    @property
+    def seg_len(self) -> int:
+        """SEG.LEN: data length plus one for each of SYN and FIN (RFC 9293 §3.4)."""
+        return len(self.payload) + (self.flags & SYN) // SYN + (self.flags & FIN)
+
+    def __repr__(self) -> str:
+        opts = []
+        if self.mss is not None:
+            opts.append(f"mss={self.mss}")
+        if self.wscale is not None:
+            opts.append(f"wscale={self.wscale}")
+        if self.sack_perm:
+            opts.append("sackOK")
+        if self.sack:
+            opts.append(f"sack={list(self.sack)}")
+        if self.ts:
+            opts.append(f"ts={self.ts}")
+        return (
+            f"<Segment {self.sport}>{self.dport} [{flags_str(self.flags)}] seq={self.seq} "
+            f"ack={self.ack} win={self.wnd} len={len(self.payload)}"
+            + (f" <{','.join(opts)}>" if opts else "")
+            + ">"
+        )
+
+
+def _parse_options(seg: Segment, data: bytes, end: int) -> None:
+    i = HEADER_LEN
+    while i < end:
+        kind = data[i]
+        if kind == OPT_EOL:
+            return
+        if kind == OPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= end:
+            raise ParseError("option_truncated")
+        length = data[i + 1]
+        if length < 2:
+            raise ParseError("option_length")
+        if i + length > end:
+            raise ParseError("option_overflow")
+        # A known option with the wrong length is ignored, as Linux does.
+        if kind == OPT_MSS and length == 4:
+            seg.mss = _U16.unpack_from(data, i + 2)[0]
+        elif kind == OPT_WSCALE and length == 3:
+            seg.wscale = data[i + 2]
+        elif kind == OPT_SACK_PERM and length == 2:
+            seg.sack_perm = True
+        elif kind == OPT_SACK and length >= 10 and (length - 2) % 8 == 0:
+            seg.sack = tuple(_U32X2.unpack_from(data, j) for j in range(i + 2, i + length, 8))
+        elif kind == OPT_TIMESTAMP and length == 10:
+            seg.ts = _U32X2.unpack_from(data, i + 2)
+        i += length
+
+
+def parse_segment(data: bytes, *, check: bool = True) -> Segment:
+    """Parse one segment from a UDP payload; raise :class:`ParseError` if malformed."""
+    n = len(data)
+    if n < HEADER_LEN:
+        raise ParseError("short")
+    sport, dport, seq, ack, off, flags, wnd, _csum, urp = HEADER.unpack_from(data)
+    hlen = (off >> 4) * 4
+    if hlen < HEADER_LEN:
+        raise ParseError("data_offset")
+    if hlen > n:
+        raise ParseError("data_offset")
+    if check and ones_complement_sum(data) != 0xFFFF:
+        raise ParseError("checksum")
+    seg = Segment(sport, dport, seq, ack, flags, wnd, data[hlen:] if hlen < n else _EMPTY, urp)
+    if hlen > HEADER_LEN:
+        _parse_options(seg, data, hlen)
+    return seg
+
+
+def encode_options(
+    mss: int | None = None,
+    wscale: int | None = None,
+    sack_perm: bool = False,
+    sack: tuple[tuple[int, int], ...] | None = None,
+    ts: tuple[int, int] | None = None,
+) -> bytes:
+    """Encode options, NOP-aligned as Linux does, padded to a multiple of 4 bytes."""
+    out = bytearray()
+    if mss is not None:
+        out += struct.pack("!BBH", OPT_MSS, 4, mss)
+    if sack_perm:
+        out += bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERM, 2))
+    if ts is not None:
+        out += struct.pack("!BBBBII", OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10, ts[0], ts[1])
+    if wscale is not None:
+        out += bytes((OPT_NOP, OPT_WSCALE, 3, wscale))
+    if sack:
+        out += bytes((OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * len(sack)))
+        for left, right in sack:
+            out += _U32X2.pack(left, right)
+    if len(out) > 40:
+        raise ValueError("TCP options exceed 40 bytes")
+    if len(out) % 4:
+        out += bytes(4 - len(out) % 4)  # EOL padding
+    return bytes(out)
+
+
+def build_segment(
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    wnd: int,
+    payload: bytes | bytearray | memoryview = _EMPTY,
+    options: bytes = _EMPTY,
+    urp: int = 0,
+) -> bytes:
+    """Serialize a segment with its checksum (see :mod:`rudp.wire.checksum`).
+
+    The header length is always a multiple of 4, so the payload starts on a 16-bit
+    boundary and the checksum of the whole is the sum of the two parts.
+    """
+    hlen = HEADER_LEN + len(options)
+    head = HEADER.pack(sport, dport, seq, ack, (hlen // 4) << 4, flags, wnd, 0, urp) + options
+    value = int.from_bytes(head, "big") + (
+        int.from_bytes(payload, "big") << (8 if len(payload) & 1 else 0)
+    )
+    s = value % 0xFFFF if value else 0
+    if value and not s:
+        s = 0xFFFF
+    csum = ~s & 0xFFFF
+    head = head[:16] + _U16.pack(csum) + head[18:]
+    return head + payload if payload else head
