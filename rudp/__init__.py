@@ -4,6 +4,15 @@ A sans-IO TCP engine (:mod:`rudp.engine`), a deterministic network simulator
 (:mod:`rudp.sim`) and an asyncio layer whose API mirrors asyncio's streams.
 """
 
+from .aio import (
+    STATS_KEY,
+    RudpTransport,
+    Server,
+    create_connection,
+    create_server,
+    open_connection,
+    start_server,
+)
 from .config import Config
 from .errors import (
     AddressInUseError,
@@ -18,6 +27,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "STATS_KEY",
     "AddressInUseError",
     "Config",
     "ConfigError",
@@ -25,6 +35,12 @@ __all__ = [
     "InvalidStateError",
     "KeepaliveTimeoutError",
     "RudpError",
+    "RudpTransport",
+    "Server",
     "UserTimeoutError",
     "__version__",
+    "create_connection",
+    "create_server",
+    "open_connection",
+    "start_server",
 ]

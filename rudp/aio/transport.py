@@ -1,0 +1,224 @@
+"""``asyncio.Transport`` for one rudp connection.
+
+It behaves like asyncio's socket transports so ``asyncio.Protocol``,
+``asyncio.BufferedProtocol`` and asyncio's own ``StreamReaderProtocol`` work
+unchanged on top of it:
+
+* ``write()`` never blocks; data waits in the connection's send buffer, and the
+  protocol's ``pause_writing()``/``resume_writing()`` follow that buffer's
+  high/low water marks (``set_write_buffer_limits``; default high = ``Config.snd_buf``,
+  low = high // 4), so ``StreamWriter.drain()`` really blocks;
+* ``pause_reading()`` stops taking data from the connection: its receive buffer
+  fills, the advertised window closes and the sender stalls, so memory stays
+  bounded and nothing is dropped;
+* ``write_eof()`` sends FIN and keeps receiving (half-close);
+* ``get_extra_info("rudp_stats")`` returns live statistics (see :data:`STATS_KEY`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from ..engine import Connection
+
+if TYPE_CHECKING:
+    from .endpoint import UdpEndpoint
+
+#: ``get_extra_info`` key of the live per-connection statistics dictionary.
+STATS_KEY = "rudp_stats"
+
+
+class RudpTransport(asyncio.Transport):
+    """The transport of one rudp connection (see the module docstring)."""
+
+    def __init__(self, endpoint: UdpEndpoint, conn: Connection, protocol: asyncio.BaseProtocol):
+        super().__init__()
+        self._endpoint = endpoint
+        self._loop = endpoint.loop
+        self._conn = conn
+        self._protocol = protocol
+        self._reading = True
+        self._closing = False
+        self._lost = False
+        self._eof_pending = False  # FIN arrived while reading was paused
+        self._eof_delivered = False
+        self._protocol_paused = False
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+        sock = endpoint.sock
+        self._extra: dict[str, Any] = {
+            "peername": conn.addr,
+            "sockname": sock.getsockname() if sock is not None else None,
+            "socket": sock,
+            "rudp_connection": conn,
+        }
+
+    # ----------------------------------------------------------- BaseTransport
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == STATS_KEY:
+            return self._conn.stats()
+        return self._extra.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self._closing or self._lost
+
+    def close(self) -> None:
+        """Send FIN after the buffered data; connection_lost follows once closed."""
+        if self._closing or self._lost:
+            return
+        self._closing = True
+        conn = self._conn
+        conn.close(self._loop.time())
+        self._endpoint._schedule()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+    # ----------------------------------------------------------- ReadTransport
+    def is_reading(self) -> bool:
+        return self._reading and not self._lost
+
+    def pause_reading(self) -> None:
+        self._reading = False
+
+    def resume_reading(self) -> None:
+        if self._reading or self._lost:
+            return
+        self._reading = True
+        self._loop.call_soon(self._resume_delivery)
+
+    def _resume_delivery(self) -> None:
+        if self._lost:
+            return
+        self._deliver()
+        if self._eof_pending:
+            self._peer_closed()
+        self._endpoint._schedule()  # reading may have opened the window
+
+    # ---------------------------------------------------------- WriteTransport
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data``; raises ``BrokenPipeError`` after close()/write_eof(),
+        or the connection's error (e.g. ``ConnectionResetError``) once it failed."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+        if self._lost and self._conn.error is None:
+            raise BrokenPipeError("connection is closed")
+        if self._closing and self._conn.error is None:
+            raise BrokenPipeError("write() after close()")
+        if not data:
+            return
+        paused = self._conn.send(data, self._loop.time())
+        self._endpoint._schedule()
+        if paused and not self._protocol_paused:
+            self._protocol_paused = True
+            try:
+                self._protocol.pause_writing()
+            except Exception as exc:  # as asyncio does: report, don't break write()
+                self._loop.call_exception_handler(
+                    {"message": "protocol.pause_writing() failed", "exception": exc}
+                )
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        """Half-close: send FIN after the buffered data; keep receiving."""
+        if self._lost:
+            raise BrokenPipeError("connection is closed")
+        self._conn.shutdown(self._loop.time())
+        self._endpoint._schedule()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def abort(self) -> None:
+        """Send RST and close at once; connection_lost(None) follows soon."""
+        if self._lost:
+            return
+        self._closing = True
+        self._conn.abort(self._loop.time())
+        self._endpoint._schedule()
+
+    def get_write_buffer_size(self) -> int:
+        return self._conn.send_buffered
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self._conn.write_low, self._conn.write_high)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = self._conn.config.snd_buf if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        self._conn.set_write_buffer_limits(high, low)
+        size = self._conn.send_buffered
+        if size > high and not self._protocol_paused:
+            self._conn._writing_paused = True
+            self._protocol_paused = True
+            self._protocol.pause_writing()
+        elif size <= low and self._protocol_paused:
+            self._conn._writing_paused = False
+            self._resume_writing()
+
+    # ------------------------------------------------------------ from engine
+    def _deliver(self, force: bool = False) -> None:
+        """Hand readable data to the protocol while reading is not paused."""
+        conn = self._conn
+        protocol = self._protocol
+        while (self._reading or force) and conn.readable and not self._lost:
+            if self._buffered:
+                assert isinstance(protocol, asyncio.BufferedProtocol)
+                buf = memoryview(protocol.get_buffer(conn.readable))
+                n = min(len(buf), conn.readable)
+                if n == 0:
+                    raise RuntimeError("get_buffer() returned an empty buffer")
+                buf[:n] = conn.read(n)
+                protocol.buffer_updated(n)
+            else:
+                assert isinstance(protocol, asyncio.Protocol)
+                protocol.data_received(conn.read())
+
+    def _peer_closed(self) -> None:
+        if self._eof_delivered or self._lost:
+            return
+        if not self._reading or self._conn.readable:
+            self._eof_pending = True
+            return
+        self._eof_pending = False
+        self._eof_delivered = True
+        assert isinstance(self._protocol, (asyncio.Protocol, asyncio.BufferedProtocol))
+        keep_open = self._protocol.eof_received()
+        if not keep_open:
+            self.close()
+
+    def _resume_writing(self) -> None:
+        if self._protocol_paused:
+            self._protocol_paused = False
+            try:
+                self._protocol.resume_writing()
+            except Exception as exc:
+                self._loop.call_exception_handler(
+                    {"message": "protocol.resume_writing() failed", "exception": exc}
+                )
+
+    def _connection_lost(self, error: BaseException | None) -> None:
+        if self._lost:
+            return
+        # Data that arrived before an orderly end is still the application's, even
+        # if it paused reading: hand it over (bounded by the receive buffer).
+        if error is None:
+            self._deliver(force=True)
+            if self._conn.at_eof and not self._eof_delivered:
+                self._reading = True
+                self._peer_closed()
+        self._lost = True
+        if self._protocol_paused:
+            self._resume_writing()
+        if isinstance(error, ConnectionAbortedError) and self._closing:
+            error = None  # our own abort(): asyncio reports connection_lost(None)
+        exc = error if isinstance(error, Exception) else None
+        self._loop.call_soon(self._protocol.connection_lost, exc)

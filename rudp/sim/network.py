@@ -1,0 +1,346 @@
+"""The virtual-clock network: nodes, links and a single event heap."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .link import Address, Link, LinkConfig, LinkStats
+
+#: ``tap(time, src, dst, data, fate)``, see :meth:`Network.add_tap`.
+Tap = Callable[[float, Address, Address, bytes, str], None]
+
+_DELIVER = 0
+_TIMER = 1
+_CALL = 2
+
+# Tolerance (bytes) when comparing a float-derived backlog with queue_limit.
+_QUEUE_EPS = 1e-6
+
+
+class SimNode(Protocol):
+    """Anything the network can drive; :class:`rudp.engine.Endpoint` is one.
+
+    ``addr`` given to :meth:`receive_datagram` is the datagram's *source* address.
+    """
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None: ...
+
+    def datagrams_to_send(self, now: float) -> Sequence[tuple[bytes, Address]]: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+
+@dataclass(slots=True)
+class NetworkStats:
+    """Network-wide counters that belong to no link."""
+
+    unroutable: int = 0  # datagrams to an address with no node
+    events: int = 0  # events processed (deliveries, timers, calls)
+    timers_fired: int = 0
+
+
+class _NodeEntry:
+    __slots__ = ("addr", "deadline", "node")
+
+    def __init__(self, node: SimNode, addr: Address) -> None:
+        self.node = node
+        self.addr = addr
+        self.deadline: float | None = None  # the deadline currently on the heap
+
+
+class Network:
+    """A deterministic, seeded, in-memory network of :class:`SimNode` objects.
+
+    Time is virtual (:attr:`now`, seconds) and only moves in the ``run*`` methods,
+    which pop events from one heap in ``(time, insertion order)`` order: datagram
+    deliveries, node timers and :meth:`call_at` callbacks. After every delivery or
+    timer the simulator collects that node's output (``datagrams_to_send``) and
+    re-reads its ``get_timer``; a timer fires with ``now`` equal to its deadline
+    (or to the current time if the node asked for a deadline in the past).
+
+    Code that changes a node outside the loop (e.g. writes to a connection) should
+    call :meth:`flush`; the ``run*`` methods also flush every node when they start.
+    All randomness derives from ``seed``: the same seed and the same node behaviour
+    give an identical run.
+    """
+
+    def __init__(
+        self, seed: int = 0, start_time: float = 0.0, *, max_events_per_instant: int = 1_000_000
+    ) -> None:
+        self.now = float(start_time)
+        self.seed = seed
+        #: Free for users (e.g. to seed nodes); links use their own derived streams.
+        self.rng = random.Random(seed)
+        self.stats = NetworkStats()
+        self._max_same = max_events_per_instant
+        self._nodes: dict[Address, _NodeEntry] = {}
+        self._links: dict[tuple[Address, Address], Link] = {}
+        self._default = LinkConfig()
+        self._taps: list[Tap] = []
+        # (time, seq, kind, payload); seq keeps equal-time events in insertion order.
+        self._heap: list[tuple[float, int, int, Any]] = []
+        self._seq = itertools.count()
+
+    # -- topology -------------------------------------------------------------
+
+    def add_node(self, node: SimNode, addr: Address) -> None:
+        """Attach ``node`` at ``addr``; datagrams it sends come from ``addr``."""
+        if addr in self._nodes:
+            raise ValueError(f"address {addr!r} already has a node")
+        if any(e.node is node for e in self._nodes.values()):
+            raise ValueError("node is already attached to the network")
+        self._nodes[addr] = _NodeEntry(node, addr)
+
+    def remove_node(self, addr: Address) -> None:
+        """Detach the node at ``addr`` (a crash): later datagrams to it are unroutable."""
+        del self._nodes[addr]
+
+    def _link(self, src: Address, dst: Address) -> Link:
+        link = self._links.get((src, dst))
+        if link is None:
+            link = self._links[(src, dst)] = Link(src, dst, self._default, self.seed)
+        return link
+
+    def set_link(self, src: Address, dst: Address, cfg: LinkConfig) -> None:
+        """Configure the one direction ``src -> dst`` (counters and queue are kept)."""
+        link = self._link(src, dst)
+        link.cfg = cfg
+        link.explicit = True
+
+    def set_path(self, a: Address, b: Address, cfg: LinkConfig) -> None:
+        """Configure both directions between ``a`` and ``b`` with the same config."""
+        self.set_link(a, b, cfg)
+        self.set_link(b, a, cfg)
+
+    def set_default_link(self, cfg: LinkConfig) -> None:
+        """Config for every pair not configured by :meth:`set_link`/:meth:`set_path`."""
+        self._default = cfg
+        for link in self._links.values():
+            if not link.explicit:
+                link.cfg = cfg
+
+    def link_stats(self, src: Address, dst: Address) -> LinkStats:
+        """The live counters of ``src -> dst`` (all zero if never used)."""
+        return self._link(src, dst).stats
+
+    def total_stats(self) -> LinkStats:
+        """A new :class:`LinkStats` summing every link."""
+        total = LinkStats()
+        for link in self._links.values():
+            total.add(link.stats)
+        return total
+
+    def add_tap(self, tap: Tap) -> None:
+        """Call ``tap(time, src, dst, data, fate)`` for every datagram offered.
+
+        ``time`` is the send time and ``data`` the bytes as sent. ``fate`` is a
+        drop reason (``"mtu_drop"``, ``"blackholed"``, ``"queue_drop"``, ``"lost"``,
+        ``"unroutable"``) or, for a datagram that will be delivered, the first of
+        ``"corrupted"``, ``"reordered"``, ``"duplicated"`` that applies, else
+        ``"delivered"``.
+        """
+        self._taps.append(tap)
+
+    def remove_tap(self, tap: Tap) -> None:
+        self._taps.remove(tap)
+
+    # -- scheduling -----------------------------------------------------------
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> None:
+        """Run ``callback()`` at virtual time ``when`` (or now, if in the past);
+        every node is flushed afterwards."""
+        heapq.heappush(self._heap, (max(when, self.now), next(self._seq), _CALL, callback))
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> None:
+        self.call_at(self.now + delay, callback)
+
+    def flush(self) -> None:
+        """Collect pending output and timers from every node."""
+        for entry in list(self._nodes.values()):
+            self._service(entry)
+
+    def _service(self, entry: _NodeEntry) -> None:
+        now = self.now
+        out = entry.node.datagrams_to_send(now)
+        if out:
+            src = entry.addr
+            for data, dst in out:
+                self._offer(src, dst, data)
+        deadline = entry.node.get_timer()
+        if deadline != entry.deadline:
+            # The old heap entry (if any) goes stale: it is skipped when popped
+            # because its deadline no longer matches entry.deadline.
+            entry.deadline = deadline
+            if deadline is not None:
+                item = (max(deadline, now), next(self._seq), _TIMER, (entry, deadline))
+                heapq.heappush(self._heap, item)
+
+    def _offer(self, src: Address, dst: Address, data: bytes) -> None:
+        """Push one datagram through the link ``src -> dst`` (see :class:`LinkConfig`)."""
+        now = self.now
+        if dst not in self._nodes:
+            self.stats.unroutable += 1
+            self._tap(now, src, dst, data, "unroutable")
+            return
+        link = self._link(src, dst)
+        cfg = link.cfg
+        st = link.stats
+        st.sent += 1
+        size = len(data)
+        if cfg.mtu is not None and size > cfg.mtu:
+            st.mtu_drops += 1
+            self._tap(now, src, dst, data, "mtu_drop")
+            return
+        if cfg.blackhole and cfg.is_blackholed(now):
+            st.blackholed += 1
+            self._tap(now, src, dst, data, "blackholed")
+            return
+        t = now
+        rate = cfg.rate
+        if rate is not None:
+            busy = link.busy_until
+            if busy > now:
+                limit = cfg.queue_limit
+                if limit is not None and (busy - now) * rate + size > limit + _QUEUE_EPS:
+                    st.queue_drops += 1
+                    self._tap(now, src, dst, data, "queue_drop")
+                    return
+                t = busy
+            t += size / rate
+            link.busy_until = t  # the datagram occupies the link even if lost later
+        rng = link.rng
+        if cfg.loss and rng.random() < cfg.loss:
+            burst = cfg.loss_max_burst
+            if burst is None or link.loss_run < burst:
+                link.loss_run += 1
+                st.lost += 1
+                self._tap(now, src, dst, data, "lost")
+                return
+        link.loss_run = 0
+        fate = "delivered"
+        if cfg.corrupt and size and rng.random() < cfg.corrupt:
+            buf = bytearray(data)
+            for i in rng.sample(range(size), min(cfg.corrupt_bytes, size)):
+                buf[i] ^= rng.randrange(1, 256)
+            st.corrupted += 1
+            fate = "corrupted"
+            self._tap(now, src, dst, data, fate)
+            data = bytes(buf)
+        arrival = t + cfg.delay
+        if cfg.jitter:
+            arrival += rng.random() * cfg.jitter
+        if arrival < link.last_arrival:
+            arrival = link.last_arrival  # jitter must not reorder
+        if cfg.reorder and rng.random() < cfg.reorder:
+            # Held back without raising the FIFO floor, so later datagrams overtake.
+            arrival += cfg.reorder_delay
+            st.reordered += 1
+            if fate == "delivered":
+                fate = "reordered"
+        else:
+            link.last_arrival = arrival
+        heap = self._heap
+        heapq.heappush(heap, (arrival, next(self._seq), _DELIVER, (link, data)))
+        if cfg.duplicate and rng.random() < cfg.duplicate:
+            heapq.heappush(heap, (arrival, next(self._seq), _DELIVER, (link, data)))
+            st.duplicated += 1
+            if fate == "delivered":
+                fate = "duplicated"
+        if fate != "corrupted":
+            self._tap(now, src, dst, data, fate)
+
+    def _tap(self, now: float, src: Address, dst: Address, data: bytes, fate: str) -> None:
+        for tap in self._taps:
+            tap(now, src, dst, data, fate)
+
+    # -- running --------------------------------------------------------------
+
+    def run_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Process events until ``predicate()`` is true (True) or ``timeout`` virtual
+        seconds pass (False, with :attr:`now` exactly ``now + timeout``).
+
+        ``predicate`` is checked at the start and after every event; events at
+        exactly the end time are processed.
+        """
+        if timeout < 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+        return self._run(self.now + timeout, predicate)
+
+    def run_for(self, duration: float) -> None:
+        """Process every event in the next ``duration`` seconds; ends at ``now + duration``."""
+        if duration < 0:
+            raise ValueError(f"duration must be >= 0, got {duration!r}")
+        self._run(self.now + duration, None)
+
+    def run(self, max_time: float | None = None) -> bool:
+        """Run until nothing is pending (True) or absolute time ``max_time`` (False).
+
+        Nodes that always keep a timer (keepalives) never go idle: pass ``max_time``.
+        """
+        return self._run(max_time, None)
+
+    def _run(self, end: float | None, predicate: Callable[[], bool] | None) -> bool:
+        self.flush()
+        if predicate is not None and predicate():
+            return True
+        heap = self._heap
+        pop = heapq.heappop
+        nodes = self._nodes
+        stats = self.stats
+        same = 0  # events processed without time advancing
+        while heap:
+            t = heap[0][0]
+            if end is not None and t > end:
+                break
+            _, _, kind, payload = pop(heap)
+            if kind == _TIMER:
+                entry, deadline = payload
+                if entry.deadline != deadline or nodes.get(entry.addr) is not entry:
+                    continue  # stale: rescheduled, cancelled or node removed
+            if t > self.now:
+                self.now = t
+                same = 0
+            else:
+                same += 1
+                if same > self._max_same:
+                    raise RuntimeError(
+                        f"{same} events at virtual time {t} without time advancing: a node "
+                        "keeps returning a deadline <= now (node bug) or zero-delay links "
+                        "carry an endless exchange"
+                    )
+            stats.events += 1
+            if kind == _DELIVER:
+                link, data = payload
+                entry = nodes.get(link.dst)
+                if entry is None:
+                    stats.unroutable += 1  # node removed while the datagram was in flight
+                    continue
+                st = link.stats
+                st.delivered += 1
+                st.bytes_delivered += len(data)
+                entry.node.receive_datagram(data, link.src, t)
+                self._service(entry)
+            elif kind == _TIMER:
+                # Clear first: if the node returns the same deadline again it is
+                # re-armed (and the same-instant guard catches an endless loop).
+                entry.deadline = None
+                stats.timers_fired += 1
+                entry.node.handle_timer(t)
+                self._service(entry)
+            else:
+                payload()
+                self.flush()
+            if predicate is not None and predicate():
+                return True
+        if end is not None and self.now < end:
+            self.now = end
+        if predicate is not None:
+            return bool(predicate())
+        return not heap
