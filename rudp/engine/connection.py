@@ -57,6 +57,8 @@ DEFAULT_PEER_MSS = 536
 MAX_WSCALE = 14
 #: RFC 5961 §7: at most this many challenge ACKs per connection per second.
 CHALLENGE_ACK_LIMIT = 10
+#: Least time between ACKs sent in reply to out-of-window data-less segments.
+OOW_ACK_INTERVAL = 0.5
 #: Linux ``tcp_fin_timeout``: an orphaned FIN-WAIT-2 connection lives this long.
 FIN_WAIT_2_TIMEOUT = 60.0
 #: Most out-of-order runs held at once (memory/CPU cap against 1-byte holes).
@@ -169,6 +171,7 @@ class Connection:
         self._half_open = False  # counted in its listener's half-open queue
         # --- challenge ACK rate limit (RFC 5961 §7), per connection ---
         self._chack_window = -1.0
+        self._oow_ack_at = -1.0
         self._chack_count = 0
 
         # --- flow control towards the application ---
@@ -333,7 +336,7 @@ class Connection:
         if self.state is not S.TIME_WAIT and (
             self.state in SYNCHRONIZED or self.state is S.SYN_RECEIVED
         ):
-            self._emit(self.snd_nxt, self.rcv_nxt, RST | ACK, b"", now)
+            self._emit(self.snd_max, self.rcv_nxt, RST | ACK, b"", now)
         self._read_closed = self._write_closed = True
         self._terminate(now, ConnectionAbortedError("connection aborted locally"))
 
@@ -521,7 +524,7 @@ class Connection:
             return
         self._chack_count += 1
         self.challenge_acks += 1
-        self._emit(self.snd_nxt, self.rcv_nxt, ACK, b"", now)
+        self._emit(self.snd_max, self.rcv_nxt, ACK, b"", now)
 
     def _on_segment_synchronized(self, seg: Segment, now: float) -> None:
         """RFC 9293 §3.10.7.4: SYN-RECEIVED and every synchronized state."""
@@ -555,13 +558,17 @@ class Connection:
                 # RFC 9293 §3.10.7.4 TIME-WAIT: a retransmitted FIN is ACKed and the
                 # 2 MSL timeout restarted.
                 self._tw_at = now + 2 * self.config.msl
-                self._emit(self.snd_nxt, self.rcv_nxt, ACK, b"", now)
+                self._emit(self.snd_max, self.rcv_nxt, ACK, b"", now)
                 return
             if not flags & RST:
                 # Unacceptable: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> (also answers
-                # keepalive and zero-window probes with seq = rcv_nxt - 1).
+                # keepalive and zero-window probes with seq = rcv_nxt - 1). Replies
+                # to data-less segments are rate limited, as Linux's
+                # tcp_invalid_ratelimit, so two confused ends cannot ping-pong ACKs.
                 self.duplicate_segments += 1
-                self._emit(self.snd_nxt, self.rcv_nxt, ACK, b"", now)
+                if seg.payload or now - self._oow_ack_at >= OOW_ACK_INTERVAL:
+                    self._oow_ack_at = now
+                    self._emit(self.snd_max, self.rcv_nxt, ACK, b"", now)
             return
         self._last_rx = now
         self._ka_probes = 0
@@ -629,7 +636,7 @@ class Connection:
         if state is S.TIME_WAIT:
             if flags & FIN:
                 self._tw_at = now + 2 * self.config.msl
-                self._emit(self.snd_nxt, self.rcv_nxt, ACK, b"", now)
+                self._emit(self.snd_max, self.rcv_nxt, ACK, b"", now)
             return
         if seg.payload or flags & FIN:
             self._process_text_and_fin(seg, now)
@@ -641,7 +648,7 @@ class Connection:
         if seq_gt(ack, self.snd_max):
             # RFC 9293 §3.10.7.4 / RFC 5961 §5.2: ACK of unsent data -> ACK, drop.
             self.dropped_segments += 1
-            self._emit(self.snd_nxt, self.rcv_nxt, ACK, b"", now)
+            self._emit(self.snd_max, self.rcv_nxt, ACK, b"", now)
             raise _Drop
         if seq_lt(ack, (una - max(self.max_snd_wnd, 1)) & SEQ_MASK):
             # RFC 5961 §5.2: too old to be a real ACK -> challenge ACK, drop.
@@ -911,8 +918,12 @@ class Connection:
     # ---------------------------------------------------------------- timers
     def _update_deadline(self) -> None:
         d: float | None = None
+        rto_at = self._rto_at
+        if rto_at is not None and self._unacked_since is not None:
+            # RFC 9293 §3.8.3: the user timeout fires on time, not at the next RTO.
+            rto_at = min(rto_at, self._unacked_since + self.config.user_timeout)
         for t in (
-            self._rto_at,
+            rto_at,
             self._delack_at,
             self._persist_at,
             self._ka_at,
@@ -947,6 +958,19 @@ class Connection:
             if self.state is S.FIN_WAIT_2:
                 self._terminate(now, None)
                 return
+        if (
+            self._rto_at is not None
+            and self._unacked_since is not None
+            and now - self._unacked_since >= self.config.user_timeout
+            and self.state not in (S.SYN_SENT, S.SYN_RECEIVED)
+        ):
+            self._terminate(
+                now,
+                UserTimeoutError(
+                    f"data unacknowledged for {self.config.user_timeout:g} s (user timeout)"
+                ),
+            )
+            return
         if self._rto_at is not None and now >= self._rto_at:
             self._rto_at = None
             self._on_rto(now)
@@ -1175,7 +1199,7 @@ class Connection:
             self._send_data(now)
         if self._ack_now and state is not S.CLOSED and state is not S.SYN_SENT:
             self.pure_acks_sent += 1
-            self._emit(self.snd_nxt, self.rcv_nxt, ACK, b"", now)
+            self._emit(self.snd_max, self.rcv_nxt, ACK, b"", now)
         self._update_deadline()
 
     def _send_data(self, now: float) -> None:

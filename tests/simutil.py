@@ -1,0 +1,73 @@
+"""Shared helpers for simulator-driven tests."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+from rudp import Config
+from rudp.engine import Endpoint
+from rudp.sim import LinkConfig, Network
+from rudp.sim.host import BulkApp, Host
+
+A = ("10.0.0.1", 4000)
+B = ("10.0.0.2", 5000)
+
+
+@dataclass
+class Outcome:
+    net: Network
+    client: BulkApp
+    server: BulkApp
+    sent_c2s: bytes
+    sent_s2c: bytes
+    client_host: Host
+    server_host: Host
+
+    @property
+    def ok(self) -> bool:
+        return (
+            hashlib.sha256(self.server.received).digest() == hashlib.sha256(self.sent_c2s).digest()
+            and hashlib.sha256(self.client.received).digest()
+            == hashlib.sha256(self.sent_s2c).digest()
+            and self.client.error is None
+            and self.server.error is None
+        )
+
+
+def transfer(
+    link: LinkConfig | None,
+    c2s: int,
+    s2c: int = 0,
+    *,
+    seed: int = 1,
+    config: Config | None = None,
+    server_config: Config | None = None,
+    timeout: float = 3600.0,
+    back: LinkConfig | None = None,
+) -> Outcome:
+    """Run one connection A -> B:80 moving ``c2s``/``s2c`` random bytes."""
+    net = Network(seed=seed)
+    cfg = config or Config()
+    ch = Host(Endpoint(cfg, seed=seed))
+    sh = Host(Endpoint(server_config or cfg, seed=seed + 1000))
+    net.add_node(ch, A)
+    net.add_node(sh, B)
+    if link is not None:
+        net.set_link(A, B, link)
+        net.set_link(B, A, back or link)
+    sh.endpoint.listen(80)
+    rnd = random.Random(seed)
+    up = rnd.randbytes(c2s)
+    down = rnd.randbytes(s2c)
+    sh.accept_factory = lambda: BulkApp(down)
+    client = BulkApp(up)
+    ch.connect(client, B, 80, 0.0)
+
+    def done() -> bool:
+        return client.terminated and bool(sh.accepted) and sh.accepted[0].terminated
+
+    net.run_until(done, timeout=timeout)
+    server = sh.accepted[0] if sh.accepted else BulkApp()
+    return Outcome(net, client, server, up, down, ch, sh)
