@@ -232,8 +232,23 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             elif tp is ConnectionTerminated:
                 assert isinstance(ev, ConnectionTerminated)
                 self._terminated(conn, ev.error)
-        if self.on_idle is not None and not transports and not self._opening and not self._accept:
+        if (
+            self.on_idle is not None
+            and not transports
+            and not self._opening
+            and not self._accept
+            and self._lingering_done()
+        ):
             self.on_idle()
+
+    def _lingering_done(self) -> bool:
+        """True when no connection still needs this socket.
+
+        Connections the application has closed keep the socket open until their
+        FIN exchange completes (or the FIN-WAIT-2 timeout); TIME-WAIT alone does
+        not hold it (closing the socket then drops the TIME-WAIT state).
+        """
+        return all(c.state is State.TIME_WAIT for c in self.engine.connections.values())
 
     # ------------------------------------------------------- connections
     def open(

@@ -1,0 +1,25 @@
+"""Shared configuration: every asyncio test runs on the default loop and on uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+
+import pytest
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a runtime dependency where it installs
+    uvloop = None
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop
+    }
+    if uvloop is None:  # pragma: no cover
+        raise pytest.UsageError("uvloop is a dependency of rudp here but is not installed")
+    factories["uvloop"] = uvloop.new_event_loop
+    return factories
