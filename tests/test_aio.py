@@ -240,7 +240,7 @@ async def test_reset_by_peer() -> None:
 
 async def test_write_after_close_raises() -> None:
     async with await echo_server() as server:
-        reader, writer = await rudp.open_connection(HOST, port_of(server))
+        _reader, writer = await rudp.open_connection(HOST, port_of(server))
         writer.close()
         with pytest.raises(BrokenPipeError):
             writer.write(b"late")
@@ -406,7 +406,7 @@ async def test_logging_state_transitions() -> None:
     try:
         with structlog.testing.capture_logs() as logs:
             async with await echo_server() as server:
-                reader, writer = await rudp.open_connection(HOST, port_of(server))
+                _reader, writer = await rudp.open_connection(HOST, port_of(server))
                 writer.close()
                 await writer.wait_closed()
     finally:
