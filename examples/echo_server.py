@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 import rudp
@@ -29,7 +30,5 @@ async def main(host: str, port: int) -> None:
 if __name__ == "__main__":
     host = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1"
     port = int(sys.argv[2]) if len(sys.argv) > 2 else 9000
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(host, port))
-    except KeyboardInterrupt:
-        pass

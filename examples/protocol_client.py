@@ -49,7 +49,7 @@ class Client(asyncio.Protocol):
 async def main() -> None:
     server = await rudp.create_server(UpperServer, "127.0.0.1", 0)
     port = server.addresses[0][1]
-    transport, client = await rudp.create_connection(
+    _transport, client = await rudp.create_connection(
         lambda: Client(b"hello from asyncio.Protocol"), "127.0.0.1", port
     )
     assert isinstance(client, Client)
