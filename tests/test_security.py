@@ -1,0 +1,183 @@
+"""Security properties from TEST-MATRIX.md, against the sans-IO engine directly."""
+
+from __future__ import annotations
+
+import random
+import tracemalloc
+
+from rudp import Config
+from rudp.engine import ConnectionAccepted, ConnectionTerminated, Endpoint, State
+from rudp.engine.connection import MAX_OOO_RUNS
+from rudp.wire import ACK, RST, SYN, build_segment, parse_segment
+from rudp.wire.segment import encode_options
+
+A = ("10.0.0.1", 4000)
+B = ("10.0.0.2", 5000)
+EVIL = ("6.6.6.6", 6666)
+
+
+def pump(a: Endpoint, b: Endpoint, now: float = 0.0) -> None:
+    for _ in range(1000):
+        moved = False
+        for src, dst, src_addr in ((a, b, A), (b, a, B)):
+            for data, _addr in src.datagrams_to_send(now):
+                dst.receive_datagram(data, src_addr, now)
+                moved = True
+        if not moved:
+            return
+
+
+def established(config: Config | None = None):  # type: ignore[no-untyped-def]
+    cfg = config or Config()
+    client, server = Endpoint(cfg, seed=1), Endpoint(cfg, seed=2)
+    server.listen(80)
+    conn = client.connect(B, 80, 0.0)
+    pump(client, server)
+    srv = None
+    while (ev := server.next_event()) is not None:
+        if isinstance(ev, ConnectionAccepted):
+            srv = ev.conn
+    while client.next_event() is not None:
+        pass
+    assert srv is not None and conn.state is State.ESTABLISHED
+    return client, server, conn, srv
+
+
+def seg_to(srv_conn, seq: int, ack: int, flags: int, payload: bytes = b"") -> bytes:  # type: ignore[no-untyped-def]
+    return build_segment(srv_conn.remote_port, srv_conn.local_port, seq, ack, flags, 65535, payload)
+
+
+def test_blind_rst_flood_survives() -> None:
+    _client, server, _conn, srv = established()
+    rnd = random.Random(1)
+    sent_before = srv.segments_sent
+    for i in range(100_000):
+        seq = rnd.getrandbits(32)
+        if seq == srv.rcv_nxt:
+            continue
+        server.receive_datagram(seg_to(srv, seq, 0, RST), A, 1.0 + i * 1e-5)
+    out = server.datagrams_to_send(2.0)
+    assert srv.state is State.ESTABLISHED
+    # In-window guesses earned challenge ACKs, at most 10 per second per connection.
+    assert 0 < srv.challenge_acks <= 10 * 2
+    assert srv.segments_sent - sent_before == srv.challenge_acks
+    assert all(parse_segment(d).flags == ACK for d, _ in out)
+
+
+def test_rst_at_each_window_edge() -> None:
+    _client, server, _conn, srv = established()
+    nxt = srv.rcv_nxt
+    wnd = srv.stats()["rcv_wnd"]
+    cases = [
+        ((nxt - 1) & 0xFFFFFFFF, "ignored"),
+        ((nxt + wnd) & 0xFFFFFFFF, "ignored"),
+        ((nxt + wnd - 1) & 0xFFFFFFFF, "challenge"),
+        ((nxt + 1) & 0xFFFFFFFF, "challenge"),
+    ]
+    t = 10.0
+    for seq, expect in cases:
+        t += 2.0  # a fresh challenge-ACK budget each time
+        before = srv.challenge_acks
+        server.receive_datagram(seg_to(srv, seq, 0, RST), A, t)
+        assert srv.state is State.ESTABLISHED
+        assert srv.challenge_acks - before == (1 if expect == "challenge" else 0), seq
+    server.receive_datagram(seg_to(srv, nxt, 0, RST), A, t + 1)
+    assert srv.state is State.CLOSED
+    ev = [e for e in iter(server.next_event, None) if isinstance(e, ConnectionTerminated)]
+    assert isinstance(ev[-1].error, ConnectionResetError)
+
+
+def test_syn_in_synchronized_state_gets_challenge_ack_only() -> None:
+    _client, server, _conn, srv = established()
+    server.receive_datagram(seg_to(srv, 12345, 0, SYN), A, 1.0)
+    out = server.datagrams_to_send(1.0)
+    assert srv.state is State.ESTABLISHED
+    assert len(out) == 1
+    s = parse_segment(out[0][0])
+    assert s.flags == ACK and s.ack == srv.rcv_nxt and s.seq == srv.snd_nxt
+
+
+def test_data_injection_with_bad_ack_not_delivered() -> None:
+    _client, server, _conn, srv = established()
+    nxt = srv.rcv_nxt
+    # ACK of data never sent (above SND.NXT): dropped and ACKed.
+    server.receive_datagram(
+        seg_to(srv, nxt, (srv.snd_nxt + 10_000) & 0xFFFFFFFF, ACK, b"evil"), A, 1.0
+    )
+    # ACK far below SND.UNA - MAX.SND.WND: dropped.
+    server.receive_datagram(
+        seg_to(srv, nxt, (srv.snd_una - 10_000_000) & 0xFFFFFFFF, ACK, b"evil"), A, 1.0
+    )
+    assert srv.readable == 0 and srv.rcv_nxt == nxt
+    out = server.datagrams_to_send(1.0)
+    assert out and all(parse_segment(d).flags == ACK for d, _ in out)
+
+
+def test_forged_acks_at_listener_create_nothing() -> None:
+    server = Endpoint(Config(), seed=3)
+    server.listen(80)
+    rnd = random.Random(2)
+    for _ in range(100_000):
+        data = build_segment(
+            rnd.randrange(1, 65536), 80, rnd.getrandbits(32), rnd.getrandbits(32), ACK, 1000
+        )
+        server.receive_datagram(data, (f"10.1.{rnd.randrange(256)}.{rnd.randrange(256)}", 1), 0.0)
+    assert not server.connections
+    out = server.datagrams_to_send(0.0)
+    # Each forged ACK is answered by one RST no larger than the trigger.
+    assert len(out) == 100_000 and all(
+        len(d) <= 20 and parse_segment(d).flags == RST for d, _ in out
+    )
+
+
+def test_syn_flood_memory_capped() -> None:
+    server = Endpoint(Config(), seed=4)
+    server.listen(80, backlog=128)
+    rnd = random.Random(3)
+    for i in range(100_000):
+        addr = (f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 1000 + i % 5000)
+        data = build_segment(rnd.randrange(1, 65536), 80, rnd.getrandbits(32), 0, SYN, 65535)
+        server.receive_datagram(data, addr, 0.0)
+    assert len(server.connections) == 128
+    assert server.counters["syn_dropped"] == 100_000 - 128
+    assert server.listeners[80].half_open == 128
+    # Half-open connections expire after their SYN-ACK retries.
+    for t in (1, 3, 7, 15, 31, 63, 127, 255):
+        server.handle_timer(float(t))
+        server.datagrams_to_send(float(t))
+    assert not server.connections and server.listeners[80].half_open == 0
+
+
+def test_out_of_order_one_byte_holes_bounded() -> None:
+    cfg = Config(rcv_buf=256 * 1024)
+    _client, server, _conn, srv = established(cfg)
+    nxt = srv.rcv_nxt
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for off in range(1, 256 * 1024, 2):
+        server.receive_datagram(
+            seg_to(srv, (nxt + off) & 0xFFFFFFFF, srv.snd_nxt, ACK, b"x"), A, 1.0
+        )
+    used = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    server.datagrams_to_send(1.0)
+    assert len(srv._ooo_starts) <= MAX_OOO_RUNS
+    assert used < 512 * 1024  # bounded: a fixed run cap, nothing per rejected byte
+    assert srv.state is State.ESTABLISHED
+
+
+def test_tiny_mss_clamped() -> None:
+    for peer_mss in (1, 20, 47):
+        server = Endpoint(Config(), seed=5)
+        server.listen(80)
+        syn = build_segment(1234, 80, 1000, 0, SYN, 65535, b"", encode_options(mss=peer_mss))
+        server.receive_datagram(syn, A, 0.0)
+        (conn,) = server.connections.values()
+        assert conn.snd_mss == 88
+
+
+def test_address_spoofing_ignored() -> None:
+    _client, server, _conn, srv = established()
+    nxt = srv.rcv_nxt
+    server.receive_datagram(seg_to(srv, nxt, srv.snd_nxt, ACK, b"spoofed"), EVIL, 1.0)
+    assert srv.readable == 0 and srv.rcv_nxt == nxt and srv.state is State.ESTABLISHED
