@@ -161,6 +161,7 @@ class Connection:
         # --- persist (zero window), keepalive, TIME-WAIT, FIN-WAIT-2 timers ---
         self._persist_at: float | None = None
         self._persist_backoff = 0
+        self._probe_sent_at = float("-inf")  # last zero-window probe
         self._last_rx = now
         self._ka_at: float | None = None
         self._ka_probes = 0
@@ -280,11 +281,12 @@ class Connection:
             del buf[:max_bytes]
         if self.state in SYNCHRONIZED and not self._peer_fin:
             # Window update when the right edge can move by >= min(MSS, buf/2) and
-            # the currently advertised window has fallen below half the buffer.
-            right = self._rcv_nxt_abs + self.config.rcv_buf - len(buf)
+            # the currently advertised window has fallen below half the largest.
+            max_wnd = self._max_rcv_wnd()
+            right = self._rcv_nxt_abs + min(self.config.rcv_buf - len(buf), max_wnd)
             threshold = min(self._rcv_mss, self.config.rcv_buf // 2)
             adv_left = self._rcv_adv_abs - self._rcv_nxt_abs
-            if right - self._rcv_adv_abs >= threshold and adv_left < self.config.rcv_buf // 2:
+            if right - self._rcv_adv_abs >= threshold and adv_left < max_wnd // 2:
                 self._ack_now = True
                 self.endpoint._mark(self)
         return data
@@ -539,6 +541,7 @@ class Connection:
             and flags & ACK
             and seg.seq == self.rcv_nxt
             and not self._ooo_starts
+            and self._fin_rcvd_abs is None  # an early FIN waits for this data
         ):
             n = len(seg.payload)
             if n <= self._rcv_adv_abs - self._rcv_nxt_abs:
@@ -550,6 +553,28 @@ class Connection:
                 if n:
                     self._accept_in_order(seg.payload, now)
                 return
+
+        synack_window = False
+        if state is S.SYN_RECEIVED and flags & SYN and not flags & RST and seg.seq == self.irs:
+            if not flags & ACK:
+                # The peer retransmitted its SYN: our SYN,ACK was lost. Resend it now,
+                # as Linux does, rather than the bare ACK of the sequence check, which
+                # a peer in SYN-SENT drops (RFC 9293 §3.10.7.3, fifth). The timer keeps
+                # its schedule and, by Karn's rule, the handshake is no longer timed.
+                rto_at = self._rto_at
+                self._send_syn(now)
+                self._rto_at = rto_at
+                self._rtt_seq = None
+                return
+            # Simultaneous open (RFC 9293 §3.5 figure 7, line 6): the peer's SYN,ACK
+            # in SYN-RECEIVED. Its SYN is the one already received, so the sequence
+            # check would reject the segment; as Linux does, process the rest of it,
+            # which starts at RCV.NXT. Its window is a SYN's: never scaled.
+            seg = Segment(
+                seg.sport, seg.dport, self.rcv_nxt, seg.ack, flags & ~SYN, seg.wnd, seg.payload
+            )
+            flags = seg.flags
+            synack_window = True
 
         # First: sequence number check.
         if not self._segment_acceptable(seg):
@@ -599,10 +624,8 @@ class Connection:
             return
 
         # Fourth: SYN in a synchronized state -> challenge ACK (RFC 5961 §4.2).
+        # (A SYN at IRS in SYN-RECEIVED was handled before the sequence check.)
         if flags & SYN:
-            if state is S.SYN_RECEIVED and seg.seq == self.irs:
-                self._send_syn(now)  # our SYN,ACK was lost: resend it
-                return
             self._challenge_ack(now)
             return
 
@@ -613,7 +636,7 @@ class Connection:
         if state is S.SYN_RECEIVED:
             if seq_lt(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_max):
                 self._ack_syn(seg, now)
-                self._update_window(seg, initial=False, force=True)
+                self._update_window(seg, initial=synack_window, force=True)
                 self.set_state(S.ESTABLISHED, now)
                 if self.listener_port is not None:
                     self.endpoint._accepted(self)
@@ -801,7 +824,8 @@ class Connection:
         """RFC 9293 §3.10.7.4 seventh (segment text) and eighth (FIN) checks."""
         state = self.state
         payload = seg.payload
-        start = self._rcv_nxt_abs + seq_sub(seg.seq, self.rcv_nxt)
+        # The text of a SYN,ACK follows the SYN's sequence number (RFC 9293 §3.4).
+        start = self._rcv_nxt_abs + seq_sub(seg.seq, self.rcv_nxt) + (seg.flags & SYN) // SYN
         if payload and state in _RECV_DATA_STATES:
             if self._read_closed:
                 self.abort(now)
@@ -813,6 +837,10 @@ class Connection:
             fin_abs = start + len(payload)
             if fin_abs >= self._rcv_nxt_abs and self._fin_rcvd_abs is None:
                 self._fin_rcvd_abs = fin_abs
+            if fin_abs > self._rcv_nxt_abs:
+                # An out-of-order FIN: duplicate ACK at once (RFC 5681 §4.2).
+                self._ack_now = True
+                self.endpoint._mark(self)
         if self._fin_rcvd_abs is not None and self._fin_rcvd_abs == self._rcv_nxt_abs:
             self._on_fin(now)
 
@@ -1065,9 +1093,15 @@ class Connection:
         """Zero-window probe (RFC 9293 §3.8.6.1): seq = SND.UNA - 1 forces an ACK
         carrying the current window, as Linux's tcp_probe0 does."""
         if self._sndbuf or self._fin_queued:
-            if now - self._last_rx >= self.config.user_timeout:
+            # RFC 1122 §4.2.2.17: stay open as long as the peer answers the probes;
+            # give up only if nothing came back since the previous probe.
+            if (
+                self._last_rx < self._probe_sent_at
+                and now - self._last_rx >= self.config.user_timeout
+            ):
                 self._terminate(now, UserTimeoutError("peer stopped answering zero-window probes"))
                 return
+            self._probe_sent_at = now
             self.window_probes += 1
             self._emit((self.snd_una - 1) & SEQ_MASK, self.rcv_nxt, ACK, b"", now)
             self._persist_backoff += 1
@@ -1131,17 +1165,22 @@ class Connection:
         free = buf - len(self._rcvbuf)
         if self._read_closed:
             free = buf
-        right = nxt + free
+        # RCV.WND is what the peer is told: no more than the field can carry.
+        right = nxt + min(free, self._max_rcv_wnd())
         if right - self._rcv_adv_abs >= min(self._rcv_mss, buf // 2) or free == buf:
-            self._rcv_adv_abs = right
+            self._rcv_adv_abs = max(right, self._rcv_adv_abs)
         elif self._rcv_adv_abs < nxt:
             self._rcv_adv_abs = nxt
-        wnd = self._rcv_adv_abs - nxt
         shift = self.rcv_wscale if self._rcv_wscale_ok else 0
-        field = wnd >> shift
-        if field > 0xFFFF:
-            field = 0xFFFF
+        # Round a scaled window up, so the edge the peer sees never moves left
+        # (RFC 9293 §3.8.6), and keep RCV.WND equal to the advertised window.
+        field = -(-(self._rcv_adv_abs - nxt) >> shift)
+        self._rcv_adv_abs = nxt + (field << shift)
         return field
+
+    def _max_rcv_wnd(self) -> int:
+        """The largest window the 16-bit field can advertise (RFC 7323 §2.2)."""
+        return 0xFFFF << (self.rcv_wscale if self._rcv_wscale_ok else 0)
 
     def _segment_for(self, seq: int, now: float, limit: int = 1 << 30) -> int:
         """Send the data (and the FIN, if it is next) starting at ``seq``.
