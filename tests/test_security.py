@@ -29,7 +29,8 @@ def pump(a: Endpoint, b: Endpoint, now: float = 0.0) -> None:
 
 def established(config: Config | None = None):  # type: ignore[no-untyped-def]
     cfg = config or Config()
-    client, server = Endpoint(cfg, seed=1), Endpoint(cfg, seed=2)
+    client = Endpoint(cfg, seed=1, isn=lambda key, now: 0xFFFFF000)
+    server = Endpoint(cfg, seed=2, isn=lambda key, now: 0xFFFFFF00)
     server.listen(80)
     conn = client.connect(B, 80, 0.0)
     pump(client, server)
@@ -51,11 +52,16 @@ def test_blind_rst_flood_survives() -> None:
     _client, server, _conn, srv = established()
     rnd = random.Random(1)
     sent_before = srv.segments_sent
+    wnd = srv.stats()["rcv_wnd"]
+    in_window = 0
     for i in range(100_000):
-        seq = rnd.getrandbits(32)
+        # Random guesses, plus one in a thousand inside the window (never exact).
+        seq = rnd.getrandbits(32) if i % 1000 else (srv.rcv_nxt + 1 + i % wnd) & 0xFFFFFFFF
         if seq == srv.rcv_nxt:
             continue
+        in_window += 0 < (seq - srv.rcv_nxt) & 0xFFFFFFFF < wnd
         server.receive_datagram(seg_to(srv, seq, 0, RST), A, 1.0 + i * 1e-5)
+    assert in_window >= 100
     out = server.datagrams_to_send(2.0)
     assert srv.state is State.ESTABLISHED
     # In-window guesses earned challenge ACKs, at most 10 per second per connection.
