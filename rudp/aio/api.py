@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -47,6 +48,18 @@ def _tune(sock: socket.socket) -> None:
 async def _resolve(
     loop: asyncio.AbstractEventLoop, host: str | None, port: int, family: int, passive: bool
 ) -> list[tuple[int, tuple[Any, ...]]]:
+    if host and not passive and family == 0:
+        # A numeric address needs no resolver round trip (the executor thread
+        # behind getaddrinfo costs more than a whole rudp handshake on loopback).
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            if ip.version == 4:
+                return [(int(socket.AF_INET), (str(ip), port))]
+            if "%" not in host:
+                return [(int(socket.AF_INET6), (str(ip), port, 0, 0))]
     infos = await loop.getaddrinfo(
         host,
         port,
