@@ -414,3 +414,36 @@ async def test_logging_state_transitions() -> None:
     states = [e for e in logs if e["event"] == "state"]
     assert any(e["old"] == "SYN-SENT" and e["new"] == "ESTABLISHED" for e in states)
     assert all("conn" in e for e in states)
+
+
+async def test_cancelled_open_leaves_nothing_behind() -> None:
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind((HOST, 0))
+    try:
+        before = len(asyncio.all_tasks())
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(rudp.open_connection(HOST, silent.getsockname()[1]), 0.3)
+        with pytest.raises(TimeoutError):
+            await rudp.open_connection(HOST, silent.getsockname()[1], timeout=0.3)
+        await asyncio.sleep(0)
+        assert len(asyncio.all_tasks()) == before
+    finally:
+        silent.close()
+
+
+async def test_keepalive_keeps_idle_connection_and_counts_probes() -> None:
+    cfg = Config(keepalive=True, keepalive_idle=0.2, keepalive_interval=0.1, keepalive_count=3)
+    async with await echo_server(config=cfg) as server:
+        reader, writer = await rudp.open_connection(HOST, port_of(server), config=cfg)
+        stats = writer.get_extra_info(rudp.STATS_KEY)
+        for _ in range(200):  # bounded wait for probes; the peer answers them
+            if writer.get_extra_info(rudp.STATS_KEY)["keepalive_probes"] >= 3:
+                break
+            await asyncio.sleep(0.05)
+        stats = writer.get_extra_info(rudp.STATS_KEY)
+        assert stats["keepalive_probes"] >= 3  # more than keepalive_count: answered
+        assert stats["state"] == "ESTABLISHED"
+        writer.write(b"alive\n")
+        assert await reader.readline() == b"alive\n"
+        writer.close()
+        await writer.wait_closed()
