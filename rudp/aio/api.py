@@ -30,6 +30,7 @@ ClientConnectedCallback = Callable[
 ]
 
 _DEFAULT_LIMIT = 2**16  # asyncio.streams._DEFAULT_LIMIT
+_DEFAULT_CONFIG = Config()  # frozen, so one instance serves every connection
 #: UDP socket buffer size requested (the kernel may cap it at net.core.rmem_max).
 SOCKET_BUFFER = 4 * 1024 * 1024
 
@@ -97,7 +98,7 @@ async def create_connection(
     or ``timeout`` seconds if given), ``OSError`` for resolution/socket errors.
     """
     loop = asyncio.get_running_loop()
-    cfg = config if config is not None else Config()
+    cfg = config if config is not None else _DEFAULT_CONFIG
     errors: list[BaseException] = []
     for fam, sockaddr in await _resolve(loop, host, port, family, passive=False):
         sock = socket.socket(fam, socket.SOCK_DGRAM)
@@ -323,7 +324,7 @@ async def create_server(
     (the same one for every bound address where possible).
     """
     loop = asyncio.get_running_loop()
-    cfg = config if config is not None else Config()
+    cfg = config if config is not None else _DEFAULT_CONFIG
     hosts: list[str | None]
     hosts = [host or None] if host is None or isinstance(host, str) else list(host)
     endpoints: list[UdpEndpoint] = []

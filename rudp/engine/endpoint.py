@@ -40,6 +40,7 @@ ConnKey = tuple[Address, int, int]
 IsnFunc = Callable[[ConnKey, float], int]
 
 EPHEMERAL_PORTS = (49152, 65535)
+_DEFAULT_CONFIG = Config()
 
 
 class Listener:
@@ -64,11 +65,12 @@ class Endpoint:
         isn: IsnFunc | None = None,
         seed: int | None = None,
     ) -> None:
-        self.config = config if config is not None else Config()
+        self.config = config if config is not None else _DEFAULT_CONFIG
         self.connections: dict[ConnKey, Connection] = {}
         self.listeners: dict[int, Listener] = {}
         self._isn: IsnFunc = isn if isn is not None else isn_rfc6528
-        self._rng = random.Random(seed)
+        self._seed = seed
+        self._rng: random.Random | None = None  # created on first use (ephemeral ports)
         self._out: list[tuple[bytes, Address]] = []
         self._dirty: dict[Connection, None] = {}
         self._events: deque[Event] = deque()
@@ -272,6 +274,8 @@ class Endpoint:
     # ------------------------------------------------------------- internals
     def _pick_port(self, addr: Address, remote_port: int) -> int:
         lo, hi = EPHEMERAL_PORTS
+        if self._rng is None:
+            self._rng = random.Random(self._seed)
         for _ in range(64):
             port = self._rng.randint(lo, hi)
             if (addr, port, remote_port) not in self.connections:
