@@ -245,3 +245,79 @@ def test_m1_many_connections_server_holds_nothing() -> None:
     assert all(s.received == b"p" * 32 for s in sh.accepted)
     net.run_for(120.0)  # past TIME-WAIT
     assert not sh.endpoint.connections and not ch.endpoint.connections
+
+
+def test_l1_handshake_loss_50_sequential_connections() -> None:
+    """30% loss each way, at most 3 in a row: exactly 50 connections established."""
+    from rudp.engine import Endpoint
+    from rudp.sim import Network
+    from rudp.sim.host import BulkApp, Host
+
+    net = Network(seed=21)
+    ch, sh = Host(Endpoint(seed=1)), Host(Endpoint(seed=2))
+    net.add_node(ch, A)
+    net.add_node(sh, B)
+    net.set_path(A, B, LinkConfig(delay=0.01, loss=0.30, loss_max_burst=3))
+    sh.endpoint.listen(80)
+    sh.accept_factory = lambda: BulkApp(b"")
+    done = []
+    for i in range(50):
+        payload = bytes([i]) * 1000
+        app = BulkApp(payload)
+        ch.connect(app, B, 80, net.now)
+        net.flush()
+        assert net.run_until(lambda app=app: app.terminated, 3600)
+        assert app.error is None
+        done.append(app)
+    net.run_until(lambda: len(sh.accepted) == 50 and all(s.terminated for s in sh.accepted), 3600)
+    assert len(sh.accepted) == 50
+    assert [bytes(s.received) for s in sh.accepted] == [bytes([i]) * 1000 for i in range(50)]
+    assert net.total_stats().lost > 0
+
+
+def test_w1_time_wait_replays() -> None:
+    """Old segments and an RST replayed into TIME-WAIT: the FIN is re-ACKed and the
+    2MSL timer restarted; the RST does not end TIME-WAIT (RFC 1337)."""
+    from rudp.engine import Endpoint
+    from rudp.sim import Network
+    from rudp.sim.host import BulkApp, Host
+
+    net = Network(seed=22)
+    ch, sh = Host(Endpoint(seed=1)), Host(Endpoint(seed=2))
+    net.add_node(ch, A)
+    net.add_node(sh, B)
+    net.set_path(A, B, LinkConfig(delay=0.01))
+    sh.endpoint.listen(80)
+    sh.accept_factory = lambda: BulkApp(b"", read=True)
+    captured: list[bytes] = []
+
+    def tap(t: float, src: object, dst: object, data: bytes, fate: str) -> None:
+        if src == B:
+            captured.append(data)
+
+    net.add_tap(tap)
+    client = BulkApp(b"hello")
+    conn = ch.connect(client, B, 80, 0.0)
+    net.run_until(lambda: bool(sh.accepted) and sh.accepted[0].eof_at is not None, 10)
+    srv = sh.accepted[0].conn
+    assert srv is not None
+    srv.close(net.now)  # the server closes second: the client enters TIME-WAIT
+    net.flush()
+    net.run_for(0.5)
+    assert conn.state is State.TIME_WAIT
+    fin = next(d for d in reversed(captured) if parse_segment(d).flags & 0x01)
+    t_replay = net.now + 20.0
+    net.run_for(20.0)
+    acks_before = conn.segments_sent
+    ch.receive_datagram(fin, B, net.now)  # the peer's FIN, replayed
+    assert conn.segments_sent == acks_before + 1  # re-ACKed
+    assert ch.endpoint.get_timer() == pytest.approx(t_replay + 60.0)  # 2MSL restarted
+    rst = parse_segment(fin)
+    from rudp.wire import RST, build_segment
+
+    ch.receive_datagram(
+        build_segment(rst.sport, rst.dport, conn.rcv_nxt, 0, RST, 0), B, net.now + 1
+    )
+    assert conn.state is State.TIME_WAIT  # RFC 1337: not assassinated
+    net.run_for(61.0)
+    assert conn.state is State.CLOSED
