@@ -7,10 +7,13 @@ need it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import math
 import os
 import resource
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -43,6 +46,18 @@ QUIC_DATAGRAM_OVERHEAD = 28
 #: Socket buffer size requested for the UDP peer and aioquic sockets; rudp asks
 #: for the same (rudp.aio.api.SOCKET_BUFFER), so no stack gets bigger buffers.
 SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+def tune_socket_buffers(transport: asyncio.BaseTransport) -> None:
+    """Ask for :data:`SOCKET_BUFFER`-sized kernel buffers on a datagram transport."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+
+
 #: Write size used by every bulk sender.
 BULK_CHUNK = 64 * KiB
 #: The server's reply once it has read the whole bulk transfer.

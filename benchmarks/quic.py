@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
-import socket
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,7 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from .common import SOCKET_BUFFER, quic_datagram_size
+from .common import quic_datagram_size, tune_socket_buffers
 from .stacks import CLOSE_TIMEOUT, BenchStream, StreamHandler, StreamStack
 
 ALPN = "rudp-bench"
@@ -70,15 +69,6 @@ def self_signed_certificate() -> tuple[ec.EllipticCurvePrivateKey, x509.Certific
     return key, cert
 
 
-def _tune(transport: asyncio.BaseTransport) -> None:
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-
-
 class BenchQuicProtocol(QuicConnectionProtocol):
     """QuicConnectionProtocol whose streams get a real ``drain()``."""
 
@@ -91,7 +81,7 @@ class BenchQuicProtocol(QuicConnectionProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if self._quic.configuration.is_client:  # a server's shared socket is tuned once
-            _tune(transport)
+            tune_socket_buffers(transport)
 
     def unacked(self, stream_id: int) -> int:
         """Bytes written to ``stream_id`` and not yet acknowledged by the peer."""
@@ -211,7 +201,7 @@ class QuicStack(StreamStack):
         )
         transport = self._server._transport
         assert transport is not None
-        _tune(transport)
+        tune_socket_buffers(transport)
         return int(transport.get_extra_info("sockname")[1])
 
     async def stop_server(self) -> None:

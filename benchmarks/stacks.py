@@ -104,28 +104,38 @@ class StreamStack(ABC):
         task.add_done_callback(self._tasks.discard)
 
 
-# --------------------------------------------------------------------- TCP
+# ----------------------------------------------------- asyncio-style streams
 
 
-class TcpStack(StreamStack):
-    """asyncio streams over kernel TCP (asyncio enables TCP_NODELAY itself)."""
+class AsyncioStreamStack(StreamStack):
+    """A stack with asyncio's stream API (``start_server``/``open_connection``)."""
 
-    name = "tcp"
+    stream_class: type[BenchStream] = BenchStream
 
     def __init__(self, mss: int | None) -> None:
         super().__init__(mss)
-        self._server: asyncio.Server | None = None
+        self._server: Any = None
         self._writers: set[asyncio.StreamWriter] = set()
+
+    @abstractmethod
+    async def _start(self, on_client: Callable[..., Awaitable[None]], host: str) -> Any:
+        """Start and return the stack's server on ``host``, port chosen by the OS."""
+
+    @abstractmethod
+    async def _open(
+        self, host: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Open a client connection."""
 
     async def start_server(self, host: str, handler: StreamHandler) -> int:
         async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self._writers.add(writer)
             try:
-                await self.run_handler(handler, BenchStream(reader, writer))
+                await self.run_handler(handler, self.stream_class(reader, writer))
             finally:
                 self._writers.discard(writer)
 
-        self._server = await asyncio.start_server(on_client, host, 0, backlog=1024)
+        self._server = await self._start(on_client, host)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop_server(self) -> None:
@@ -133,16 +143,28 @@ class TcpStack(StreamStack):
             return
         self._server.close()
         for writer in list(self._writers):
-            writer.transport.abort()
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT)
 
     async def connect(self, host: str, port: int) -> BenchStream:
-        reader, writer = await asyncio.open_connection(host, port)
-        return BenchStream(reader, writer)
+        reader, writer = await self._open(host, port)
+        return self.stream_class(reader, writer)
 
 
-# -------------------------------------------------------------------- rudp
+class TcpStack(AsyncioStreamStack):
+    """asyncio streams over kernel TCP (asyncio enables TCP_NODELAY itself)."""
+
+    name = "tcp"
+
+    async def _start(self, on_client: Callable[..., Awaitable[None]], host: str) -> Any:
+        return await asyncio.start_server(on_client, host, 0, backlog=1024)
+
+    async def _open(
+        self, host: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(host, port)
 
 
 class RudpStream(BenchStream):
@@ -169,44 +191,25 @@ def import_rudp() -> Any:
     return rudp
 
 
-class RudpStack(StreamStack):
+class RudpStack(AsyncioStreamStack):
     """rudp.open_connection / rudp.start_server with Config(mss=...)."""
 
     name = "rudp"
+    stream_class = RudpStream
 
     def __init__(self, mss: int | None) -> None:
         super().__init__(mss)
         self._rudp = import_rudp()
         self._config = self._rudp.Config(mss=mss) if mss is not None else self._rudp.Config()
-        self._server: Any = None
-        self._writers: set[asyncio.StreamWriter] = set()
 
-    async def start_server(self, host: str, handler: StreamHandler) -> int:
-        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self._writers.add(writer)
-            try:
-                await self.run_handler(handler, RudpStream(reader, writer))
-            finally:
-                self._writers.discard(writer)
+    async def _start(self, on_client: Callable[..., Awaitable[None]], host: str) -> Any:
+        return await self._rudp.start_server(on_client, host, 0, config=self._config, backlog=1024)
 
-        self._server = await self._rudp.start_server(
-            on_client, host, 0, config=self._config, backlog=1024
-        )
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def stop_server(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
-        for writer in list(self._writers):
-            with contextlib.suppress(Exception):
-                writer.transport.abort()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT)
-
-    async def connect(self, host: str, port: int) -> BenchStream:
+    async def _open(
+        self, host: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await self._rudp.open_connection(host, port, config=self._config)
-        return RudpStream(reader, writer)
+        return reader, writer
 
 
 def make_stack(name: str, mss: int | None) -> StreamStack:

@@ -14,19 +14,17 @@ answered within :data:`RR_RESEND_S` is sent again (counted as a resend).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
-import socket
 import time
 from typing import Any, cast
 
 from .common import (
-    SOCKET_BUFFER,
     TCP_HEADER,
     CpuTimer,
     JSONDict,
     Spec,
+    tune_socket_buffers,
 )
 from .workloads import latency_summary
 
@@ -39,15 +37,6 @@ END_ATTEMPTS = 100
 RR_RESEND_S = 0.5
 
 Address = Any
-
-
-def _tune(transport: asyncio.BaseTransport) -> None:
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
 
 
 def payload_size(mss: int | None) -> int:
@@ -72,7 +61,7 @@ class _Receiver(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
-        _tune(transport)
+        tune_socket_buffers(transport)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         transport = self.transport
@@ -143,7 +132,7 @@ class _Sender(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
-        _tune(transport)
+        tune_socket_buffers(transport)
 
     def pause_writing(self) -> None:
         self.paused = True

@@ -16,12 +16,12 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from . import __version__, log
 from .aio import open_connection, start_server
-from .config import MAX_MSS, Config
+from .config import MAX_MSS, MIN_MSS, Config
 
 CHUNK = 256 * 1024
 _DEFAULTS = Config()
@@ -238,28 +238,29 @@ async def _connect(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _run_netcat(
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], args: argparse.Namespace
+) -> int:
     _install_loop(args.loop)
     try:
-        return asyncio.run(_serve(args))
+        return asyncio.run(main(args))
     except (ConnectionError, TimeoutError) as exc:
         print(f"rudp: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return _run_netcat(_serve, args)
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
-    _install_loop(args.loop)
-    try:
-        return asyncio.run(_connect(args))
-    except (ConnectionError, TimeoutError) as exc:
-        print(f"rudp: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    return _run_netcat(_connect, args)
 
 
 def _mss(value: str) -> int:
     n = int(value)
-    if not 88 <= n <= MAX_MSS:
-        raise argparse.ArgumentTypeError(f"MSS must be in [88, {MAX_MSS}]")
+    if not MIN_MSS <= n <= MAX_MSS:
+        raise argparse.ArgumentTypeError(f"MSS must be in [{MIN_MSS}, {MAX_MSS}]")
     return n
 
 

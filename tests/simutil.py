@@ -36,6 +36,30 @@ class Outcome:
         )
 
 
+def pair(
+    link: LinkConfig | None,
+    *,
+    seed: int,
+    config: Config | None = None,
+    server_config: Config | None = None,
+    back: LinkConfig | None = None,
+    backlog: int = 128,
+    endpoint_seeds: tuple[int, int] = (1, 2),
+) -> tuple[Network, Host, Host]:
+    """A network with a client host at A and a server host at B listening on port 80."""
+    net = Network(seed=seed)
+    cfg = config or Config()
+    ch = Host(Endpoint(cfg, seed=endpoint_seeds[0]))
+    sh = Host(Endpoint(server_config or cfg, seed=endpoint_seeds[1]))
+    net.add_node(ch, A)
+    net.add_node(sh, B)
+    if link is not None:
+        net.set_link(A, B, link)
+        net.set_link(B, A, back or link)
+    sh.endpoint.listen(80, backlog=backlog)
+    return net, ch, sh
+
+
 def transfer(
     link: LinkConfig | None,
     c2s: int,
@@ -48,16 +72,14 @@ def transfer(
     back: LinkConfig | None = None,
 ) -> Outcome:
     """Run one connection A -> B:80 moving ``c2s``/``s2c`` random bytes."""
-    net = Network(seed=seed)
-    cfg = config or Config()
-    ch = Host(Endpoint(cfg, seed=seed))
-    sh = Host(Endpoint(server_config or cfg, seed=seed + 1000))
-    net.add_node(ch, A)
-    net.add_node(sh, B)
-    if link is not None:
-        net.set_link(A, B, link)
-        net.set_link(B, A, back or link)
-    sh.endpoint.listen(80)
+    net, ch, sh = pair(
+        link,
+        seed=seed,
+        config=config,
+        server_config=server_config,
+        back=back,
+        endpoint_seeds=(seed, seed + 1000),
+    )
     rnd = random.Random(seed)
     up = rnd.randbytes(c2s)
     down = rnd.randbytes(s2c)

@@ -89,7 +89,6 @@ class Connection:
         "_buf_seq",
         "_chack_count",
         "_chack_window",
-        "_data_event_armed",
         "_deadline",
         "_delack_at",
         "_dupacks",
@@ -99,7 +98,6 @@ class Connection:
         "_fw2_at",
         "_half_open",
         "_in_recovery",
-        "_ka_at",
         "_ka_probes",
         "_last_rx",
         "_last_send",
@@ -124,7 +122,6 @@ class Connection:
         "_rtt_time",
         "_sched_at",
         "_sndbuf",
-        "_syn_acked",
         "_terminated_sent",
         "_tw_at",
         "_unacked_bytes",
@@ -138,7 +135,6 @@ class Connection:
         "cc",
         "challenge_acks",
         "config",
-        "created",
         "dropped_segments",
         "dup_acks_received",
         "duplicate_segments",
@@ -199,7 +195,6 @@ class Connection:
         self.name = f"{addr[0]}:{addr[1]}/{local_port}>{remote_port}"
         self.state = S.CLOSED
         self.error: BaseException | None = None
-        self.created = now
 
         # --- send sequence variables (RFC 9293 §3.3.1) ---
         self.iss = iss
@@ -216,7 +211,6 @@ class Connection:
         self._buf_seq = (iss + 1) & SEQ_MASK
         self._fin_queued = False  # shutdown requested: FIN follows the buffered data
         self._fin_sent = False
-        self._syn_acked = False
         # --- receive sequence variables ---
         self.irs = 0
         self.rcv_nxt = 0
@@ -256,7 +250,6 @@ class Connection:
         self._persist_backoff = 0
         self._probe_sent_at = float("-inf")  # last zero-window probe
         self._last_rx = now
-        self._ka_at: float | None = None
         self._ka_probes = 0
         self._tw_at: float | None = None
         self._fw2_at: float | None = None
@@ -273,7 +266,6 @@ class Connection:
         self.write_low = config.snd_buf // 4
         self._writing_paused = False
         self._terminated_sent = False
-        self._data_event_armed = True
 
         # --- counters ---
         self.segments_sent = 0
@@ -363,12 +355,10 @@ class Connection:
         """
         buf = self._rcvbuf
         if not buf:
-            self._data_event_armed = True
             return b""
         if max_bytes < 0 or max_bytes >= len(buf):
             data = bytes(buf)
             buf.clear()
-            self._data_event_armed = True
         else:
             data = bytes(buf[:max_bytes])
             del buf[:max_bytes]
@@ -431,7 +421,7 @@ class Connection:
         if self.state is not S.TIME_WAIT and (
             self.state in SYNCHRONIZED or self.state is S.SYN_RECEIVED
         ):
-            self._emit(self.snd_max, self.rcv_nxt, RST | ACK, b"", now)
+            self._emit(self.snd_max, self.rcv_nxt, RST | ACK)
         self._read_closed = self._write_closed = True
         self._terminate(now, ConnectionAbortedError("connection aborted locally"))
 
@@ -514,7 +504,8 @@ class Connection:
         self.snd_nxt = (self.iss + 1) & SEQ_MASK
         if seq_gt(self.snd_nxt, self.snd_max) or self.snd_max == self.iss:
             self.snd_max = self.snd_nxt
-        self._send(self.iss, ack, flags, b"", now, options=opts, wnd_override=wnd)
+        self._emit(self.iss, ack, flags, options=opts, wnd_override=wnd)
+        self._last_send = now
         if self._rtt_seq is None and self._retries == 0:
             self._rtt_seq = self.iss
             self._rtt_time = now
@@ -541,7 +532,7 @@ class Connection:
         if flags & ACK and (seq_le(seg.ack, self.iss) or seq_gt(seg.ack, self.snd_max)):
             if not flags & RST:
                 # Not for this SYN (e.g. a stale SYN-ACK): <SEQ=SEG.ACK><CTL=RST>.
-                self._emit(seg.ack, 0, RST, b"", now)
+                self._emit(seg.ack, 0, RST)
             self.dropped_segments += 1
             return
         # Second: RST. Acceptable only with an acceptable ACK (RFC 5961 §3.2).
@@ -579,7 +570,6 @@ class Connection:
             self._send_syn(now)
 
     def _ack_syn(self, seg: Segment, now: float) -> None:
-        self._syn_acked = True
         self.snd_una = seg.ack
         if seq_gt(seg.ack, self.snd_nxt):
             self.snd_nxt = seg.ack
@@ -596,7 +586,7 @@ class Connection:
 
     def _segment_acceptable(self, seg: Segment) -> bool:
         """RFC 9293 §3.10.7.4, first check: the four cases of segment acceptability."""
-        seg_len = len(seg.payload) + (1 if seg.flags & SYN else 0) + (1 if seg.flags & FIN else 0)
+        seg_len = seg.seg_len
         rcv_wnd = self._rcv_adv_abs - self._rcv_nxt_abs
         if rcv_wnd < 0:
             rcv_wnd = 0
@@ -619,7 +609,7 @@ class Connection:
             return
         self._chack_count += 1
         self.challenge_acks += 1
-        self._emit(self.snd_max, self.rcv_nxt, ACK, b"", now)
+        self._send_ack()
 
     def _on_segment_synchronized(self, seg: Segment, now: float) -> None:
         """RFC 9293 §3.10.7.4: SYN-RECEIVED and every synchronized state."""
@@ -676,7 +666,7 @@ class Connection:
                 # RFC 9293 §3.10.7.4 TIME-WAIT: a retransmitted FIN is ACKed and the
                 # 2 MSL timeout restarted.
                 self._tw_at = now + 2 * self.config.msl
-                self._emit(self.snd_max, self.rcv_nxt, ACK, b"", now)
+                self._send_ack()
                 return
             if not flags & RST:
                 # Unacceptable: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> (also answers
@@ -686,7 +676,7 @@ class Connection:
                 self.duplicate_segments += 1
                 if seg.payload or now - self._oow_ack_at >= OOW_ACK_INTERVAL:
                     self._oow_ack_at = now
-                    self._emit(self.snd_max, self.rcv_nxt, ACK, b"", now)
+                    self._send_ack()
             return
         self._last_rx = now
         self._ka_probes = 0
@@ -742,7 +732,7 @@ class Connection:
                 state = self.state
             else:
                 # <SEQ=SEG.ACK><CTL=RST>
-                self._emit(seg.ack, 0, RST, b"", now)
+                self._emit(seg.ack, 0, RST)
                 return
         else:
             self._process_ack(seg, now)
@@ -752,7 +742,7 @@ class Connection:
         if state is S.TIME_WAIT:
             if flags & FIN:
                 self._tw_at = now + 2 * self.config.msl
-                self._emit(self.snd_max, self.rcv_nxt, ACK, b"", now)
+                self._send_ack()
             return
         if seg.payload or flags & FIN:
             self._process_text_and_fin(seg, now)
@@ -764,7 +754,7 @@ class Connection:
         if seq_gt(ack, self.snd_max):
             # RFC 9293 §3.10.7.4 / RFC 5961 §5.2: ACK of unsent data -> ACK, drop.
             self.dropped_segments += 1
-            self._emit(self.snd_max, self.rcv_nxt, ACK, b"", now)
+            self._send_ack()
             raise _Drop
         if seq_lt(ack, (una - max(self.max_snd_wnd, 1)) & SEQ_MASK):
             # RFC 5961 §5.2: too old to be a real ACK -> challenge ACK, drop.
@@ -909,8 +899,7 @@ class Connection:
             self.endpoint._mark(self)
         elif self._delack_at is None:
             self._delack_at = now + self.config.delayed_ack
-        if was_empty and self._data_event_armed:
-            self._data_event_armed = False
+        if was_empty:
             self.endpoint._event(DataReceived(self))
 
     def _process_text_and_fin(self, seg: Segment, now: float) -> None:
@@ -1033,7 +1022,7 @@ class Connection:
             self.endpoint._event(PeerClosed(self))
         self.set_state(S.TIME_WAIT, now)
         self._tw_at = now + 2 * self.config.msl
-        self._rto_at = self._persist_at = self._ka_at = self._fw2_at = None
+        self._rto_at = self._persist_at = self._fw2_at = None
         self._report_done(now)
 
     # ---------------------------------------------------------------- timers
@@ -1047,7 +1036,6 @@ class Connection:
             rto_at,
             self._delack_at,
             self._persist_at,
-            self._ka_at,
             self._tw_at,
             self._fw2_at,
         ):
@@ -1121,7 +1109,7 @@ class Connection:
                 self._ka_probes += 1
                 self.keepalive_probes += 1
                 # RFC 1122 §4.2.3.6: seq = SND.UNA - 1 so any TCP must answer.
-                self._emit((self.snd_una - 1) & SEQ_MASK, self.rcv_nxt, ACK, b"", now)
+                self._send_probe()
         self._update_deadline()
 
     def _on_rto(self, now: float) -> None:
@@ -1134,44 +1122,21 @@ class Connection:
             log.logger.info(
                 "rto", conn=self.name, state=str(state), retries=self._retries, rto=self.rtt.rto
             )
-        if state is S.SYN_SENT:
-            if self._retries > self.config.syn_retries:
-                self._terminate(
-                    now,
-                    ConnectTimeoutError(
-                        f"no answer to SYN after {self.config.syn_retries} retransmissions"
-                    ),
-                )
-                return
-            self.rtt.on_timeout()
-            self.retransmissions += 1
-            self._send_syn(now)
-            return
-        if state is S.SYN_RECEIVED:
-            if self._retries > self.config.synack_retries:
-                err = (
-                    None
-                    if self.listener_port is not None
-                    else ConnectTimeoutError("no answer to SYN,ACK")
-                )
-                self._terminate(now, err, report=self.listener_port is None)
+        if state is S.SYN_SENT or state is S.SYN_RECEIVED:
+            # The opening handshake: resend SYN (or SYN,ACK) until the retry limit.
+            active = state is S.SYN_SENT or self.listener_port is None
+            limit = self.config.syn_retries if state is S.SYN_SENT else self.config.synack_retries
+            if self._retries > limit:
+                # A listener's half-open connection just goes back to LISTEN, unseen.
+                what = "SYN" if state is S.SYN_SENT else "SYN,ACK"
+                err = ConnectTimeoutError(f"no answer to {what} after {limit} retransmissions")
+                self._terminate(now, err if active else None, report=active)
                 return
             self.rtt.on_timeout()
             self.retransmissions += 1
             self._send_syn(now)
             return
         if self.snd_una == self.snd_max:
-            return
-        if (
-            self._unacked_since is not None
-            and now - self._unacked_since >= self.config.user_timeout
-        ):
-            self._terminate(
-                now,
-                UserTimeoutError(
-                    f"data unacknowledged for {self.config.user_timeout:g} s (user timeout)"
-                ),
-            )
             return
         self.rtt.on_timeout()
         self.cc.on_rto((self.snd_max - self.snd_una) & SEQ_MASK)
@@ -1196,7 +1161,7 @@ class Connection:
                 return
             self._probe_sent_at = now
             self.window_probes += 1
-            self._emit((self.snd_una - 1) & SEQ_MASK, self.rcv_nxt, ACK, b"", now)
+            self._send_probe()
             self._persist_backoff += 1
         self.endpoint._mark(self)
 
@@ -1211,8 +1176,7 @@ class Connection:
         seq: int,
         ack: int,
         flags: int,
-        payload: bytes | memoryview,
-        now: float,
+        payload: bytes | memoryview = b"",
         options: bytes = b"",
         wnd_override: int | None = None,
     ) -> None:
@@ -1234,18 +1198,14 @@ class Connection:
             self._unacked_bytes = 0
             self._delack_at = None
 
-    def _send(
-        self,
-        seq: int,
-        ack: int,
-        flags: int,
-        payload: bytes | memoryview,
-        now: float,
-        options: bytes = b"",
-        wnd_override: int | None = None,
-    ) -> None:
-        self._emit(seq, ack, flags, payload, now, options, wnd_override)
-        self._last_send = now
+    def _send_ack(self) -> None:
+        """<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> (SND.MAX after a go-back-N rollback)."""
+        self._emit(self.snd_max, self.rcv_nxt, ACK)
+
+    def _send_probe(self) -> None:
+        """A keepalive or zero-window probe: SEQ = SND.UNA - 1 and no data, which any
+        TCP must answer with an ACK carrying its current window (RFC 1122 §4.2.3.6)."""
+        self._emit((self.snd_una - 1) & SEQ_MASK, self.rcv_nxt, ACK)
 
     def _advertise(self) -> int:
         """The window field to send (RFC 9293 §3.8.6.2.2 receiver SWS avoidance).
@@ -1293,12 +1253,13 @@ class Connection:
         if n > 0:
             mv = memoryview(self._sndbuf)
             try:
-                self._send(seq, self.rcv_nxt, flags, mv[off : off + n], now)
+                self._emit(seq, self.rcv_nxt, flags, mv[off : off + n])
             finally:
                 mv.release()
             self.bytes_sent += n
         else:
-            self._send(seq, self.rcv_nxt, flags, b"", now)
+            self._emit(seq, self.rcv_nxt, flags)
+        self._last_send = now  # data, FIN or SYN: RFC 5681 §4.1 idle detection
         used = n + (flags & FIN)
         end = (seq + used) & SEQ_MASK
         if seq_gt(end, self.snd_nxt):
@@ -1331,7 +1292,7 @@ class Connection:
             self._send_data(now)
         if self._ack_now and state is not S.CLOSED and state is not S.SYN_SENT:
             self.pure_acks_sent += 1
-            self._emit(self.snd_max, self.rcv_nxt, ACK, b"", now)
+            self._send_ack()
         self._update_deadline()
 
     def _send_data(self, now: float) -> None:
@@ -1410,7 +1371,7 @@ class Connection:
             if log.info_enabled:
                 log.logger.info("abort", conn=self.name, state=str(self.state), error=repr(error))
         self.set_state(S.CLOSED, now)
-        self._rto_at = self._persist_at = self._ka_at = self._tw_at = None
+        self._rto_at = self._persist_at = self._tw_at = None
         self._fw2_at = self._delack_at = None
         self._ack_now = False
         self._sndbuf.clear()

@@ -27,7 +27,7 @@ from typing import Any
 
 from .. import log
 from ..config import Config
-from ..errors import AddressInUseError, InvalidStateError
+from ..errors import AddressInUseError
 from ..seq import SEQ_MASK, seq_gt
 from ..wire.segment import ACK, FIN, RST, SYN, ParseError, Segment, build_segment, parse_segment
 from .connection import Connection
@@ -342,9 +342,8 @@ class Endpoint:
         if seg.flags & ACK:
             data = build_segment(seg.dport, seg.sport, seg.ack, 0, RST, 0)
         else:
-            seg_len = len(seg.payload) + (1 if seg.flags & SYN else 0) + (seg.flags & FIN)
             data = build_segment(
-                seg.dport, seg.sport, 0, (seg.seq + seg_len) & SEQ_MASK, RST | ACK, 0
+                seg.dport, seg.sport, 0, (seg.seq + seg.seg_len) & SEQ_MASK, RST | ACK, 0
             )
         self._out.append((data, addr))
         self.counters["rst_sent"] += 1
@@ -354,7 +353,3 @@ class Endpoint:
         c["dropped"] += 1
         key = "drop_" + reason
         c[key] = c.get(key, 0) + 1
-
-    def _require(self, conn: Connection) -> None:
-        if conn.endpoint is not self:
-            raise InvalidStateError("connection belongs to another endpoint")
