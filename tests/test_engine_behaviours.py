@@ -889,7 +889,9 @@ def test_b14_three_dup_acks_fast_retransmit_and_ssthresh() -> None:
     assert d.conn.fast_retransmits == 1 and d.conn.rto_expiries == 0
     flight = 9000
     assert cc.ssthresh == flight // 2
-    assert cc.cwnd == flight // 2 + 3 * 1000
+    # RFC 5681 §3.2 step 3: cwnd = ssthresh, inflated by the three segments that left.
+    assert cc.cwnd == flight // 2
+    assert d.conn.recovery.inflation == 3 * 1000
     # The full ACK ends recovery: cwnd = ssthresh.
     d.inject(".", seq=d.R(1), ack=d.L(10001), at=1.5)
     assert cc.cwnd == cc.ssthresh == 4500
@@ -906,17 +908,18 @@ def test_b14_newreno_partial_ack_retransmits_next_hole() -> None:
     for i in range(3):
         d.inject(".", seq=d.R(1), ack=d.L(1001), at=1.26 + i / 100)
     d.expect(".", seq=d.L(1001), ack=d.R(1), payload=data[1000:2000], at=1.28)
-    assert (cc.ssthresh, cc.cwnd) == (4500, 7500)
+    inflation = lambda: d.conn.recovery.inflation  # noqa: E731
+    assert (cc.ssthresh, cc.cwnd, inflation()) == (4500, 4500, 3000)
     for i in range(4):  # further duplicates inflate the window (no new data to send)
         d.inject(".", seq=d.R(1), ack=d.L(1001), at=1.29 + i / 100)
-    assert cc.cwnd == 7500 + 4 * 1000
+    assert cc.cwnd + inflation() == 7500 + 4 * 1000
     d.expect_nothing()
     # Partial ACK (RFC 6582): retransmit the next hole at once, deflate the window.
     d.inject(".", seq=d.R(1), ack=d.L(4001), at=1.5)
     d.expect(".", seq=d.L(4001), ack=d.R(1), payload=data[4000:5000], at=1.5)
-    assert cc.cwnd == 11500 - 3000 + 1000
+    assert cc.cwnd + inflation() == 11500 - 3000 + 1000
     d.inject(".", seq=d.R(1), ack=d.L(10001), at=1.75)  # full ACK: recovery ends
-    assert cc.cwnd == cc.ssthresh == 4500
+    assert cc.cwnd == cc.ssthresh == 4500 and inflation() == 0
     assert d.conn.fast_retransmits == 1 and d.conn.rto_expiries == 0
     d.expect_nothing(until=10)
 
@@ -1017,7 +1020,7 @@ def test_b15_reassembly_any_order_exactly_once(cuts: list[int], order, dups: int
     d.advance(t + 1)
     assert d.read() == data
     assert d.conn.rcv_nxt == d.R(3001)
-    assert d.conn._ooo_starts == [] and d.conn._ooo_bytes == 0
+    assert d.conn._rcvq.ooo_starts == [] and d.conn._rcvq.ooo_bytes == 0
     assert d.take_sent()[-1].seg.ack == d.R(3001)
     assert d.ep.counters["internal_errors"] == 0
 
@@ -1068,7 +1071,7 @@ def test_b15_window_limited_to_what_was_advertised() -> None:
     assert d.expect("P.", seq=d.L(1), ack=d.R(1), payload=b"x", at=0.5).wnd == 65535
     d.inject(".", seq=d.R(65536), ack=d.L(2), payload=b"y" * 100, at=1.0)  # beyond
     d.expect(".", seq=d.L(2), ack=d.R(1), wnd=65535, at=1.0)
-    assert d.conn._ooo_bytes == 0  # not queued
+    assert d.conn._rcvq.ooo_bytes == 0  # not queued
     d.inject("R", seq=d.R(70000), at=1.1)  # beyond the window: ignored
     d.expect_nothing()
     data = pattern(0, 66000)

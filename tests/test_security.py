@@ -167,7 +167,7 @@ def test_out_of_order_one_byte_holes_bounded() -> None:
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     server.datagrams_to_send(1.0)
-    assert len(srv._ooo_starts) <= MAX_OOO_RUNS
+    assert len(srv._rcvq.ooo_starts) <= MAX_OOO_RUNS
     assert used < 512 * 1024  # bounded: a fixed run cap, nothing per rejected byte
     assert srv.state is State.ESTABLISHED
 

@@ -265,7 +265,10 @@ def test_w1_time_wait_replays() -> None:
     net.run_for(20.0)
     acks_before = conn.segments_sent
     ch.receive_datagram(fin, B, net.now)  # the peer's FIN, replayed
-    assert conn.segments_sent == acks_before + 1  # re-ACKed
+    (reply,) = ch.datagrams_to_send(net.now)  # re-ACKed, once
+    assert conn.segments_sent == acks_before + 1
+    ack = parse_segment(reply[0])
+    assert ack.flags == 0x10 and ack.ack == conn.rcv_nxt
     assert ch.endpoint.get_timer() == pytest.approx(t_replay + 60.0)  # 2MSL restarted
     rst = parse_segment(fin)
     from rudp.wire import RST, build_segment

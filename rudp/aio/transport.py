@@ -154,14 +154,11 @@ class RudpTransport(asyncio.Transport):
             high = self._conn.config.snd_buf if low is None else 4 * low
         if low is None:
             low = high // 4
-        self._conn.set_write_buffer_limits(high, low)
-        size = self._conn.send_buffered
-        if size > high and not self._protocol_paused:
-            self._conn._writing_paused = True
+        paused = self._conn.set_write_buffer_limits(high, low)
+        if paused and not self._protocol_paused:
             self._protocol_paused = True
             self._protocol.pause_writing()
-        elif size <= low and self._protocol_paused:
-            self._conn._writing_paused = False
+        elif not paused and self._protocol_paused:
             self._resume_writing()
 
     # ------------------------------------------------------------ from engine

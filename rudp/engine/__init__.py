@@ -1,7 +1,7 @@
 """The sans-IO TCP engine: no sockets, no clock; every call takes ``now``."""
 
-from .congestion import ALGORITHMS, CongestionControl, Reno, register
-from .connection import Connection
+from .congestion import ALGORITHMS, AckSample, CongestionControl, Reno, register
+from .connection import Connection, ConnectionHost
 from .endpoint import Endpoint, Listener
 from .events import (
     ConnectionAccepted,
@@ -13,14 +13,17 @@ from .events import (
     WritingResumed,
 )
 from .states import TRANSITIONS, State
+from .timers import Timer
 
 __all__ = [
     "ALGORITHMS",
     "TRANSITIONS",
+    "AckSample",
     "CongestionControl",
     "Connection",
     "ConnectionAccepted",
     "ConnectionEstablished",
+    "ConnectionHost",
     "ConnectionTerminated",
     "DataReceived",
     "Endpoint",
@@ -29,6 +32,7 @@ __all__ = [
     "PeerClosed",
     "Reno",
     "State",
+    "Timer",
     "WritingResumed",
     "register",
 ]

@@ -1,10 +1,15 @@
 """One TCP connection: the RFC 9293 state machine, sans-IO.
 
-The connection owns no socket and reads no clock. The :class:`~rudp.engine.Endpoint`
-feeds it parsed segments and timer expiries (each with ``now``); the connection
-updates its state, queues application events on the endpoint, and writes the
-segments it must send when the endpoint flushes it. Its single next deadline is
-``_deadline``.
+The connection owns no socket and reads no clock. Its host (an
+:class:`~rudp.engine.Endpoint`, through the narrow :class:`ConnectionHost`
+interface) feeds it parsed segments (:meth:`Connection.receive`), timer expiries
+(:meth:`Connection.handle_timer`) and asks it for output (:meth:`Connection.flush`),
+each with ``now``.
+
+Input paths never send. They update state and *record* what must go out: "ACK now",
+"retransmit from SND.UNA", a probe, a SYN, an RST; then they wake the host. Segments
+leave in exactly one place, :meth:`Connection.flush`, which is where windows, the
+congestion controller and the segment record are consulted.
 
 Sequence numbers on the wire wrap mod 2**32 (``rudp.seq``). Internally, receive
 positions are also kept "unwrapped" (``_rcv_nxt_abs``) so the out-of-order queue
@@ -13,8 +18,7 @@ can be ordered with plain integers.
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .. import log
 from ..config import MIN_MSS, Config
@@ -35,20 +39,14 @@ from ..wire.segment import (
     build_segment,
     encode_options,
 )
-from .congestion import ALGORITHMS
-from .events import (
-    ConnectionEstablished,
-    ConnectionTerminated,
-    DataReceived,
-    PeerClosed,
-    WritingResumed,
-)
-from .rtt import RttEstimator
+from .buffers import ReceiveBuffer, SendBuffer
+from .congestion import AckSample, lookup
+from .recovery import NewReno, RttEstimator
+from .recovery.newreno import ACK_PARTIAL, ACK_RECOVERY_END
 from .states import SYNCHRONIZED, TRANSITIONS, State
+from .timers import HANDLERS, INF, Timer
 
-if TYPE_CHECKING:
-    from .endpoint import Endpoint
-
+Address = tuple[Any, ...]
 S = State
 
 #: RFC 9293 §3.7.1: default send MSS when the peer sends no MSS option (IPv4 536).
@@ -64,8 +62,19 @@ FIN_WAIT_2_TIMEOUT = 60.0
 #: Most out-of-order runs held at once (memory/CPU cap against 1-byte holes).
 MAX_OOO_RUNS = 512
 
-_SEND_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT})
 _RECV_DATA_STATES = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
+#: States in which buffered data or a FIN may still be (re)transmitted.
+_DATA_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.LAST_ACK, S.CLOSING})
+_KEEPALIVE_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2})
+_HANDSHAKE_STATES = frozenset({S.SYN_SENT, S.SYN_RECEIVED})
+
+_T_TIME_WAIT = Timer.TIME_WAIT.value
+_T_FIN_WAIT_2 = Timer.FIN_WAIT_2.value
+_T_USER_TIMEOUT = Timer.USER_TIMEOUT.value
+_T_RTO = Timer.RTO.value
+_T_DELACK = Timer.DELACK.value
+_T_PERSIST = Timer.PERSIST.value
+_T_KEEPALIVE = Timer.KEEPALIVE.value
 
 
 def _wscale_for(buf: int) -> int:
@@ -76,54 +85,86 @@ def _wscale_for(buf: int) -> int:
     return shift
 
 
+class ConnectionHost(Protocol):
+    """What a :class:`Connection` needs from the endpoint that owns it.
+
+    The connection calls nothing else on its host; :class:`~rudp.engine.Endpoint`
+    implements it (and turns the notifications into application events).
+    """
+
+    #: Where :meth:`Connection.flush` appends ``(datagram, address)`` pairs. The list
+    #: object is never replaced (the host drains it in place).
+    output: list[tuple[bytes, Address]]
+
+    def wake(self, conn: Connection) -> None:
+        """``conn`` has something to send: call ``conn.flush(now)`` soon."""
+
+    def schedule(self, conn: Connection, at: float) -> None:
+        """``conn.deadline`` became earlier than ``conn.sched_at``: run its timers at ``at``
+        (and record ``conn.sched_at = at``)."""
+
+    def established(self, conn: Connection) -> None:
+        """The handshake completed (active or passive open)."""
+
+    def readable(self, conn: Connection) -> None:
+        """In-order data became readable (the receive buffer was empty)."""
+
+    def peer_closed(self, conn: Connection) -> None:
+        """The peer's FIN arrived in order."""
+
+    def writable(self, conn: Connection) -> None:
+        """Buffered send data fell to the low-water mark after exceeding the high one."""
+
+    def terminated(self, conn: Connection, error: BaseException | None) -> None:
+        """The connection is finished for the application (``error`` None: orderly)."""
+
+    def released(self, conn: Connection) -> None:
+        """The connection reached CLOSED: forget its identity (it may still hold one
+        last RST for the next :meth:`Connection.flush`)."""
+
+
 class Connection:
     """A TCP connection (RFC 9293) inside an :class:`~rudp.engine.Endpoint`.
 
     Application API: :meth:`send`, :meth:`read`, :meth:`shutdown` (half-close),
-    :meth:`close`, :meth:`abort`, :attr:`state`, :meth:`stats`. Incoming segments,
-    timers and output are driven by the endpoint.
+    :meth:`close`, :meth:`abort`, :attr:`state`, :meth:`stats`. Host API (called by
+    the endpoint): :meth:`open_active`, :meth:`open_passive`, :meth:`receive`,
+    :meth:`handle_timer`, :meth:`flush`, :meth:`discard`, :attr:`deadline`.
     """
 
     __slots__ = (
         "_ack_now",
-        "_buf_seq",
+        "_ack_sample",
+        "_acks_owed",
         "_chack_count",
         "_chack_window",
-        "_deadline",
-        "_delack_at",
-        "_dupacks",
         "_fin_queued",
         "_fin_rcvd_abs",
         "_fin_sent",
-        "_fw2_at",
-        "_half_open",
-        "_in_recovery",
         "_ka_probes",
         "_last_rx",
         "_last_send",
-        "_ooo_bytes",
-        "_ooo_data",
-        "_ooo_starts",
         "_oow_ack_at",
+        "_out",
         "_peer_fin",
-        "_persist_at",
         "_persist_backoff",
+        "_probe_pending",
         "_probe_sent_at",
         "_rcv_adv_abs",
         "_rcv_mss",
         "_rcv_nxt_abs",
         "_rcv_wscale_ok",
-        "_rcvbuf",
+        "_rcvq",
         "_read_closed",
-        "_recover",
         "_retries",
-        "_rto_at",
+        "_rst",
         "_rtt_seq",
         "_rtt_time",
-        "_sched_at",
-        "_sndbuf",
+        "_rtx_first",
+        "_sndq",
+        "_syn_pending",
         "_terminated_sent",
-        "_tw_at",
+        "_timer_at",
         "_unacked_bytes",
         "_unacked_since",
         "_write_closed",
@@ -135,12 +176,13 @@ class Connection:
         "cc",
         "challenge_acks",
         "config",
+        "deadline",
         "dropped_segments",
         "dup_acks_received",
         "duplicate_segments",
-        "endpoint",
         "error",
         "fast_retransmits",
+        "host",
         "irs",
         "iss",
         "keepalive_probes",
@@ -153,10 +195,12 @@ class Connection:
         "pure_acks_sent",
         "rcv_nxt",
         "rcv_wscale",
+        "recovery",
         "remote_port",
         "retransmissions",
         "rto_expiries",
         "rtt",
+        "sched_at",
         "segments_received",
         "segments_sent",
         "snd_max",
@@ -175,9 +219,9 @@ class Connection:
 
     def __init__(
         self,
-        endpoint: Endpoint,
+        host: ConnectionHost,
         config: Config,
-        addr: tuple[Any, ...],
+        addr: Address,
         local_port: int,
         remote_port: int,
         iss: int,
@@ -185,7 +229,8 @@ class Connection:
         *,
         listener_port: int | None = None,
     ) -> None:
-        self.endpoint = endpoint
+        self.host = host
+        self._out = host.output
         self.config = config
         self.addr = addr
         self.local_port = local_port
@@ -207,8 +252,7 @@ class Connection:
         self.max_snd_wnd = 0
         self.snd_wscale = 0  # shift applied to the peer's window field
         self.snd_mss = DEFAULT_PEER_MSS  # effective send MSS
-        self._sndbuf = bytearray()  # data from sequence _buf_seq onward
-        self._buf_seq = (iss + 1) & SEQ_MASK
+        self._sndq = SendBuffer((iss + 1) & SEQ_MASK)
         self._fin_queued = False  # shutdown requested: FIN follows the buffered data
         self._fin_sent = False
         # --- receive sequence variables ---
@@ -218,44 +262,44 @@ class Connection:
         self._rcv_adv_abs = 0  # unwrapped right edge of the window we advertised
         self.rcv_wscale = _wscale_for(config.rcv_buf)
         self._rcv_wscale_ok = False  # both sides sent WS (RFC 7323 §2.2)
-        self._rcvbuf = bytearray()  # in-order data not yet read by the application
-        self._ooo_starts: list[int] = []  # out-of-order runs, unwrapped start positions
-        self._ooo_data: list[bytes] = []
-        self._ooo_bytes = 0
+        self._rcvq = ReceiveBuffer(MAX_OOO_RUNS)
         self._fin_rcvd_abs: int | None = None  # position of the peer's FIN, once seen
         self._rcv_mss = config.mss  # largest segment seen from the peer
         self._peer_fin = False
         self._read_closed = False  # application will not read any more (close())
         self._write_closed = False  # application will not write any more
 
-        # --- ACK generation (RFC 1122 §4.2.3.2, RFC 5681 §4.2) ---
-        self._ack_now = False
+        # --- output the next flush() owes (recorded by the input paths) ---
+        self._ack_now = False  # an ACK is owed now (RFC 1122 §4.2.3.2, RFC 5681 §4.2)
+        self._acks_owed = 0  # ACKs owed as distinct segments (challenge ACKs)
+        self._rtx_first = False  # retransmit the segment at SND.UNA
+        self._probe_pending = False  # keepalive / zero-window probe (SEQ = SND.UNA - 1)
+        self._syn_pending = False  # (re)send our SYN or SYN,ACK
+        self._rst: tuple[int, int, int] | None = None  # (seq, ack, flags) of an RST
         self._unacked_bytes = 0
-        self._delack_at: float | None = None
 
-        # --- RTT, RTO, congestion control ---
+        # --- timers (rudp.engine.timers): one deadline each, inf when idle ---
+        self._timer_at = [INF] * len(Timer)
+        #: The earliest timer (inf: none); read by the host.
+        self.deadline = INF
+        #: Owned by the host: the deadline it has scheduled for this connection.
+        self.sched_at = INF
+
+        # --- RTT, RTO, loss recovery, congestion control ---
         self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max)
-        self.cc = ALGORITHMS[config.congestion_control](config.mss, config.initial_cwnd)
+        self.cc = lookup(config.congestion_control)(config.mss, config.initial_cwnd)
+        self.recovery = NewReno(iss)
+        self._ack_sample = AckSample()
         self._rtt_seq: int | None = None  # sequence being timed (Karn: one at a time)
         self._rtt_time = 0.0
-        self._rto_at: float | None = None
         self._retries = 0  # consecutive RTO expiries for the current snd_una
         self._unacked_since: float | None = None
-        self._dupacks = 0
-        self._in_recovery = False
-        self._recover = iss  # RFC 6582 "recover"
         self._last_send = now
-        # --- persist (zero window), keepalive, TIME-WAIT, FIN-WAIT-2 timers ---
-        self._persist_at: float | None = None
+        # --- persist (zero window) and keepalive state ---
         self._persist_backoff = 0
         self._probe_sent_at = float("-inf")  # last zero-window probe
         self._last_rx = now
         self._ka_probes = 0
-        self._tw_at: float | None = None
-        self._fw2_at: float | None = None
-        self._deadline: float | None = None
-        self._sched_at: float | None = None  # earliest live entry in the endpoint's heap
-        self._half_open = False  # counted in its listener's half-open queue
         # --- challenge ACK rate limit (RFC 5961 §7), per connection ---
         self._chack_window = -1.0
         self._oow_ack_at = -1.0
@@ -304,29 +348,39 @@ class Connection:
     @property
     def readable(self) -> int:
         """Bytes of in-order data ready for :meth:`read`."""
-        return len(self._rcvbuf)
+        return len(self._rcvq.data)
 
     @property
     def at_eof(self) -> bool:
         """The peer's FIN arrived and every byte before it has been read."""
-        return self._peer_fin and not self._rcvbuf
+        return self._peer_fin and not self._rcvq.data
 
     @property
     def send_buffered(self) -> int:
         """Bytes accepted by :meth:`send` and not yet acknowledged by the peer."""
-        return len(self._sndbuf)
+        return len(self._sndq.data)
 
     @property
     def writing_paused(self) -> bool:
         """True while :attr:`send_buffered` is above the high-water mark."""
         return self._writing_paused
 
-    def set_write_buffer_limits(self, high: int, low: int) -> None:
-        """Set the high/low water marks behind :attr:`writing_paused`."""
+    def set_write_buffer_limits(self, high: int, low: int) -> bool:
+        """Set the high/low water marks behind :attr:`writing_paused`.
+
+        Re-evaluates the pause state against the new marks and returns it (asyncio's
+        rule: paused above ``high``, resumed at or below ``low``, unchanged between).
+        """
         if not 0 <= low <= high:
             raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
         self.write_high = high
         self.write_low = low
+        size = len(self._sndq.data)
+        if size > high:
+            self._writing_paused = True
+        elif size <= low:
+            self._writing_paused = False
+        return self._writing_paused
 
     def send(self, data: bytes | bytearray | memoryview, now: float) -> bool:
         """Queue ``data`` for sending; never blocks. Returns :attr:`writing_paused`.
@@ -341,9 +395,10 @@ class Connection:
         if self.state in (S.CLOSED, S.TIME_WAIT, S.LAST_ACK, S.CLOSING, S.FIN_WAIT_1):
             raise BrokenPipeError(f"cannot send in state {self.state}")
         if data:
-            self._sndbuf += data
-            self.endpoint._mark(self)
-            if len(self._sndbuf) > self.write_high:
+            buf = self._sndq.data
+            buf += data
+            self.host.wake(self)
+            if len(buf) > self.write_high:
                 self._writing_paused = True
         return self._writing_paused
 
@@ -353,25 +408,20 @@ class Connection:
         Reading frees receive buffer; when the window can open by a useful amount
         (receiver silly-window avoidance, RFC 9293 §3.8.6.2.2) a window update is sent.
         """
-        buf = self._rcvbuf
-        if not buf:
+        rcvq = self._rcvq
+        if not rcvq.data:
             return b""
-        if max_bytes < 0 or max_bytes >= len(buf):
-            data = bytes(buf)
-            buf.clear()
-        else:
-            data = bytes(buf[:max_bytes])
-            del buf[:max_bytes]
+        data = rcvq.read(max_bytes)
         if self.state in SYNCHRONIZED and not self._peer_fin:
             # Window update when the right edge can move by >= min(MSS, buf/2) and
             # the currently advertised window has fallen below half the largest.
             max_wnd = self._max_rcv_wnd()
-            right = self._rcv_nxt_abs + min(self.config.rcv_buf - len(buf), max_wnd)
+            right = self._rcv_nxt_abs + min(self.config.rcv_buf - len(rcvq.data), max_wnd)
             threshold = min(self._rcv_mss, self.config.rcv_buf // 2)
             adv_left = self._rcv_adv_abs - self._rcv_nxt_abs
             if right - self._rcv_adv_abs >= threshold and adv_left < max_wnd // 2:
                 self._ack_now = True
-                self.endpoint._mark(self)
+                self.host.wake(self)
         return data
 
     def shutdown(self, now: float) -> None:
@@ -392,7 +442,7 @@ class Connection:
             self.set_state(S.FIN_WAIT_1, now)
         elif self.state is S.CLOSE_WAIT:
             self.set_state(S.LAST_ACK, now)
-        self.endpoint._mark(self)
+        self.host.wake(self)
 
     def close(self, now: float) -> None:
         """Close both directions: FIN after buffered data; later data is answered by RST.
@@ -403,15 +453,15 @@ class Connection:
         if self.state is S.CLOSED or self._read_closed:
             return
         self._read_closed = True
-        if self._rcvbuf and self.state in SYNCHRONIZED:
-            self._rcvbuf.clear()
+        if self._rcvq.data and self.state in SYNCHRONIZED:
+            self._rcvq.data.clear()
             self.abort(now)
             return
         if not self._write_closed:
             self.shutdown(now)
         if self.state is S.FIN_WAIT_2:
-            self._fw2_at = now + FIN_WAIT_2_TIMEOUT
-            self._report_done(now)
+            self._timer_at[_T_FIN_WAIT_2] = now + FIN_WAIT_2_TIMEOUT
+            self._report_done()
         self._update_deadline()
 
     def abort(self, now: float) -> None:
@@ -421,7 +471,8 @@ class Connection:
         if self.state is not S.TIME_WAIT and (
             self.state in SYNCHRONIZED or self.state is S.SYN_RECEIVED
         ):
-            self._emit(self.snd_max, self.rcv_nxt, RST | ACK)
+            self._rst = (self.snd_max, self.rcv_nxt, RST | ACK)
+            self.host.wake(self)
         self._read_closed = self._write_closed = True
         self._terminate(now, ConnectionAbortedError("connection aborted locally"))
 
@@ -434,11 +485,12 @@ class Connection:
             "rto": self.rtt.rto,
             "cwnd": self.cc.cwnd,
             "ssthresh": self.cc.ssthresh,
+            "congestion_control": self.cc.name,
             "snd_wnd": self.snd_wnd,
             "rcv_wnd": max(0, self._rcv_adv_abs - self._rcv_nxt_abs),
             "snd_mss": self.snd_mss,
-            "send_buffered": len(self._sndbuf),
-            "recv_buffered": len(self._rcvbuf),
+            "send_buffered": len(self._sndq.data),
+            "recv_buffered": len(self._rcvq.data),
             "segments_sent": self.segments_sent,
             "segments_received": self.segments_received,
             "bytes_sent": self.bytes_sent,
@@ -455,15 +507,17 @@ class Connection:
             "ooo_segments": self.ooo_segments,
             "duplicate_segments": self.duplicate_segments,
             "dropped_segments": self.dropped_segments,
+            **self.cc.stats(),
         }
 
     # -------------------------------------------------------------- opening
-    def _open_active(self, now: float) -> None:
+    def open_active(self, now: float) -> None:
+        """Host API: start an active open (CLOSED -> SYN-SENT, SYN owed)."""
         self.set_state(S.SYN_SENT, now)
-        self._send_syn(now)
+        self._start_syn(now)
 
-    def _open_passive(self, seg: Segment, now: float) -> None:
-        """A listener accepted ``seg`` (a SYN): RFC 9293 §3.10.7.2 LISTEN, third check."""
+    def open_passive(self, seg: Segment, now: float) -> None:
+        """Host API: a listener accepted ``seg`` (a SYN): RFC 9293 §3.10.7.2 LISTEN, third check."""
         self.irs = seg.seq
         self.rcv_nxt = (seg.seq + 1) & SEQ_MASK
         self._rcv_nxt_abs = 0
@@ -471,14 +525,13 @@ class Connection:
         self.state = S.LISTEN  # born from the listener's LISTEN
         self.set_state(S.SYN_RECEIVED, now)
         self._update_window(seg, initial=True)
-        self._send_syn(now)
+        self._start_syn(now)
 
     def _take_syn_options(self, seg: Segment) -> None:
         mss = seg.mss if seg.mss is not None else DEFAULT_PEER_MSS
         # Clamp absurd peer MSS values (RFC 9293 §3.7.1; Linux TCP_MIN_MSS).
         self.snd_mss = max(MIN_MSS, min(mss, self.config.mss))
-        self.cc.mss = self.snd_mss
-        self.cc.cwnd = self.config.initial_cwnd * self.snd_mss
+        self.cc.set_mss(self.snd_mss)
         if seg.wscale is not None:
             self._rcv_wscale_ok = True
             # RFC 7323 §2.3: a shift above 14 is treated as 14.
@@ -487,34 +540,30 @@ class Connection:
             self.rcv_wscale = 0
             self.snd_wscale = 0
 
-    def _send_syn(self, now: float) -> None:
-        """Send (or resend) our SYN or SYN-ACK carrying MSS and window scale."""
-        flags = SYN
-        ack = 0
-        if self.state is S.SYN_RECEIVED:
-            flags |= ACK
-            ack = self.rcv_nxt
-            ws = self.rcv_wscale if self._rcv_wscale_ok else None
-        else:
-            ws = self.rcv_wscale
-        opts = encode_options(mss=self.config.mss, wscale=ws)
-        # RFC 7323 §2.2: the window field of a SYN is never scaled.
-        wnd = min(self.config.rcv_buf, 0xFFFF)
-        self._rcv_adv_abs = self._rcv_nxt_abs + wnd
+    def _start_syn(self, now: float, *, keep_timer: bool = False) -> None:
+        """Owe our SYN (or SYN,ACK) and set the handshake's sequence state and timer.
+
+        ``keep_timer``: resend without touching the retry timer and, by Karn's rule,
+        stop timing the handshake (a resend the peer asked for).
+        """
         self.snd_nxt = (self.iss + 1) & SEQ_MASK
         if seq_gt(self.snd_nxt, self.snd_max) or self.snd_max == self.iss:
             self.snd_max = self.snd_nxt
-        self._emit(self.iss, ack, flags, options=opts, wnd_override=wnd)
         self._last_send = now
-        if self._rtt_seq is None and self._retries == 0:
-            self._rtt_seq = self.iss
-            self._rtt_time = now
-        self._rto_at = now + self.rtt.rto
+        if keep_timer:
+            self._rtt_seq = None
+        else:
+            if self._rtt_seq is None and self._retries == 0:
+                self._rtt_seq = self.iss
+                self._rtt_time = now
+            self._timer_at[_T_RTO] = now + self.rtt.rto
+        self._syn_pending = True
+        self.host.wake(self)
         self._update_deadline()
 
     # -------------------------------------------------------------- receive
-    def _on_segment(self, seg: Segment, now: float) -> None:
-        """Process one segment addressed to this connection (RFC 9293 §3.10.7)."""
+    def receive(self, seg: Segment, now: float) -> None:
+        """Host API: process one segment addressed to this connection (RFC 9293 §3.10.7)."""
         self.segments_received += 1
         try:
             if self.state is S.SYN_SENT:
@@ -532,7 +581,7 @@ class Connection:
         if flags & ACK and (seq_le(seg.ack, self.iss) or seq_gt(seg.ack, self.snd_max)):
             if not flags & RST:
                 # Not for this SYN (e.g. a stale SYN-ACK): <SEQ=SEG.ACK><CTL=RST>.
-                self._emit(seg.ack, 0, RST)
+                self._send_rst(seg.ack, 0, RST)
             self.dropped_segments += 1
             return
         # Second: RST. Acceptable only with an acceptable ACK (RFC 5961 §3.2).
@@ -555,10 +604,10 @@ class Connection:
             # SYN,ACK: our SYN is acknowledged.
             self._ack_syn(seg, now)
             self._update_window(seg, initial=True)
-            self.set_state(S.ESTABLISHED, now)
+            self._establish(now)
             self._ack_now = True
-            self.endpoint._mark(self)
-            self.endpoint._event(ConnectionEstablished(self))
+            self.host.wake(self)
+            self.host.established(self)
             if seg.payload or flags & FIN:
                 self._process_text_and_fin(seg, now)
         else:
@@ -567,7 +616,7 @@ class Connection:
             self.set_state(S.SYN_RECEIVED, now)
             self._retries = 0
             self._rtt_seq = None
-            self._send_syn(now)
+            self._start_syn(now)
 
     def _ack_syn(self, seg: Segment, now: float) -> None:
         self.snd_una = seg.ack
@@ -581,8 +630,14 @@ class Connection:
             self.rtt.rto = max(self.config.rto_initial, self.rtt.rto_min)
         self._rtt_seq = None
         self._retries = 0
-        self._rto_at = None
-        self._unacked_since = None
+        self._timer_at[_T_RTO] = INF
+        self._set_unacked_since(None)
+
+    def _establish(self, now: float) -> None:
+        """Enter ESTABLISHED; start the keepalive timer (re-armed lazily from then on)."""
+        self.set_state(S.ESTABLISHED, now)
+        if self.config.keepalive:
+            self._timer_at[_T_KEEPALIVE] = self._last_rx + self.config.keepalive_idle
 
     def _segment_acceptable(self, seg: Segment) -> bool:
         """RFC 9293 §3.10.7.4, first check: the four cases of segment acceptability."""
@@ -609,7 +664,14 @@ class Connection:
             return
         self._chack_count += 1
         self.challenge_acks += 1
-        self._send_ack()
+        # Each challenge is answered by its own segment, never merged with others.
+        self._acks_owed += 1
+        self.host.wake(self)
+
+    def _owe_ack(self) -> None:
+        """An ACK must go out at the next flush."""
+        self._ack_now = True
+        self.host.wake(self)
 
     def _on_segment_synchronized(self, seg: Segment, now: float) -> None:
         """RFC 9293 §3.10.7.4: SYN-RECEIVED and every synchronized state."""
@@ -623,7 +685,7 @@ class Connection:
             and not flags & (SYN | FIN | RST)
             and flags & ACK
             and seg.seq == self.rcv_nxt
-            and not self._ooo_starts
+            and not self._rcvq.ooo_starts
             and self._fin_rcvd_abs is None  # an early FIN waits for this data
         ):
             n = len(seg.payload)
@@ -644,10 +706,7 @@ class Connection:
                 # as Linux does, rather than the bare ACK of the sequence check, which
                 # a peer in SYN-SENT drops (RFC 9293 §3.10.7.3, fifth). The timer keeps
                 # its schedule and, by Karn's rule, the handshake is no longer timed.
-                rto_at = self._rto_at
-                self._send_syn(now)
-                self._rto_at = rto_at
-                self._rtt_seq = None
+                self._start_syn(now, keep_timer=True)
                 return
             # Simultaneous open (RFC 9293 §3.5 figure 7, line 6): the peer's SYN,ACK
             # in SYN-RECEIVED. Its SYN is the one already received, so the sequence
@@ -665,8 +724,8 @@ class Connection:
             if state is S.TIME_WAIT and flags & FIN and not flags & RST:
                 # RFC 9293 §3.10.7.4 TIME-WAIT: a retransmitted FIN is ACKed and the
                 # 2 MSL timeout restarted.
-                self._tw_at = now + 2 * self.config.msl
-                self._send_ack()
+                self._timer_at[_T_TIME_WAIT] = now + 2 * self.config.msl
+                self._owe_ack()
                 return
             if not flags & RST:
                 # Unacceptable: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> (also answers
@@ -676,7 +735,7 @@ class Connection:
                 self.duplicate_segments += 1
                 if seg.payload or now - self._oow_ack_at >= OOW_ACK_INTERVAL:
                     self._oow_ack_at = now
-                    self._send_ack()
+                    self._owe_ack()
             return
         self._last_rx = now
         self._ka_probes = 0
@@ -720,19 +779,16 @@ class Connection:
             if seq_lt(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_max):
                 self._ack_syn(seg, now)
                 self._update_window(seg, initial=synack_window, force=True)
-                self.set_state(S.ESTABLISHED, now)
-                if self.listener_port is not None:
-                    self.endpoint._accepted(self)
-                else:
-                    self.endpoint._event(ConnectionEstablished(self))
+                self._establish(now)
+                self.host.established(self)
                 if self._fin_queued:
                     # close() arrived in SYN-RECEIVED: now FIN-WAIT-1 (§3.10.4).
                     self.set_state(S.FIN_WAIT_1, now)
-                    self.endpoint._mark(self)
+                    self.host.wake(self)
                 state = self.state
             else:
                 # <SEQ=SEG.ACK><CTL=RST>
-                self._emit(seg.ack, 0, RST)
+                self._send_rst(seg.ack, 0, RST)
                 return
         else:
             self._process_ack(seg, now)
@@ -741,11 +797,16 @@ class Connection:
             state = self.state
         if state is S.TIME_WAIT:
             if flags & FIN:
-                self._tw_at = now + 2 * self.config.msl
-                self._send_ack()
+                self._timer_at[_T_TIME_WAIT] = now + 2 * self.config.msl
+                self._owe_ack()
             return
         if seg.payload or flags & FIN:
             self._process_text_and_fin(seg, now)
+
+    def _send_rst(self, seq: int, ack: int, flags: int) -> None:
+        """Owe an RST in reply to the segment being processed."""
+        self._rst = (seq, ack, flags)
+        self.host.wake(self)
 
     def _process_ack(self, seg: Segment, now: float) -> None:
         """Fifth check for synchronized states: SND.UNA, windows, RTT, congestion control."""
@@ -754,7 +815,7 @@ class Connection:
         if seq_gt(ack, self.snd_max):
             # RFC 9293 §3.10.7.4 / RFC 5961 §5.2: ACK of unsent data -> ACK, drop.
             self.dropped_segments += 1
-            self._send_ack()
+            self._owe_ack()
             raise _Drop
         if seq_lt(ack, (una - max(self.max_snd_wnd, 1)) & SEQ_MASK):
             # RFC 5961 §5.2: too old to be a real ACK -> challenge ACK, drop.
@@ -783,52 +844,54 @@ class Connection:
         self.snd_una = ack
         if seq_gt(ack, self.snd_nxt):
             self.snd_nxt = ack
+        sndq = self._sndq
+        buffered = len(sndq.data)
         data_acked = acked
-        if self._fin_sent and seq_gt(ack, self._buf_seq + len(self._sndbuf) & SEQ_MASK):
+        if self._fin_sent and seq_gt(ack, (sndq.seq + buffered) & SEQ_MASK):
             data_acked -= 1  # the FIN's sequence number
-        if data_acked > len(self._sndbuf):
-            data_acked = len(self._sndbuf)
+        if data_acked > buffered:
+            data_acked = buffered
         if data_acked > 0:
-            del self._sndbuf[:data_acked]
-            self._buf_seq = (self._buf_seq + data_acked) & SEQ_MASK
+            sndq.acknowledge(data_acked)
             self.bytes_acked += data_acked
         # RTT sample (RFC 6298 §3 via Karn: only for never-retransmitted data).
         if self._rtt_seq is not None and seq_gt(ack, self._rtt_seq):
             self.rtt.sample(now - self._rtt_time)
             self._rtt_seq = None
         self._retries = 0
-        self._dupacks = 0
-        if self._in_recovery:
-            if seq_le(self._recover, ack):
-                self._in_recovery = False
-                self.cc.on_recovery_exit()
-            else:
-                # RFC 6582 §3.2 step 5: partial ACK -> retransmit the next hole.
-                self.cc.on_partial_ack(acked)
-                self._retransmit_first(now)
+        cc = self.cc
+        result = self.recovery.on_new_ack(ack, acked, cc.cwnd, self.snd_mss)
+        if result == ACK_RECOVERY_END:
+            cc.on_recovery_end(now)
+        elif result == ACK_PARTIAL:
+            # RFC 6582 §3.2 step 5: partial ACK -> retransmit the next hole.
+            self._retransmit_first(now)
         else:
-            self.cc.on_ack(acked, (self.snd_max - ack) & SEQ_MASK, now)
+            rs = self._ack_sample
+            rs.acked = acked
+            rs.in_flight = (self.snd_max - ack) & SEQ_MASK
+            cc.on_ack(rs, now)
         # RFC 6298 §5.2/§5.3: stop the timer if all is acked, else restart it.
         if ack == self.snd_max:
-            self._rto_at = None
-            self._unacked_since = None
+            self._timer_at[_T_RTO] = INF
+            self._set_unacked_since(None)
         else:
-            self._rto_at = now + self.rtt.rto
-            self._unacked_since = now
+            self._timer_at[_T_RTO] = now + self.rtt.rto
+            self._set_unacked_since(now)
         self._update_window(seg)
-        if self._writing_paused and len(self._sndbuf) <= self.write_low:
+        if self._writing_paused and len(sndq.data) <= self.write_low:
             self._writing_paused = False
-            self.endpoint._event(WritingResumed(self))
-        if self._sndbuf or self._fin_queued:
-            self.endpoint._mark(self)
+            self.host.writable(self)
+        if sndq.data or self._fin_queued:
+            self.host.wake(self)
         # Our FIN acknowledged?
-        if self._fin_sent and ack == self.snd_max and not self._sndbuf:
+        if self._fin_sent and ack == self.snd_max and not sndq.data:
             state = self.state
             if state is S.FIN_WAIT_1:
                 self.set_state(S.FIN_WAIT_2, now)
                 if self._read_closed:
-                    self._fw2_at = now + FIN_WAIT_2_TIMEOUT
-                    self._report_done(now)
+                    self._timer_at[_T_FIN_WAIT_2] = now + FIN_WAIT_2_TIMEOUT
+                    self._report_done()
             elif state is S.CLOSING:
                 self._enter_time_wait(now)
             elif state is S.LAST_ACK:
@@ -847,8 +910,8 @@ class Connection:
             or (self.snd_wl1 == seg.seq and seq_le(self.snd_wl2, seg.ack))
         ):
             wnd = seg.wnd << self.snd_wscale
-            if wnd > self.snd_wnd and self._persist_at is not None:
-                self.endpoint._mark(self)
+            if wnd > self.snd_wnd and self._timer_at[_T_PERSIST] != INF:
+                self.host.wake(self)
             self.snd_wnd = wnd
             self.snd_wl1 = seg.seq
             self.snd_wl2 = seg.ack
@@ -856,32 +919,29 @@ class Connection:
             return
         if self.snd_wnd > self.max_snd_wnd:
             self.max_snd_wnd = self.snd_wnd
-        if self.snd_wnd and (self._sndbuf or self._fin_queued):
-            self.endpoint._mark(self)
+        if self.snd_wnd and (self._sndq.data or self._fin_queued):
+            self.host.wake(self)
 
     def _on_dup_ack(self, now: float) -> None:
         """RFC 5681 §3.2 fast retransmit / fast recovery, RFC 6582 NewReno."""
-        if self._in_recovery:
-            self.cc.on_dup_ack()
-            self.endpoint._mark(self)
+        recovery = self.recovery
+        if recovery.in_recovery:
+            recovery.on_dup_ack(self.snd_una, self.snd_max, self.snd_mss)
+            self.host.wake(self)
             return
-        self._dupacks += 1
-        if self._dupacks == 3 and seq_lt(self._recover, self.snd_una):
-            # RFC 6582 §3.2 step 2: enter fast recovery, recover <- highest sent.
-            self._in_recovery = True
-            self._recover = self.snd_max
+        if recovery.on_dup_ack(self.snd_una, self.snd_max, self.snd_mss):
             self.fast_retransmits += 1
-            self.cc.on_fast_retransmit((self.snd_max - self.snd_una) & SEQ_MASK)
+            self.cc.on_congestion_event(now, (self.snd_max - self.snd_una) & SEQ_MASK)
             self._retransmit_first(now)
-            self._rto_at = now + self.rtt.rto
 
     # ------------------------------------------------------ receive data path
     def _accept_in_order(self, data: bytes, now: float) -> None:
         """Fast path: ``data`` starts exactly at RCV.NXT and fits the window."""
         n = len(data)
-        was_empty = not self._rcvbuf
+        buf = self._rcvq.data
+        was_empty = not buf
         if not self._read_closed:
-            self._rcvbuf += data
+            buf += data
         self._rcv_nxt_abs += n
         self.rcv_nxt = (self.rcv_nxt + n) & SEQ_MASK
         self.bytes_received += n
@@ -896,11 +956,11 @@ class Connection:
         self._unacked_bytes += n
         if self._unacked_bytes >= 2 * self._rcv_mss or self.config.delayed_ack == 0:
             self._ack_now = True
-            self.endpoint._mark(self)
-        elif self._delack_at is None:
-            self._delack_at = now + self.config.delayed_ack
+            self.host.wake(self)
+        elif self._timer_at[_T_DELACK] == INF:
+            self._timer_at[_T_DELACK] = now + self.config.delayed_ack
         if was_empty:
-            self.endpoint._event(DataReceived(self))
+            self.host.readable(self)
 
     def _process_text_and_fin(self, seg: Segment, now: float) -> None:
         """RFC 9293 §3.10.7.4 seventh (segment text) and eighth (FIN) checks."""
@@ -921,8 +981,7 @@ class Connection:
                 self._fin_rcvd_abs = fin_abs
             if fin_abs > self._rcv_nxt_abs:
                 # An out-of-order FIN: duplicate ACK at once (RFC 5681 §4.2).
-                self._ack_now = True
-                self.endpoint._mark(self)
+                self._owe_ack()
         if self._fin_rcvd_abs is not None and self._fin_rcvd_abs == self._rcv_nxt_abs:
             self._on_fin(now)
 
@@ -939,62 +998,27 @@ class Connection:
         if start < nxt:
             if end <= nxt:
                 self.duplicate_segments += 1
-                self._ack_now = True
-                self.endpoint._mark(self)
+                self._owe_ack()
                 return
             data = data[nxt - start :]
             start = nxt
         if not data:
             return
+        rcvq = self._rcvq
         if start == nxt:
-            had_ooo = bool(self._ooo_starts)
+            had_ooo = bool(rcvq.ooo_starts)
             self._accept_in_order(data, now)
             if had_ooo:
-                self._pull_ooo(now)
+                for piece in rcvq.take_in_order(self._rcv_nxt_abs):
+                    self._accept_in_order(piece, now)
                 # RFC 5681 §4.2: ACK immediately when a segment fills a hole.
-                self._ack_now = True
-                self.endpoint._mark(self)
+                self._owe_ack()
             return
         # Out of order: keep only the bytes not already held, in sorted runs.
         self.ooo_segments += 1
-        self._ack_now = True  # RFC 5681 §4.2: immediate duplicate ACK
-        self.endpoint._mark(self)
-        starts = self._ooo_starts
-        datas = self._ooo_data
-        i = bisect_right(starts, start) - 1
-        if i >= 0 and starts[i] + len(datas[i]) > start:
-            cur = starts[i] + len(datas[i])  # covered up to here already
-            i += 1
-        else:
-            cur = start
-            i += 1
-        pos = start
-        while cur < end:
-            nxt_start = starts[i] if i < len(starts) else end
-            if nxt_start > cur:
-                piece_end = min(nxt_start, end)
-                if len(starts) >= MAX_OOO_RUNS:
-                    self.dropped_segments += 1
-                    return
-                starts.insert(i, cur)
-                datas.insert(i, data[cur - pos : piece_end - pos])
-                self._ooo_bytes += piece_end - cur
-                i += 1
-                cur = piece_end
-            else:
-                cur = max(cur, starts[i] + len(datas[i]))
-                i += 1
-
-    def _pull_ooo(self, now: float) -> None:
-        starts = self._ooo_starts
-        datas = self._ooo_data
-        while starts and starts[0] <= self._rcv_nxt_abs:
-            s = starts.pop(0)
-            d = datas.pop(0)
-            self._ooo_bytes -= len(d)
-            skip = self._rcv_nxt_abs - s
-            if skip < len(d):
-                self._accept_in_order(d[skip:] if skip else d, now)
+        self._owe_ack()  # RFC 5681 §4.2: immediate duplicate ACK
+        if not rcvq.store(start, data):
+            self.dropped_segments += 1
 
     def _on_fin(self, now: float) -> None:
         """RFC 9293 §3.10.7.4 eighth check: the peer's FIN, now in order."""
@@ -1002,117 +1026,76 @@ class Connection:
         self._rcv_nxt_abs += 1
         self.rcv_nxt = (self.rcv_nxt + 1) & SEQ_MASK
         self._peer_fin = True
-        self._ack_now = True
-        self.endpoint._mark(self)
+        self._owe_ack()
         state = self.state
         if state in (S.ESTABLISHED, S.SYN_RECEIVED):
             self.set_state(S.CLOSE_WAIT, now)
-            self.endpoint._event(PeerClosed(self))
+            self.host.peer_closed(self)
         elif state is S.FIN_WAIT_1:
             if self._fin_sent and self.snd_una == self.snd_max:
                 self._enter_time_wait(now)
             else:
                 self.set_state(S.CLOSING, now)
-                self.endpoint._event(PeerClosed(self))
+                self.host.peer_closed(self)
         elif state is S.FIN_WAIT_2:
             self._enter_time_wait(now)
 
     def _enter_time_wait(self, now: float) -> None:
         if self.state in (S.FIN_WAIT_1, S.FIN_WAIT_2) and not self._read_closed:
-            self.endpoint._event(PeerClosed(self))
+            self.host.peer_closed(self)
         self.set_state(S.TIME_WAIT, now)
-        self._tw_at = now + 2 * self.config.msl
-        self._rto_at = self._persist_at = self._fw2_at = None
-        self._report_done(now)
+        timers = self._timer_at
+        for t in Timer:
+            timers[t] = INF
+        timers[_T_TIME_WAIT] = now + 2 * self.config.msl
+        self._report_done()
 
     # ---------------------------------------------------------------- timers
     def _update_deadline(self) -> None:
-        d: float | None = None
-        rto_at = self._rto_at
-        if rto_at is not None and self._unacked_since is not None:
-            # RFC 9293 §3.8.3: the user timeout fires on time, not at the next RTO.
-            rto_at = min(rto_at, self._unacked_since + self.config.user_timeout)
-        for t in (
-            rto_at,
-            self._delack_at,
-            self._persist_at,
-            self._tw_at,
-            self._fw2_at,
-        ):
-            if t is not None and (d is None or t < d):
-                d = t
-        if self.config.keepalive and self.state in (S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2):
-            ka = self._keepalive_deadline()
-            if ka is not None and (d is None or ka < d):
-                d = ka
-        self._deadline = d
-        if d is not None and (self._sched_at is None or d < self._sched_at):
-            self.endpoint._schedule(self, d)
+        d = min(self._timer_at)
+        self.deadline = d
+        if d < self.sched_at:
+            self.host.schedule(self, d)
 
-    def _keepalive_deadline(self) -> float | None:
-        # RFC 1122 §4.2.3.6: only when idle (nothing outstanding).
-        if self.snd_una != self.snd_max:
-            return None
-        cfg = self.config
-        return self._last_rx + cfg.keepalive_idle + self._ka_probes * cfg.keepalive_interval
+    def _set_unacked_since(self, t: float | None) -> None:
+        """Record the last forward progress while data is outstanding (None: all
+        acknowledged); the user timeout counts from it (RFC 9293 §3.8.3)."""
+        self._unacked_since = t
+        self._timer_at[_T_USER_TIMEOUT] = INF if t is None else t + self.config.user_timeout
 
-    def _on_timer(self, now: float) -> None:
-        """Handle every timer that is due at ``now``."""
-        if self._tw_at is not None and now >= self._tw_at:
-            self._tw_at = None
-            self._terminate(now, None)
-            return
-        if self._fw2_at is not None and now >= self._fw2_at:
-            self._fw2_at = None
-            if self.state is S.FIN_WAIT_2:
-                self._terminate(now, None)
-                return
-        if (
-            self._rto_at is not None
-            and self._unacked_since is not None
-            and now - self._unacked_since >= self.config.user_timeout
-            and self.state not in (S.SYN_SENT, S.SYN_RECEIVED)
-        ):
-            self._terminate(
-                now,
-                UserTimeoutError(
-                    f"data unacknowledged for {self.config.user_timeout:g} s (user timeout)"
-                ),
-            )
-            return
-        if self._rto_at is not None and now >= self._rto_at:
-            self._rto_at = None
-            self._on_rto(now)
-            if self.state is S.CLOSED:
-                return
-        if self._delack_at is not None and now >= self._delack_at:
-            self._delack_at = None
-            if self._unacked_bytes:
-                self._ack_now = True
-                self.endpoint._mark(self)
-        if self._persist_at is not None and now >= self._persist_at:
-            self._persist_at = None
-            self._on_persist(now)
-            if self.state is S.CLOSED:
-                return
-        if self.config.keepalive and self.state in (S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2):
-            ka = self._keepalive_deadline()
-            if ka is not None and now >= ka:
-                if self._ka_probes >= self.config.keepalive_count:
-                    self._terminate(
-                        now,
-                        KeepaliveTimeoutError(
-                            f"peer did not answer {self._ka_probes} keepalive probes"
-                        ),
-                    )
+    def handle_timer(self, now: float) -> None:
+        """Host API: run every timer due at ``now``, in :class:`Timer` order."""
+        timers = self._timer_at
+        for t, handler in enumerate(HANDLERS):
+            if timers[t] <= now:
+                timers[t] = INF
+                getattr(self, handler)(now)
+                if self.state is S.CLOSED:
                     return
-                self._ka_probes += 1
-                self.keepalive_probes += 1
-                # RFC 1122 §4.2.3.6: seq = SND.UNA - 1 so any TCP must answer.
-                self._send_probe()
         self._update_deadline()
 
-    def _on_rto(self, now: float) -> None:
+    def _on_time_wait_timer(self, now: float) -> None:
+        self._terminate(now, None)
+
+    def _on_fin_wait_2_timer(self, now: float) -> None:
+        if self.state is S.FIN_WAIT_2:
+            self._terminate(now, None)
+
+    def _on_user_timeout_timer(self, now: float) -> None:
+        # RFC 9293 §3.8.3: the user timeout fires on time, not at the next RTO; it
+        # concerns retransmitted data, not the opening handshake.
+        since = self._unacked_since
+        if since is None or self._timer_at[_T_RTO] == INF or self.state in _HANDSHAKE_STATES:
+            return
+        ut = self.config.user_timeout
+        if now - since >= ut:
+            self._terminate(
+                now, UserTimeoutError(f"data unacknowledged for {ut:g} s (user timeout)")
+            )
+        else:
+            self._timer_at[_T_USER_TIMEOUT] = since + ut
+
+    def _on_rto_timer(self, now: float) -> None:
         """The retransmission timer expired (RFC 6298 §5.4-5.7)."""
         state = self.state
         self.rto_expiries += 1
@@ -1134,23 +1117,26 @@ class Connection:
                 return
             self.rtt.on_timeout()
             self.retransmissions += 1
-            self._send_syn(now)
+            self._start_syn(now)
             return
         if self.snd_una == self.snd_max:
             return
         self.rtt.on_timeout()
-        self.cc.on_rto((self.snd_max - self.snd_una) & SEQ_MASK)
-        self._in_recovery = False
-        self._dupacks = 0
-        self._recover = self.snd_max  # RFC 6582 §4: no fast retransmit for old dupacks
+        in_flight = (self.snd_max - self.snd_una) & SEQ_MASK
+        self.cc.on_rto(now, in_flight)
+        self.recovery.on_rto(self.snd_max)
         # Go back N: resend from SND.UNA as the (now 1-SMSS) window allows.
         self.snd_nxt = self.snd_una
         self._retransmit_first(now)
 
-    def _on_persist(self, now: float) -> None:
+    def _on_delack_timer(self, now: float) -> None:
+        if self._unacked_bytes:
+            self._owe_ack()
+
+    def _on_persist_timer(self, now: float) -> None:
         """Zero-window probe (RFC 9293 §3.8.6.1): seq = SND.UNA - 1 forces an ACK
         carrying the current window, as Linux's tcp_probe0 does."""
-        if self._sndbuf or self._fin_queued:
+        if self._sndq.data or self._fin_queued:
             # RFC 1122 §4.2.2.17: stay open as long as the peer answers the probes;
             # give up only if nothing came back since the previous probe.
             if (
@@ -1161,16 +1147,105 @@ class Connection:
                 return
             self._probe_sent_at = now
             self.window_probes += 1
-            self._send_probe()
+            self._probe_pending = True
             self._persist_backoff += 1
-        self.endpoint._mark(self)
+        self.host.wake(self)
+
+    def _on_keepalive_timer(self, now: float) -> None:
+        """RFC 1122 §4.2.3.6 keepalive, re-armed lazily: the probe is due
+        ``keepalive_idle`` after the last segment received (plus one interval per
+        unanswered probe), and only while nothing is outstanding."""
+        cfg = self.config
+        state = self.state
+        if not cfg.keepalive or state is S.TIME_WAIT:
+            return
+        if state not in _KEEPALIVE_STATES or self.snd_una != self.snd_max:
+            self._timer_at[_T_KEEPALIVE] = now + cfg.keepalive_idle  # look again later
+            return
+        due = self._last_rx + cfg.keepalive_idle + self._ka_probes * cfg.keepalive_interval
+        if now < due:
+            self._timer_at[_T_KEEPALIVE] = due
+            return
+        if self._ka_probes >= cfg.keepalive_count:
+            self._terminate(
+                now,
+                KeepaliveTimeoutError(f"peer did not answer {self._ka_probes} keepalive probes"),
+            )
+            return
+        self._ka_probes += 1
+        self.keepalive_probes += 1
+        # RFC 1122 §4.2.3.6: seq = SND.UNA - 1 so any TCP must answer.
+        self._probe_pending = True
+        self.host.wake(self)
+        self._timer_at[_T_KEEPALIVE] = due + cfg.keepalive_interval
 
     def _schedule_persist(self, now: float) -> None:
-        if self._persist_at is None:
+        if self._timer_at[_T_PERSIST] == INF:
             delay = min(self.rtt.rto * (1 << min(self._persist_backoff, 16)), self.config.rto_max)
-            self._persist_at = now + delay
+            self._timer_at[_T_PERSIST] = now + delay
+
+    def _retransmit_first(self, now: float) -> None:
+        """Owe a retransmission of the segment at SND.UNA (RTO, fast retransmit,
+        partial ACK) and restart the retransmission timer."""
+        if self.snd_una == self.snd_max:
+            return
+        self.retransmissions += 1
+        self._rtt_seq = None
+        self._rtx_first = True
+        self.host.wake(self)
+        self._timer_at[_T_RTO] = now + self.rtt.rto
+        if self._unacked_since is None:
+            self._set_unacked_since(now)
+
+    def _arm_rto(self, now: float) -> None:
+        # RFC 6298 §5.1: start the timer when sending data if it is not running.
+        if self._timer_at[_T_RTO] == INF:
+            self._timer_at[_T_RTO] = now + self.rtt.rto
+        if self._unacked_since is None:
+            self._set_unacked_since(now)
 
     # ---------------------------------------------------------------- output
+    def flush(self, now: float) -> None:
+        """Host API: the one place where segments leave this connection.
+
+        Emits, in order: a pending RST; our SYN or SYN,ACK; a probe; a retransmission
+        at SND.UNA; what the windows allow of new data and the FIN; an ACK if one is
+        still owed.
+        """
+        rst = self._rst
+        if rst is not None:
+            self._rst = None
+            self._emit(rst[0], rst[1], rst[2])
+        state = self.state
+        if state is S.CLOSED:
+            return
+        if self._syn_pending:
+            self._syn_pending = False
+            self._emit_syn()
+        if self._probe_pending:
+            self._probe_pending = False
+            self._emit((self.snd_una - 1) & SEQ_MASK, self.rcv_nxt, ACK)
+        while self._acks_owed:
+            self._acks_owed -= 1
+            self._emit(self.snd_max, self.rcv_nxt, ACK)
+        if self._rtx_first:
+            self._rtx_first = False
+            if self.snd_una != self.snd_max:
+                n = self._segment_for(self.snd_una, now)
+                if log.info_enabled:
+                    log.logger.info("retransmit", conn=self.name, seq=self.snd_una, len=n)
+        if state in _DATA_STATES and (
+            self._sndq.data
+            or (self._fin_queued and not self._fin_sent)
+            or (self._fin_queued and seq_lt(self.snd_nxt, self.snd_max))
+        ):
+            self._send_data(now)
+        if self._ack_now and state is not S.SYN_SENT:
+            self.pure_acks_sent += 1
+            # <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> (SND.MAX after a go-back-N rollback).
+            self._emit(self.snd_max, self.rcv_nxt, ACK)
+        self._update_deadline()
+
     def _emit(
         self,
         seq: int,
@@ -1180,7 +1255,7 @@ class Connection:
         options: bytes = b"",
         wnd_override: int | None = None,
     ) -> None:
-        """Build one segment and hand it to the endpoint's output queue."""
+        """Build one segment and append it to the host's output (only from flush)."""
         if wnd_override is not None:
             wnd = wnd_override
         elif flags & ACK:
@@ -1190,22 +1265,30 @@ class Connection:
         data = build_segment(
             self.local_port, self.remote_port, seq, ack, flags, wnd, payload, options
         )
-        self.endpoint._out.append((data, self.addr))
+        self._out.append((data, self.addr))
         self.segments_sent += 1
         if flags & ACK:
             # Any ACK we send acknowledges everything so far.
             self._ack_now = False
-            self._unacked_bytes = 0
-            self._delack_at = None
+            if self._unacked_bytes:
+                self._unacked_bytes = 0
+                self._timer_at[_T_DELACK] = INF
 
-    def _send_ack(self) -> None:
-        """<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> (SND.MAX after a go-back-N rollback)."""
-        self._emit(self.snd_max, self.rcv_nxt, ACK)
-
-    def _send_probe(self) -> None:
-        """A keepalive or zero-window probe: SEQ = SND.UNA - 1 and no data, which any
-        TCP must answer with an ACK carrying its current window (RFC 1122 §4.2.3.6)."""
-        self._emit((self.snd_una - 1) & SEQ_MASK, self.rcv_nxt, ACK)
+    def _emit_syn(self) -> None:
+        """Our SYN or SYN,ACK, carrying MSS and window scale."""
+        flags = SYN
+        ack = 0
+        if self.state is S.SYN_RECEIVED:
+            flags |= ACK
+            ack = self.rcv_nxt
+            ws = self.rcv_wscale if self._rcv_wscale_ok else None
+        else:
+            ws = self.rcv_wscale
+        opts = encode_options(mss=self.config.mss, wscale=ws)
+        # RFC 7323 §2.2: the window field of a SYN is never scaled.
+        wnd = min(self.config.rcv_buf, 0xFFFF)
+        self._rcv_adv_abs = self._rcv_nxt_abs + wnd
+        self._emit(self.iss, ack, flags, options=opts, wnd_override=wnd)
 
     def _advertise(self) -> int:
         """The window field to send (RFC 9293 §3.8.6.2.2 receiver SWS avoidance).
@@ -1215,7 +1298,7 @@ class Connection:
         """
         nxt = self._rcv_nxt_abs
         buf = self.config.rcv_buf
-        free = buf - len(self._rcvbuf)
+        free = buf - len(self._rcvq.data)
         if self._read_closed:
             free = buf
         # RCV.WND is what the peer is told: no more than the field can carry.
@@ -1241,8 +1324,9 @@ class Connection:
         Returns the sequence space consumed (data bytes plus one for a FIN) and
         keeps SND.NXT/SND.MAX/_fin_sent consistent with what went out.
         """
-        off = (seq - self._buf_seq) & SEQ_MASK
-        avail = len(self._sndbuf) - off
+        sndq = self._sndq
+        off = (seq - sndq.seq) & SEQ_MASK
+        avail = len(sndq.data) - off
         n = min(avail, self.snd_mss, limit)
         flags = ACK
         if n > 0 and n == avail:
@@ -1251,7 +1335,7 @@ class Connection:
             flags |= FIN
             self._fin_sent = True
         if n > 0:
-            mv = memoryview(self._sndbuf)
+            mv = memoryview(sndq.data)
             try:
                 self._emit(seq, self.rcv_nxt, flags, mv[off : off + n])
             finally:
@@ -1268,46 +1352,22 @@ class Connection:
             self.snd_max = end
         return used
 
-    def _retransmit_first(self, now: float) -> None:
-        """Retransmit the segment at SND.UNA (RTO, fast retransmit, partial ACK)."""
-        if self.snd_una == self.snd_max:
-            return
-        self.retransmissions += 1
-        self._rtt_seq = None
-        n = self._segment_for(self.snd_una, now)
-        self._rto_at = now + self.rtt.rto
-        if self._unacked_since is None:
-            self._unacked_since = now
-        if log.info_enabled:
-            log.logger.info("retransmit", conn=self.name, seq=self.snd_una, len=n)
-
-    def _flush(self, now: float) -> None:
-        """Send what the windows allow, then a pure ACK if one is still owed."""
-        state = self.state
-        if state in (S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.LAST_ACK, S.CLOSING) and (
-            self._sndbuf
-            or (self._fin_queued and not self._fin_sent)
-            or (self._fin_queued and seq_lt(self.snd_nxt, self.snd_max))
-        ):
-            self._send_data(now)
-        if self._ack_now and state is not S.CLOSED and state is not S.SYN_SENT:
-            self.pure_acks_sent += 1
-            self._send_ack()
-        self._update_deadline()
-
     def _send_data(self, now: float) -> None:
         """RFC 5681 window check and RFC 9293 §3.8.6.2.1 sender SWS avoidance."""
         if now - self._last_send > self.rtt.rto and self.snd_una == self.snd_max:
             # RFC 5681 §4.1: restart window after an idle period.
-            self.cc.on_idle_restart()
+            self.cc.on_idle_restart(now)
         mss = self.snd_mss
-        buf_end = (self._buf_seq + len(self._sndbuf)) & SEQ_MASK
+        sndq = self._sndq
+        buf_end = (sndq.seq + len(sndq.data)) & SEQ_MASK
         sent_any = False
+        timers = self._timer_at
+        # The send window (RFC 5681 §3.1: min(cwnd, rwnd)) does not change while
+        # this loop runs; only what is in flight does.
+        wnd = min(self.cc.cwnd + self.recovery.inflation, self.snd_wnd)
         while True:
             nxt = self.snd_nxt
             flight = (nxt - self.snd_una) & SEQ_MASK
-            wnd = min(self.cc.cwnd, self.snd_wnd)
-            usable = wnd - flight
             unsent = (buf_end - nxt) & SEQ_MASK if seq_lt(nxt, buf_end) else 0
             if unsent == 0:
                 if (
@@ -1319,7 +1379,7 @@ class Connection:
                     self._arm_rto(now)
                     sent_any = True
                 break
-            n = min(unsent, usable, mss)
+            n = min(unsent, wnd - flight, mss)
             if n <= 0:
                 break
             # Sender SWS avoidance: full segment, or all remaining data (push,
@@ -1334,7 +1394,8 @@ class Connection:
             if not is_new:
                 self.retransmissions += 1
             self._segment_for(nxt, now, n)
-            self._arm_rto(now)
+            if timers[_T_RTO] == INF or self._unacked_since is None:
+                self._arm_rto(now)
             sent_any = True
         # Persist timer: data waits and nothing is in flight to elicit an ACK.
         if (
@@ -1345,22 +1406,20 @@ class Connection:
         ):
             self._schedule_persist(now)
         elif self.snd_wnd > 0:
-            self._persist_at = None
+            self._timer_at[_T_PERSIST] = INF
             self._persist_backoff = 0
 
-    def _arm_rto(self, now: float) -> None:
-        # RFC 6298 §5.1: start the timer when sending data if it is not running.
-        if self._rto_at is None:
-            self._rto_at = now + self.rtt.rto
-        if self._unacked_since is None:
-            self._unacked_since = now
-
     # ------------------------------------------------------------- teardown
-    def _report_done(self, now: float) -> None:
+    def _report_done(self) -> None:
         """Tell the application the connection is over (once)."""
         if not self._terminated_sent:
             self._terminated_sent = True
-            self.endpoint._event(ConnectionTerminated(self, self.error))
+            self.host.terminated(self, self.error)
+
+    def discard(self, now: float) -> None:
+        """Host API: end a TIME-WAIT connection whose identity a new SYN reuses
+        (RFC 6191), silently."""
+        self._terminate(now, None, report=False)
 
     def _terminate(self, now: float, error: BaseException | None, report: bool = True) -> None:
         """Move to CLOSED, release everything, and report ``error`` (None = orderly)."""
@@ -1371,17 +1430,25 @@ class Connection:
             if log.info_enabled:
                 log.logger.info("abort", conn=self.name, state=str(self.state), error=repr(error))
         self.set_state(S.CLOSED, now)
-        self._rto_at = self._persist_at = self._tw_at = None
-        self._fw2_at = self._delack_at = None
-        self._ack_now = False
-        self._sndbuf.clear()
-        self._ooo_starts.clear()
-        self._ooo_data.clear()
+        timers = self._timer_at
+        for t in Timer:
+            timers[t] = INF
+        self.deadline = INF
+        self._ack_now = self._rtx_first = self._probe_pending = self._syn_pending = False
+        self._acks_owed = 0
+        self._sndq.clear()
+        self._rcvq.ooo_starts.clear()
+        self._rcvq.ooo_data.clear()
         if report and not self._terminated_sent:
-            self._report_done(now)
+            self._report_done()
         self._terminated_sent = True
-        self.endpoint._remove(self)
+        self.host.released(self)
 
 
 class _Drop(Exception):
     """Internal: stop processing the current segment (it has been answered)."""
+
+
+# Every timer has its handler (checked once, at import).
+for _name in HANDLERS:
+    assert callable(getattr(Connection, _name, None)), f"Connection lacks {_name}"

@@ -30,10 +30,20 @@ from ..config import Config
 from ..errors import AddressInUseError
 from ..seq import SEQ_MASK, seq_gt
 from ..wire.segment import ACK, FIN, RST, SYN, ParseError, Segment, build_segment, parse_segment
+from .congestion import lookup
 from .connection import Connection
-from .events import ConnectionAccepted, Event
+from .events import (
+    ConnectionAccepted,
+    ConnectionEstablished,
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    PeerClosed,
+    WritingResumed,
+)
 from .isn import isn_rfc6528
 from .states import State
+from .timers import INF
 
 Address = tuple[Any, ...]
 ConnKey = tuple[Address, int, int]
@@ -46,17 +56,26 @@ _DEFAULT_CONFIG = Config()
 class Listener:
     """A passive open on one TCP port (the LISTEN state, RFC 9293 §3.10.7.2)."""
 
-    __slots__ = ("accept_pending", "backlog", "half_open", "port")
+    __slots__ = ("accept_pending", "backlog", "port", "syn_received")
 
     def __init__(self, port: int, backlog: int) -> None:
         self.port = port
         self.backlog = backlog
-        self.half_open = 0  # connections in SYN-RECEIVED
+        self.syn_received: set[Connection] = set()  # half-open connections
         self.accept_pending = 0  # established, ConnectionAccepted not yet taken
+
+    @property
+    def half_open(self) -> int:
+        """Connections in SYN-RECEIVED."""
+        return len(self.syn_received)
 
 
 class Endpoint:
-    """All TCP state behind one UDP socket, driven with explicit ``now`` values."""
+    """All TCP state behind one UDP socket, driven with explicit ``now`` values.
+
+    It is the host of its connections (:class:`~rudp.engine.connection.ConnectionHost`):
+    they reach it only through that interface.
+    """
 
     def __init__(
         self,
@@ -66,12 +85,14 @@ class Endpoint:
         seed: int | None = None,
     ) -> None:
         self.config = config if config is not None else _DEFAULT_CONFIG
+        lookup(self.config.congestion_control)  # ConfigError now, not at the first SYN
         self.connections: dict[ConnKey, Connection] = {}
         self.listeners: dict[int, Listener] = {}
         self._isn: IsnFunc = isn if isn is not None else isn_rfc6528
         self._seed = seed
         self._rng: random.Random | None = None  # created on first use (ephemeral ports)
-        self._out: list[tuple[bytes, Address]] = []
+        #: Datagrams waiting for :meth:`datagrams_to_send` (drained in place).
+        self.output: list[tuple[bytes, Address]] = []
         self._dirty: dict[Connection, None] = {}
         self._events: deque[Event] = deque()
         self._heap: list[tuple[float, int, Connection]] = []
@@ -128,11 +149,13 @@ class Endpoint:
         old = self.connections.get(key)
         if old is not None:
             raise AddressInUseError(f"connection {key} exists (state {old.state})")
+        if config is not None:
+            lookup(config.congestion_control)
         conn = Connection(
             self, config or self.config, addr, local_port, remote_port, self._isn(key, now), now
         )
         self.connections[key] = conn
-        conn._open_active(now)
+        conn.open_active(now)
         return conn
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
@@ -154,7 +177,7 @@ class Endpoint:
                 if conn.state is State.TIME_WAIT and self._time_wait_reuse(conn, seg, now):
                     conn = None
                 else:
-                    conn._on_segment(seg, now)
+                    conn.receive(seg, now)
                     return
             listener = self.listeners.get(seg.dport)
             if listener is not None:
@@ -173,29 +196,30 @@ class Endpoint:
                 break
             self._dirty = {}
             for conn in dirty:
-                if conn.state is not State.CLOSED:
-                    conn._flush(now)
-        out = self._out
-        if out:
-            self._out = []
-            self.counters["datagrams_sent"] += len(out)
-        return out
+                conn.flush(now)  # a CLOSED one may still owe its last RST
+        out = self.output
+        if not out:
+            return []
+        self.counters["datagrams_sent"] += len(out)
+        batch = out[:]
+        out.clear()
+        return batch
 
     def get_timer(self) -> float | None:
         """The earliest deadline of any connection, or None."""
         heap = self._heap
         while heap:
             t, _, conn = heap[0]
-            if conn._sched_at != t or conn.state is State.CLOSED:
+            if conn.sched_at != t or conn.state is State.CLOSED:
                 heapq.heappop(heap)  # stale entry
                 continue
-            d = conn._deadline
-            if d is None or d > t:
+            d = conn.deadline
+            if d > t:
                 # The deadline moved later since this entry was pushed.
                 heapq.heappop(heap)
-                conn._sched_at = None
-                if d is not None:
-                    self._schedule(conn, d)
+                conn.sched_at = INF
+                if d != INF:
+                    self.schedule(conn, d)
                 continue
             return t
         return None
@@ -205,15 +229,16 @@ class Endpoint:
         heap = self._heap
         while heap and heap[0][0] <= now:
             t, _, conn = heapq.heappop(heap)
-            if conn._sched_at != t or conn.state is State.CLOSED:
+            if conn.sched_at != t or conn.state is State.CLOSED:
                 continue
-            conn._sched_at = None
-            d = conn._deadline
-            if d is not None and d > now:
-                self._schedule(conn, d)
+            conn.sched_at = INF
+            d = conn.deadline
+            if d > now:
+                if d != INF:
+                    self.schedule(conn, d)
                 continue
             try:
-                conn._on_timer(now)
+                conn.handle_timer(now)
             except Exception:  # pragma: no cover - a bug in rudp
                 self.counters["internal_errors"] += 1
                 log.warning("internal_error", conn=conn.name, error=traceback.format_exc())
@@ -238,38 +263,45 @@ class Endpoint:
             out[key] = out.get(key, 0) + 1
         return out
 
-    # ----------------------------------------------------- connection hooks
-    def _mark(self, conn: Connection) -> None:
+    # ------------------------------------------- ConnectionHost (for connections)
+    def wake(self, conn: Connection) -> None:
         self._dirty[conn] = None
 
-    def _event(self, ev: Event) -> None:
-        self._events.append(ev)
+    def schedule(self, conn: Connection, at: float) -> None:
+        conn.sched_at = at
+        heapq.heappush(self._heap, (at, next(self._tie), conn))
 
-    def _schedule(self, conn: Connection, t: float) -> None:
-        conn._sched_at = t
-        heapq.heappush(self._heap, (t, next(self._tie), conn))
-
-    def _accepted(self, conn: Connection) -> None:
+    def established(self, conn: Connection) -> None:
         port = conn.listener_port
-        assert port is not None
+        if port is None:
+            self._events.append(ConnectionEstablished(conn))
+            return
         listener = self.listeners.get(port)
-        if conn._half_open:
-            conn._half_open = False
-            if listener is not None:
-                listener.half_open -= 1
         if listener is not None:
+            listener.syn_received.discard(conn)
             listener.accept_pending += 1
-        self._event(ConnectionAccepted(conn, port))
+        self._events.append(ConnectionAccepted(conn, port))
 
-    def _remove(self, conn: Connection) -> None:
+    def readable(self, conn: Connection) -> None:
+        self._events.append(DataReceived(conn))
+
+    def peer_closed(self, conn: Connection) -> None:
+        self._events.append(PeerClosed(conn))
+
+    def writable(self, conn: Connection) -> None:
+        self._events.append(WritingResumed(conn))
+
+    def terminated(self, conn: Connection, error: BaseException | None) -> None:
+        self._events.append(ConnectionTerminated(conn, error))
+
+    def released(self, conn: Connection) -> None:
         if self.connections.get(conn.key) is conn:
             del self.connections[conn.key]
-        if conn._half_open:
-            conn._half_open = False
-            listener = self.listeners.get(conn.listener_port or 0)
+        if conn.listener_port is not None:
+            listener = self.listeners.get(conn.listener_port)
             if listener is not None:
-                listener.half_open -= 1
-        self._dirty.pop(conn, None)
+                listener.syn_received.discard(conn)
+        # Stays in the dirty set if it still owes its last RST (flush sends it).
 
     # ------------------------------------------------------------- internals
     def _pick_port(self, addr: Address, remote_port: int) -> int:
@@ -294,7 +326,7 @@ class Endpoint:
             and seg.dport in self.listeners
             and seq_gt(seg.seq, conn.rcv_nxt)
         ):
-            conn._terminate(now, None, report=False)
+            conn.discard(now)
             return True
         return False
 
@@ -311,7 +343,7 @@ class Endpoint:
             self._drop("listen_no_syn")
             return
         # Third: SYN. Bounded half-open + accept queue (backlog); overflow is dropped.
-        if listener.half_open + listener.accept_pending >= listener.backlog:
+        if len(listener.syn_received) + listener.accept_pending >= listener.backlog:
             self.counters["syn_dropped"] += 1
             self._drop("backlog_full")
             return
@@ -326,10 +358,9 @@ class Endpoint:
             now,
             listener_port=listener.port,
         )
-        conn._half_open = True
-        listener.half_open += 1
+        listener.syn_received.add(conn)
         self.connections[key] = conn
-        conn._open_passive(seg, now)
+        conn.open_passive(seg, now)
 
     def _closed_segment(self, seg: Segment, addr: Address, now: float) -> None:
         """RFC 9293 §3.10.7.1: no connection and no listener -> RST (never for an RST)."""
@@ -345,7 +376,7 @@ class Endpoint:
             data = build_segment(
                 seg.dport, seg.sport, 0, (seg.seq + seg.seg_len) & SEQ_MASK, RST | ACK, 0
             )
-        self._out.append((data, addr))
+        self.output.append((data, addr))
         self.counters["rst_sent"] += 1
 
     def _drop(self, reason: str) -> None:

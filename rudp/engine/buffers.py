@@ -1,0 +1,124 @@
+"""The send buffer and the receive buffer with reassembly (RFC 9293 §3.10.7.4, seventh).
+
+Both are plain containers: sequence-number rules (windows, acceptability) stay in the
+connection. The connection's hot path reaches ``SendBuffer.data`` and
+``ReceiveBuffer.data`` directly.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+
+from ..seq import SEQ_MASK
+
+
+class SendBuffer:
+    """Data accepted from the application and not yet acknowledged by the peer.
+
+    ``data[0]`` has sequence number ``seq``; sent and unsent data live together, the
+    connection's SND.UNA/SND.NXT say how far each got.
+    """
+
+    __slots__ = ("data", "seq")
+
+    def __init__(self, seq: int) -> None:
+        self.data = bytearray()
+        self.seq = seq
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def end(self) -> int:
+        """Sequence number just past the buffered data."""
+        return (self.seq + len(self.data)) & SEQ_MASK
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        self.data += data
+
+    def acknowledge(self, n: int) -> None:
+        """The first ``n`` bytes were acknowledged: drop them."""
+        del self.data[:n]
+        self.seq = (self.seq + n) & SEQ_MASK
+
+    def clear(self) -> None:
+        self.data.clear()
+
+
+class ReceiveBuffer:
+    """In-order data not yet read, plus out-of-order runs awaiting a hole.
+
+    Out-of-order data is kept as sorted, non-overlapping runs keyed by *unwrapped*
+    sequence position (plain ints, so ordering is trivial); at most ``max_runs`` runs
+    are held, which bounds memory and per-segment work against 1-byte holes.
+    """
+
+    __slots__ = ("data", "max_runs", "ooo_bytes", "ooo_data", "ooo_starts")
+
+    def __init__(self, max_runs: int) -> None:
+        self.data = bytearray()
+        self.ooo_starts: list[int] = []
+        self.ooo_data: list[bytes] = []
+        self.ooo_bytes = 0
+        self.max_runs = max_runs
+
+    def read(self, max_bytes: int = -1) -> bytes:
+        """Take up to ``max_bytes`` (all if negative) of the in-order data."""
+        buf = self.data
+        if max_bytes < 0 or max_bytes >= len(buf):
+            out = bytes(buf)
+            buf.clear()
+        else:
+            out = bytes(buf[:max_bytes])
+            del buf[:max_bytes]
+        return out
+
+    def store(self, start: int, data: bytes) -> bool:
+        """Keep the bytes of ``data`` (at position ``start``) not already held.
+
+        Returns False when the run cap stopped it from keeping everything new.
+        """
+        end = start + len(data)
+        starts = self.ooo_starts
+        datas = self.ooo_data
+        i = bisect_right(starts, start) - 1
+        # Bytes before ``cur`` are already held (by the run starting at or before us).
+        cur = max(start, starts[i] + len(datas[i])) if i >= 0 else start
+        i += 1
+        while cur < end:
+            nxt_start = starts[i] if i < len(starts) else end
+            if nxt_start > cur:
+                piece_end = min(nxt_start, end)
+                if len(starts) >= self.max_runs:
+                    return False
+                starts.insert(i, cur)
+                datas.insert(i, data[cur - start : piece_end - start])
+                self.ooo_bytes += piece_end - cur
+                i += 1
+                cur = piece_end
+            else:
+                cur = max(cur, starts[i] + len(datas[i]))
+                i += 1
+        return True
+
+    def take_in_order(self, nxt: int) -> list[bytes]:
+        """Remove and return the out-of-order pieces that now continue position ``nxt``."""
+        starts = self.ooo_starts
+        datas = self.ooo_data
+        out: list[bytes] = []
+        while starts and starts[0] <= nxt:
+            s = starts.pop(0)
+            d = datas.pop(0)
+            self.ooo_bytes -= len(d)
+            skip = nxt - s
+            if skip < len(d):
+                piece = d[skip:] if skip else d
+                out.append(piece)
+                nxt += len(piece)
+        return out
+
+    def clear(self) -> None:
+        self.data.clear()
+        self.ooo_starts.clear()
+        self.ooo_data.clear()
+        self.ooo_bytes = 0
