@@ -20,6 +20,7 @@ from collections.abc import Collection, Sequence
 
 from ..sim.link import FATES, Address
 from ..sim.network import SimNode, Tap
+from ..wire import ParseError, parse_segment
 from .writer import PcapWriter
 
 __all__ = ["ALL_FATES", "DELIVERED_FATES", "DROPPED_FATES", "HostCapture", "pcap_tap"]
@@ -85,9 +86,15 @@ class HostCapture:
 
     Attach the wrapper instead of the node: ``net.add_node(HostCapture(host, A,
     writer), A)``. ``sent`` and ``received`` choose the directions recorded.
+
+    ``damaged=False`` leaves out received datagrams that rudp drops as malformed
+    (bad checksum, broken header). A real capture holds them, and so does this
+    one by default; but Wireshark's TCP analysis does not skip segments whose
+    checksum is bad, so a damaged header misleads it (a flipped SYN bit starts a
+    new conversation for it). Leave them out when the file is for analysis.
     """
 
-    __slots__ = ("addr", "node", "received", "sent", "writer")
+    __slots__ = ("addr", "damaged", "node", "received", "sent", "writer")
 
     def __init__(
         self,
@@ -97,15 +104,17 @@ class HostCapture:
         *,
         sent: bool = True,
         received: bool = True,
+        damaged: bool = True,
     ) -> None:
         self.node = node
         self.addr = addr
         self.writer = writer
         self.sent = sent
         self.received = received
+        self.damaged = damaged
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        if self.received:
+        if self.received and (self.damaged or _well_formed(data)):
             self.writer.write(now, addr, self.addr, data)
         self.node.receive_datagram(data, addr, now)
 
@@ -123,3 +132,12 @@ class HostCapture:
 
     def handle_timer(self, now: float) -> None:
         self.node.handle_timer(now)
+
+
+def _well_formed(data: bytes) -> bool:
+    """True if rudp's parser accepts ``data`` (docs/wire.md, "Malformed datagrams")."""
+    try:
+        parse_segment(data)
+    except ParseError:
+        return False
+    return True
