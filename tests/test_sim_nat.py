@@ -629,6 +629,9 @@ def test_topology_errors() -> None:
         net.add_node(Node(), H, behind=nat)
     with pytest.raises(RuntimeError, match="not attached"):
         nat.mappings()
+    with pytest.raises(RuntimeError, match="not attached"):
+        nat.outbound(H, S, 0.0)
+    assert nat.stats.mappings_created == 0
     net.add_node(Node(), S)
     with pytest.raises(ValueError, match="in use"):
         net.add_nat(nat, S[0])

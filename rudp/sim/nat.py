@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import Enum
 from typing import TypeAlias, cast
 
@@ -68,7 +68,7 @@ class NatConfig:
     * ``filtering``: which inbound datagrams a mapping lets through (§5).
     * ``timeout``: a mapping (and each remote's filter permission) dies after this
       long without a refreshing datagram (§4.3; REQ-5 asks for >= 120 s and
-      recommends 300 s). Outbound datagrams always refresh (REQ-6); accepted
+      recommends >= 300 s). Outbound datagrams always refresh (REQ-6); accepted
       inbound ones too when ``inbound_refresh`` is set (REQ-6a allows it).
     * ``port_preservation``: give a new mapping the inside host's own port when it
       is free and inside ``port_range``; otherwise (or when it is taken) pick by
@@ -136,11 +136,6 @@ class NatStats:
         """Datagrams the NAT dropped, for any reason."""
         return self.filtered + self.no_mapping + self.hairpin_drops + self.ports_exhausted
 
-    def add(self, other: NatStats) -> None:
-        """Add every counter of ``other`` into this one."""
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
 
 @dataclass(frozen=True, slots=True)
 class NatMapping:
@@ -186,7 +181,8 @@ class Nat:
         self.seed = seed
         self.stats = NatStats()
         self.public_ip: str | None = None
-        self._rng = random.Random(seed)
+        # Replaced on attach unless seeded here; never seeded from the OS.
+        self._rng = random.Random(0 if seed is None else seed)
         # Live mappings by (inside address, remote key) and by public port.
         self._by_key: dict[tuple[Address, _Key], _Mapping] = {}
         self._by_port: dict[int, _Mapping] = {}
@@ -301,6 +297,7 @@ class Nat:
     def outbound(self, src: Address, dst: Address, now: float) -> Address | str:
         """An inside host at ``src`` sends to outside ``dst``: the public source
         address to use (creating or refreshing a mapping), or a drop fate."""
+        ip = self._ip()
         if now >= self._next_expiry:
             self._expire_due(now)
         m = self._forwards.get(src)
@@ -325,7 +322,7 @@ class Nat:
             if cfg.filtering is not NatBehavior.ENDPOINT_INDEPENDENT:
                 m.permits[_remote_key(cfg.filtering, dst)] = now + cfg.timeout
         self.stats.translated_out += 1
-        return (self._ip(), m.port)
+        return (ip, m.port)
 
     def inbound(self, src: Address, public_port: int, now: float) -> Address | str:
         """``src`` sends to ``(public_ip, public_port)``: the inside address to
