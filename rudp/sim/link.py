@@ -21,6 +21,11 @@ FATES = frozenset(
         "mtu_drop",
         "reordered",
         "unroutable",
+        # Drops by a NAT (see rudp.sim.nat.NAT_FATES).
+        "nat_filtered",
+        "nat_no_mapping",
+        "nat_no_hairpin",
+        "nat_ports_exhausted",
     }
 )
 
@@ -191,7 +196,9 @@ class Link:
         "stats",
     )
 
-    def __init__(self, src: Address, dst: Address, cfg: LinkConfig, seed: int) -> None:
+    def __init__(
+        self, src: Address, dst: Address, cfg: LinkConfig, seed: int, realm: str = ""
+    ) -> None:
         self.src = src
         self.dst = dst
         self.cfg = cfg
@@ -199,8 +206,11 @@ class Link:
         self.stats = LinkStats()
         # A string seed is hashed with SHA-512 by random.Random, so it is stable
         # across processes (unlike hash()). Each link draws from its own stream:
-        # traffic on one link does not perturb the impairments of another.
-        self.rng = random.Random(f"{seed}|{src!r}|{dst!r}")
+        # traffic on one link does not perturb the impairments of another. A link
+        # inside a NAT also mixes in its realm (the same private addresses may exist
+        # behind several NATs).
+        key = f"{seed}|{realm}|{src!r}|{dst!r}" if realm else f"{seed}|{src!r}|{dst!r}"
+        self.rng = random.Random(key)
         self.busy_until = -math.inf  # when the rate limiter finishes its backlog
         self.last_arrival = -math.inf  # FIFO floor for non-reordered datagrams
         self.loss_run = 0  # consecutive losses so far
