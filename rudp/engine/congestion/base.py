@@ -4,8 +4,23 @@ A controller owns ``cwnd`` and ``ssthresh`` (bytes) and, if it paces, ``pacing_r
 (bytes per second). The connection's loss recovery (``rudp.engine.recovery``) decides
 *what* to send and tells the controller what happened in terms that fit every
 algorithm: data delivered (with RTT and delivery-rate samples), the start and end of
-a congestion event, a retransmission timeout, an idle restart, and a detected
-spurious congestion event.
+a congestion event, a retransmission timeout, an idle restart, and a congestion event
+found to be spurious (undo).
+
+Call sequence, per connection:
+
+* :meth:`set_mss` once the handshake fixed the send MSS (before any data);
+* :meth:`on_ack` for every ACK that delivered data (cumulatively or by SACK). For
+  controllers with :attr:`uses_prr` True it is *not* called while the connection is
+  in loss recovery (RFC 6937 PRR sizes sending then); for the others it is called
+  always, with ``rs.in_recovery`` telling them;
+* :meth:`on_congestion_event` when loss recovery starts (at most once per round trip
+  of data: one event per recovery episode), after :meth:`save_undo_state`;
+* :meth:`on_recovery_end` when that episode's data is all acknowledged;
+* :meth:`on_rto` when the retransmission timer expires (after :meth:`save_undo_state`);
+* :meth:`undo` when the last congestion event or RTO proved spurious (D-SACK or
+  timestamps showed nothing was lost, RFC 2883 / RFC 3522): restore the state saved;
+* :meth:`on_idle_restart` when sending restarts after an idle period (RFC 5681 §4.1).
 """
 
 from __future__ import annotations
@@ -19,8 +34,8 @@ INITIAL_SSTHRESH = 1 << 30
 class AckSample:
     """What one ACK told the sender (one object per connection, refilled per ACK).
 
-    Sizes in bytes, times in seconds. ``rtt`` and ``delivery_rate`` are ``-1.0`` when
-    this ACK gave no sample.
+    Sizes in bytes, times in seconds. ``rtt``, ``min_rtt``, ``srtt`` and
+    ``delivery_rate`` are ``-1.0`` when unknown or when this ACK gave no sample.
     """
 
     __slots__ = (
@@ -30,11 +45,13 @@ class AckSample:
         "delivery_rate",
         "in_flight",
         "in_recovery",
+        "is_cwnd_limited",
         "lost",
         "min_rtt",
         "prior_in_flight",
         "round_start",
         "rtt",
+        "srtt",
     )
 
     def __init__(self) -> None:
@@ -47,31 +64,36 @@ class AckSample:
         self.in_flight = 0
         #: Bytes newly marked lost while processing this ACK.
         self.lost = 0
-        #: RTT sample from this ACK, and the connection's windowed minimum RTT.
+        #: RTT sample from this ACK; the connection's windowed minimum and smoothed RTT.
         self.rtt = -1.0
         self.min_rtt = -1.0
-        #: Delivery rate sample (bytes/s) and whether the sender was application
-        #: limited while the sampled data was in flight.
+        self.srtt = -1.0
+        #: Delivery-rate sample (bytes/s; draft-cheng-iccrg-delivery-rate-estimation)
+        #: and whether the sender was application limited while that data was in flight.
         self.delivery_rate = -1.0
         self.app_limited = False
-        #: True on the first ACK of a new packet-timed round trip.
+        #: True on the first ACK of a new packet-timed round trip (a round ends when
+        #: data sent after the previous round's end is delivered).
         self.round_start = False
-        #: True while the connection is in loss recovery.
+        #: True while the connection is in loss recovery (fast recovery or after RTO).
         self.in_recovery = False
+        #: True if the window, not the application or the receiver, limited sending
+        #: recently (RFC 7661: do not grow cwnd that is not being used).
+        self.is_cwnd_limited = True
 
 
 class CongestionControl:
     """Base class of every algorithm; sizes in bytes, ``now`` in seconds.
 
-    Subclasses set :attr:`name`, and override the hooks they need. The connection
-    reads :attr:`cwnd` before every transmission and :attr:`pacing_rate` (0 means
-    "not paced") in its send loop.
+    Subclasses set :attr:`name` and override the hooks they need. The connection
+    reads :attr:`cwnd` before every transmission and :attr:`pacing_rate` in its send
+    loop (0 means the controller does not ask for pacing).
     """
 
     name: ClassVar[str] = "base"
-    #: True for window-based loss controllers: during loss recovery the connection's
-    #: loss recovery sizes sending (RFC 6937 PRR) and :meth:`on_ack` is not called.
-    #: False for controllers that manage ``cwnd`` through recovery themselves.
+    #: True for window-based loss controllers: during loss recovery the connection
+    #: sizes sending with Proportional Rate Reduction (RFC 6937) and :meth:`on_ack`
+    #: is not called. False for controllers that manage ``cwnd`` through recovery.
     uses_prr: ClassVar[bool] = True
 
     def __init__(self, mss: int, initial_cwnd: int) -> None:
@@ -80,6 +102,8 @@ class CongestionControl:
         self.cwnd = initial_cwnd * mss
         self.ssthresh = INITIAL_SSTHRESH
         self.pacing_rate = 0.0
+        self._undo_cwnd = 0
+        self._undo_ssthresh = 0
 
     def set_mss(self, mss: int) -> None:
         """The send MSS is now known (end of the handshake, before any data)."""
@@ -87,7 +111,7 @@ class CongestionControl:
         self.cwnd = self.initial_cwnd * mss
 
     def on_ack(self, rs: AckSample, now: float) -> None:
-        """An ACK delivered new data (outside loss recovery for window-based controllers)."""
+        """An ACK delivered new data (see the module docstring for when)."""
 
     def on_congestion_event(self, now: float, in_flight: int) -> None:
         """Loss detected: a congestion event (one per recovery episode) begins."""
@@ -101,6 +125,19 @@ class CongestionControl:
     def on_idle_restart(self, now: float) -> None:
         """Sending restarts after an idle period longer than the RTO (RFC 5681 §4.1)."""
 
+    def save_undo_state(self) -> None:
+        """Remember the state a later :meth:`undo` restores (called just before
+        :meth:`on_congestion_event` and :meth:`on_rto`). Subclasses with more state
+        extend both methods."""
+        self._undo_cwnd = self.cwnd
+        self._undo_ssthresh = self.ssthresh
+
+    def undo(self, now: float) -> None:
+        """The last congestion event was spurious: restore what was saved, as Linux's
+        ``tcp_undo_cwnd`` does (never lowering the current window)."""
+        self.cwnd = max(self.cwnd, self._undo_cwnd)
+        self.ssthresh = max(self.ssthresh, self._undo_ssthresh)
+
     def stats(self) -> dict[str, Any]:
-        """Algorithm-specific state for ``rudp_stats``."""
+        """Algorithm-specific state for ``rudp_stats`` (keys prefixed ``cc_``)."""
         return {}
