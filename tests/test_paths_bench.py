@@ -156,6 +156,18 @@ def test_plan_finds_controllers_and_reports_missing_ones() -> None:
         j.check()  # every full-size job fits the wire meters
 
 
+def test_a_newly_registered_controller_is_picked_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cubic and bbr will arrive through the engine's registry: simulate that."""
+    from rudp.engine import congestion
+
+    monkeypatch.setitem(congestion.ALGORITHMS, "reno-copy", congestion.Reno)
+    available, _ = resolve_controllers(None)
+    assert "reno-copy" in available
+    r = run_job(Job("grid", ("reno-copy",), PathSpec(10, 10, 0.5), 0.2, 0.5, seed=1))
+    assert "error" not in r, r.get("error")
+    assert r["flows"][0]["controller"] == "reno-copy" and r["flows"][0]["goodput_pct"] > 0
+
+
 def _cli(tmp_path: Path, name: str, hashseed: str) -> dict[str, Any]:
     out = tmp_path / f"{name}.json"
     cmd = [

@@ -177,25 +177,67 @@ def _run_indexed(item: tuple[int, Job]) -> tuple[int, JSONDict]:
     return item[0], run_job(item[1])
 
 
-def model_notes(settings: Settings) -> list[str]:
+def model_notes(settings: Settings, shape: tuple[int, int]) -> list[str]:
     """How the numbers are made, printed above the tables and stored in the JSON."""
+    payload, header = shape
     each_way = "each way" if settings.ack_loss else "on the data direction only"
     return [
         f"simulator rudp.sim, virtual time, seed {settings.seed}; engine Config(mss={MSS}, "
-        f"initial_cwnd={INITIAL_CWND}, rcv_buf=snd_buf=4x(BDP+buffer)); default delayed ACK",
-        "bottleneck: one link, rate R (bytes of UDP payload/s), tail-drop queue of "
-        "buffer x BDP bytes (BDP = R x base RTT), one-way delay RTT/2; ACK path: delay "
-        f"RTT/2, no rate limit; loss {each_way}",
-        "gp% = application bytes delivered in order / window / max goodput, max goodput = "
-        "R x payload/(payload+TCP header) of a full segment as seen on the wire "
-        "(1400/1420 = 98.6% of R with today's 20-byte header); raw % of R = gp% x that ratio",
+        f"initial_cwnd={INITIAL_CWND}, rcv_buf=snd_buf=4x(BDP+buffer)); default delayed ACK; "
+        "the receiving application reads everything as soon as it arrives",
+        "bottleneck: one link of rate R (bytes of UDP payload per second), tail-drop queue "
+        "of buffer x BDP bytes (BDP = R x base RTT), one-way delay RTT/2; ACK path: delay "
+        f"RTT/2, no rate limit; random loss {each_way}; all flows share the one queue",
+        "gp% = application bytes delivered in order in the window / window / max goodput; "
+        "max goodput = R x payload/(payload + TCP header) of a full data segment on the "
+        f"wire, here {payload}/{payload + header} = {100 * payload / (payload + header):.2f}% "
+        "of R; raw % of R = gp% x that ratio (both in the JSON)",
         "rtx% = retransmitted payload bytes / all payload bytes leaving the sender (wire)",
-        "RTT infl = p50 per-segment RTT / base RTT; segment RTT = its one-way delay sender->"
-        "receiver + the ACKs' one-way delay back (Karn: segments sent once); base RTT = "
-        "propagation RTT + one full segment's serialization at R",
-        f"Mathis % = MSS/base RTT x {MATHIS_C:.3f}/sqrt(p) as % of max goodput",
-        "each row: warm-up excluded, then a measurement window (see JSON: warmup_s, measure_s)",
+        "RTT infl = p50 per-segment RTT / base RTT; segment RTT = its one-way delay "
+        "sender->receiver + the ACKs' one-way delay back, only for segments sent once "
+        "(Karn); base RTT = propagation RTT + one full segment's serialization at R",
+        f"Mathis % = payload/base RTT x {MATHIS_C:.3f}/sqrt(p) as % of max goodput",
+        "each row: a warm-up is excluded, then a measurement window (JSON: warmup_s, "
+        "measure_s); anything still going on after the warm-up (e.g. recovery from "
+        "slow-start overshoot) counts",
     ]
+
+
+def markdown_section(
+    header: Sequence[str],
+    notes: Sequence[str],
+    machine: JSONDict,
+    tables: Sequence[report.Table],
+    json_path: Path | None,
+) -> str:
+    """A ready-to-paste benchmarks/RESULTS.md section: targets first, then every table."""
+    commit = machine.get("rudp_commit") or "unknown"
+    lines = [
+        "## Simulated path table (congestion control)",
+        "",
+        f"Machine: {machine.get('cpu_model')} x{machine.get('cpu_count')}, Python "
+        f"{machine.get('python')}, rudp commit {commit[:7]}, {machine.get('date')}.",
+        "",
+        *(f"* {line}" for line in header),
+    ]
+    if json_path is not None:
+        try:
+            link = json_path.resolve().relative_to(ROOT / "benchmarks").as_posix()
+        except ValueError:
+            link = json_path.as_posix()
+        lines.append(f"* raw data: [`{link}`]({link})")
+    lines += ["", "How the numbers are made:", "", *(f"* {n}" for n in notes)]
+    ordered = [t for t in tables if t.title == "Targets"] + [
+        t for t in tables if t.title != "Targets"
+    ]
+    return "\n".join(lines) + "\n" + report.render_markdown(ordered)
+
+
+def _shape(results: Sequence[JSONDict]) -> tuple[int, int]:
+    for r in results:
+        for f in r.get("flows", ()):
+            return int(f["segment_payload"]), int(f["segment_header"])
+    return MSS, 20
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -221,34 +263,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra is not None:
             tables.append(extra)
     if skipped_pairs and "mixed" in settings.parts:
-        note = ", ".join(f"{a} vs {b}" for a, b in skipped_pairs)
-        if tables and tables[-1].title.startswith("Sharing"):
-            tables[-1].notes.append(f"not available: {note}")
+        note = "not available: " + ", ".join(f"{a} vs {b}" for a, b in skipped_pairs)
+        fairness = [t for t in tables if t.title.startswith("Sharing")]
+        if fairness:
+            fairness[0].notes.append(note)
         else:
-            print(f"mixed pairs not available: {note}", file=sys.stderr)
+            print(f"mixed pairs {note}", file=sys.stderr)
     tables.append(report.targets_table(target_list))
-    notes = model_notes(settings)
+    notes = model_notes(settings, _shape(results))
     command = "python -m benchmarks.paths " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
     )
     header = [
-        f"command: {command.strip()}",
+        f"command: `{command.strip()}`",
         f"controllers: {', '.join(available) or 'none'}"
         + (f"; not available: {', '.join(missing)}" if missing else ""),
         f"{len(jobs)} simulations: {wall:.0f} s wall on {args.jobs} worker(s), "
         f"{cpu:.0f} s CPU in the simulations",
-        *notes,
     ]
-    print("\n".join(header))
+    print("\n".join([*header, *notes]).replace("`", ""))
     if args.plain or not report.print_rich(tables):
         print(report.render_plain(tables))
     errors = [r for r in results if "error" in r]
     for r in errors:
         print(f"\nERROR in {r['key']}:\n{r['error']}", file=sys.stderr)
+    machine = machine_info(ROOT)
     if args.json:
         data: JSONDict = {
             "command": command.strip(),
-            "machine": machine_info(ROOT),
+            "machine": machine,
             "wall_s": wall,
             "cpu_s": cpu,
             "workers": args.jobs,
@@ -261,8 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(data, indent=1, default=str) + "\n")
     if args.markdown:
-        md = "\n".join(f"* {line}" for line in header) + "\n" + report.render_markdown(tables)
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(md)
+        args.markdown.write_text(markdown_section(header, notes, machine, tables, args.json))
     failed = any(t.result in ("FAIL", "ERROR") for t in target_list) or bool(errors)
     return 1 if args.strict and failed else 0
