@@ -284,6 +284,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join([*header, *notes]).replace("`", ""))
     if args.plain or not report.print_rich(tables):
         print(report.render_plain(tables))
+    mismatched = [
+        r["key"]
+        for r in results
+        for f in r.get("flows", ())
+        if f.get("engine_bytes_sent_matches_wire") is False
+    ]
+    if mismatched:
+        print(
+            "warning: engine bytes_sent differs from the bytes seen on the wire in "
+            + ", ".join(mismatched),
+            file=sys.stderr,
+        )
     errors = [r for r in results if "error" in r]
     for r in errors:
         print(f"\nERROR in {r['key']}:\n{r['error']}", file=sys.stderr)

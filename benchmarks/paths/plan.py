@@ -117,8 +117,8 @@ class Settings:
         """(warm-up, measurement) in virtual seconds for one grid row.
 
         Full: warm-up max(2 s, 20 RTT); measurement max(100 RTT, the time the link
-        needs for 100,000 full segments, capped at 60 s), i.e. 11.4 s at 100 Mbit/s
-        (20 s at 200 ms) and 60 s at 10 Mbit/s. Quick: max(1 s, 10 RTT) and
+        needs for 100,000 full segments, capped at 40 s), i.e. 11.4 s at 100 Mbit/s
+        (20 s at 200 ms) and 40 s at 10 Mbit/s. Quick: max(1 s, 10 RTT) and
         max(40 RTT, 25,000 segments capped at 20 s).
         """
         seg_per_s = path.rate / _WIRE_SEGMENT
@@ -127,7 +127,7 @@ class Settings:
             measure = max(40 * path.rtt, min(20.0, 25_000 / seg_per_s))
         else:
             warmup = max(2.0, 20 * path.rtt)
-            measure = max(100 * path.rtt, min(60.0, 100_000 / seg_per_s))
+            measure = max(100 * path.rtt, min(40.0, 100_000 / seg_per_s))
         warmup *= self.scale
         measure *= self.scale
         if self.warmup is not None:

@@ -322,6 +322,7 @@ def _flow_result(
         "rtt_samples": len(samples),
         "rtt_inflation": p50 / base_rtt if p50 is not None else None,
         "base_rtt_s": base_rtt,
+        "srtt_end_s": e1.get("srtt"),  # the sender's own estimate, for comparison
         "segment_payload": payload,
         "segment_header": header,
         "max_goodput_Bps": max_goodput,
