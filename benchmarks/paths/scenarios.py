@@ -11,7 +11,7 @@ import dataclasses
 import math
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,7 +232,7 @@ class _Flows:
             self.conns.append(None)
             net.call_at(i * job.stagger, self._starter(i, host, source, port))
 
-    def _starter(self, i: int, host: Host, source: Source, port: int) -> Any:
+    def _starter(self, i: int, host: Host, source: Source, port: int) -> Callable[[], None]:
         def start() -> None:
             self.conns[i] = host.connect(
                 source, RECEIVER, SERVER_PORT, self.net.now, local_port=port
@@ -307,7 +307,7 @@ def _flow_result(
     sent = wire["sent_bytes"]
     return {
         "controller": job.controllers[i],
-        "established": bool(e1),
+        "state_end": e1.get("state"),
         "goodput_Bps": goodput,
         "goodput_pct": 100 * goodput / max_goodput,
         "goodput_raw_pct": 100 * goodput / path.rate,
@@ -318,6 +318,7 @@ def _flow_result(
         "rtt_p50_s": p50,
         "rtt_p90_s": percentile(samples, 90),
         "rtt_p99_s": percentile(samples, 99),
+        # Over the whole run (warm-up included): the empty-queue RTT, if ever seen.
         "rtt_min_s": meter.min_rtt if math.isfinite(meter.min_rtt) else None,
         "rtt_samples": len(samples),
         "rtt_inflation": p50 / base_rtt if p50 is not None else None,
