@@ -252,6 +252,7 @@ def _judge(
     ok: Callable[[float], bool],
     fmt: Callable[[float], str],
     available: Sequence[str],
+    describe: Callable[[float, JSONDict], str] | None = None,
 ) -> Target:
     if cc not in available:
         return Target(name, cc, "n/a", f"{cc} not available")
@@ -261,11 +262,11 @@ def _judge(
     if any("error" in r for r in rows):
         return Target(name, cc, "ERROR", "a job raised (see errors)", keys)
     values = [(value(r), r) for r in rows]
-    measured = [v for v, _ in values if v is not None]
+    measured = [(v, r) for v, r in values if v is not None]
     if len(measured) < len(values):
         return Target(name, cc, "FAIL", "no measurement in some rows", keys)
-    passed = all(ok(v) for v in measured)
-    shown = ", ".join(fmt(v) for v in measured)
+    passed = all(ok(v) for v, _ in measured)
+    shown = ", ".join(describe(v, r) if describe else fmt(v) for v, r in measured)
     return Target(name, cc, "PASS" if passed else "FAIL", shown, keys)
 
 
@@ -342,6 +343,10 @@ def targets(
                 lambda v: v >= 0.9,
                 lambda v: f"{v:.3f}",
                 available,
+                # Equal shares of an idle link are fair but say little: show the total.
+                lambda v, r: (
+                    f"{v:.3f} ({len(r['flows'])} flows, {r['total_goodput_pct']:.0f}% of link)"
+                ),
             )
         )
     for cc in util_ccs:
