@@ -67,6 +67,15 @@ class Config:
     congestion_control: str = "reno"
     #: Initial congestion window in segments (RFC 6928).
     initial_cwnd: int = 10
+    #: Offer selective acknowledgments (RFC 2018, with D-SACK, RFC 2883). With SACK
+    #: negotiated, losses are detected by RACK-TLP (RFC 8985).
+    sack: bool = True
+    #: Offer timestamps (RFC 7323): RTT measured on every ACK, PAWS, Eifel undo.
+    timestamps: bool = True
+    #: Pace window-based controllers (reno, cubic) as Linux does with the fq qdisc:
+    #: 2 x cwnd/srtt in slow start, 1.2 x cwnd/srtt after. Controllers that set their
+    #: own pacing rate (bbr) are always paced.
+    pacing: bool = False
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -74,7 +83,7 @@ class Config:
 
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "keepalive":
+            if f.name in ("keepalive", "sack", "timestamps", "pacing"):
                 if not isinstance(value, bool):
                     raise bad(f.name, "must be a bool")
             elif f.name == "congestion_control":

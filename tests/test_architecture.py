@@ -49,7 +49,16 @@ def test_segments_leave_a_connection_from_flush_only() -> None:
     """Every call that builds a segment sits in flush() or the helpers it calls."""
     tree = ast.parse((PKG / "engine" / "connection.py").read_text())
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Connection")
-    emitters = {"flush", "_emit_syn", "_segment_for", "_send_data", "_emit"}
+    emitters = {
+        "flush",
+        "_emit_syn",
+        "_emit_data",
+        "_send_new",
+        "_resend",
+        "_send_loss_probe",
+        "_send_data",
+        "_emit",
+    }
     callers: dict[str, set[str]] = {}
     for fn in cls.body:
         if not isinstance(fn, ast.FunctionDef):
@@ -62,7 +71,7 @@ def test_segments_leave_a_connection_from_flush_only() -> None:
                 and node.func.value.id == "self"
             ):
                 callers.setdefault(node.func.attr, set()).add(fn.name)
-    for sink in ("_emit", "_emit_syn", "_segment_for", "_send_data"):
+    for sink in ("_emit", "_emit_syn", "_emit_data", "_send_new", "_resend", "_send_data"):
         assert callers.get(sink, set()) <= emitters, (sink, callers.get(sink))
     # and flush() itself is only called by the host
     assert "flush" not in callers

@@ -888,10 +888,11 @@ def test_b14_three_dup_acks_fast_retransmit_and_ssthresh() -> None:
     d.expect_nothing()
     assert d.conn.fast_retransmits == 1 and d.conn.rto_expiries == 0
     flight = 9000
-    assert cc.ssthresh == flight // 2
-    # RFC 5681 §3.2 step 3: cwnd = ssthresh, inflated by the three segments that left.
-    assert cc.cwnd == flight // 2
-    assert d.conn.recovery.inflation == 3 * 1000
+    assert cc.ssthresh == cc.cwnd == flight // 2  # RFC 5681 eq. (4)
+    # Without SACK each duplicate ACK stands for one segment that left the network
+    # (RFC 6675 pipe as Linux emulates it); PRR's first quota lets the retransmission
+    # out (RFC 6937). In flight: 9000 - 3 x 1000 - 1000 lost + 1000 resent.
+    assert d.conn.in_flight == 6000
     # The full ACK ends recovery: cwnd = ssthresh.
     d.inject(".", seq=d.R(1), ack=d.L(10001), at=1.5)
     assert cc.cwnd == cc.ssthresh == 4500
@@ -908,18 +909,19 @@ def test_b14_newreno_partial_ack_retransmits_next_hole() -> None:
     for i in range(3):
         d.inject(".", seq=d.R(1), ack=d.L(1001), at=1.26 + i / 100)
     d.expect(".", seq=d.L(1001), ack=d.R(1), payload=data[1000:2000], at=1.28)
-    inflation = lambda: d.conn.recovery.inflation  # noqa: E731
-    assert (cc.ssthresh, cc.cwnd, inflation()) == (4500, 4500, 3000)
-    for i in range(4):  # further duplicates inflate the window (no new data to send)
+    assert (cc.ssthresh, cc.cwnd, d.conn.in_flight) == (4500, 4500, 6000)
+    for i in range(4):  # further duplicates: more left the network (no new data to send)
         d.inject(".", seq=d.R(1), ack=d.L(1001), at=1.29 + i / 100)
-    assert cc.cwnd + inflation() == 7500 + 4 * 1000
+    assert d.conn.in_flight == 9000 - 7 * 1000  # seven duplicates; the resend replaces the loss
     d.expect_nothing()
-    # Partial ACK (RFC 6582): retransmit the next hole at once, deflate the window.
+    # Partial ACK (RFC 6582 §3.2 step 5): the next hole is lost too; PRR (slow-start
+    # reduction bound, RFC 6937) lets its retransmission out at once.
     d.inject(".", seq=d.R(1), ack=d.L(4001), at=1.5)
     d.expect(".", seq=d.L(4001), ack=d.R(1), payload=data[4000:5000], at=1.5)
-    assert cc.cwnd + inflation() == 11500 - 3000 + 1000
+    # 6000 outstanding - 4 duplicates still standing - 1000 lost + 1000 resent.
+    assert d.conn.in_flight == 2000
     d.inject(".", seq=d.R(1), ack=d.L(10001), at=1.75)  # full ACK: recovery ends
-    assert cc.cwnd == cc.ssthresh == 4500 and inflation() == 0
+    assert cc.cwnd == cc.ssthresh == 4500 and d.conn.in_flight == 0
     assert d.conn.fast_retransmits == 1 and d.conn.rto_expiries == 0
     d.expect_nothing(until=10)
 
@@ -1137,29 +1139,33 @@ def _zero_window(d: Drill) -> None:
     d.send(pattern(0, 5000), at=1.0)
     for i in range(3):
         d.expect(".", seq=d.L(1 + 1000 * i), ack=d.R(1), length=1000, at=1.0)
-    d.inject(".", seq=d.R(1), ack=d.L(3001), wnd=0, at=1.25)  # RTT 0.25 -> RTO 0.625
-    assert d.conn.rtt.rto == 0.625
+    d.inject(".", seq=d.R(1), ack=d.L(3001), wnd=0, at=1.25)
+    # Second RTT sample 0.25 s with 3000 bytes in flight: RFC 7323 Appendix G,
+    # ExpectedSamples = ceil(3000 / (2 * 1000)) = 2, so beta' = 1/8: RTTVAR =
+    # 7/8 * 0.125 = 0.109375, SRTT = 0.25, RTO = 0.25 + 4 * 0.109375 = 0.6875.
+    assert d.conn.rtt.rto == 0.6875
 
 
 def test_b16_zero_window_persist_probes_backoff_no_abort_while_answered() -> None:
     d = established(Drill(Config(user_timeout=10.0)), wnd=3000)
     _zero_window(d)
-    d.expect_nothing(until=1.874)
-    for t in (1.875, 3.125, 5.625, 10.625, 20.625, 40.625):  # RTO 0.625, doubling
+    d.expect_nothing(until=1.9374)
+    # RTO 0.6875 after 1.25, doubling: 1.9375, 3.3125, 6.0625, 11.5625, 22.5625, 44.5625.
+    for t in (1.9375, 3.3125, 6.0625, 11.5625, 22.5625, 44.5625):
         d.expect(".", seq=d.L(3000), ack=d.R(1), at=t)  # seq = SND.UNA - 1, no data
         d.inject(".", seq=d.R(1), ack=d.L(3001), wnd=0, at=t + 0.01)  # still closed
         d.expect_nothing()
     assert d.state is S.ESTABLISHED and d.conn.window_probes == 6
     d.expect_events()
-    d.inject(".", seq=d.R(1), ack=d.L(3001), wnd=3000, at=41.0)  # the window opens
-    d.expect(".", seq=d.L(3001), ack=d.R(1), length=1000, at=41.0)
-    d.expect("P.", seq=d.L(4001), ack=d.R(1), length=1000, at=41.0)
+    d.inject(".", seq=d.R(1), ack=d.L(3001), wnd=3000, at=45.0)  # the window opens
+    d.expect(".", seq=d.L(3001), ack=d.R(1), length=1000, at=45.0)
+    d.expect("P.", seq=d.L(4001), ack=d.R(1), length=1000, at=45.0)
 
 
 def test_b16_zero_window_probes_capped_at_rto_max() -> None:
     d = established(Drill(Config(rto_max=2.0)), wnd=3000)
     _zero_window(d)
-    for t in (1.875, 3.125, 5.125, 7.125, 9.125):
+    for t in (1.9375, 3.3125, 5.3125, 7.3125, 9.3125):  # 0.6875, 1.375, then 2 (rto_max)
         d.expect(".", seq=d.L(3000), ack=d.R(1), at=t)
         d.inject(".", seq=d.R(1), ack=d.L(3001), wnd=0, at=t + 0.01)
 
@@ -1167,10 +1173,11 @@ def test_b16_zero_window_probes_capped_at_rto_max() -> None:
 def test_b16_zero_window_unanswered_probes_hit_user_timeout() -> None:
     d = established(Drill(Config(user_timeout=10.0)), wnd=3000)
     _zero_window(d)  # last segment received at 1.25
-    for t in (1.875, 3.125, 5.625, 10.625):
+    for t in (1.9375, 3.3125, 6.0625):
         d.expect(".", seq=d.L(3000), ack=d.R(1), at=t)
-    d.expect_nothing(until=20.624)
-    d.advance(20.625)
+    # The probe due at 11.5625 finds nothing answered since 1.25, over 10 s: abort.
+    d.expect_nothing(until=11.5624)
+    d.advance(11.5625)
     assert isinstance(terminated(d).error, UserTimeoutError)
 
 

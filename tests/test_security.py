@@ -44,8 +44,18 @@ def established(config: Config | None = None):  # type: ignore[no-untyped-def]
     return client, server, conn, srv
 
 
-def seg_to(srv_conn, seq: int, ack: int, flags: int, payload: bytes = b"") -> bytes:  # type: ignore[no-untyped-def]
-    return build_segment(srv_conn.remote_port, srv_conn.local_port, seq, ack, flags, 65535, payload)
+def seg_to(
+    srv_conn, seq: int, ack: int, flags: int, payload: bytes = b"", ts: bool = True
+) -> bytes:  # type: ignore[no-untyped-def]
+    """A forged segment to ``srv_conn``. With timestamps negotiated it carries a
+    plausible one (TSval = the connection's TS.Recent, as a blind attacker could
+    guess), so the checks behind PAWS are what is tested."""
+    opts = b""
+    if ts and srv_conn._ts_ok:
+        opts = encode_options(ts=(srv_conn._ts_recent, 0))
+    return build_segment(
+        srv_conn.remote_port, srv_conn.local_port, seq, ack, flags, 65535, payload, opts
+    )
 
 
 def test_blind_rst_flood_survives() -> None:
@@ -101,6 +111,36 @@ def test_syn_in_synchronized_state_gets_challenge_ack_only() -> None:
     assert len(out) == 1
     s = parse_segment(out[0][0])
     assert s.flags == ACK and s.ack == srv.rcv_nxt and s.seq == srv.snd_nxt
+
+
+def test_segments_without_timestamps_dropped_once_negotiated() -> None:
+    """RFC 7323 §3.2: after negotiation a non-RST segment without TSopt is dropped
+    (counted, no reply, no state change): PAWS cannot be sidestepped by omitting it."""
+    _client, server, _conn, srv = established()
+    assert srv.stats()["timestamps"]
+    nxt = srv.rcv_nxt
+    for flags, payload in ((SYN, b""), (ACK, b"evil"), (ACK, b"")):
+        server.receive_datagram(seg_to(srv, nxt, srv.snd_nxt, flags, payload, ts=False), A, 1.0)
+    assert server.datagrams_to_send(1.0) == []
+    assert srv.ts_missing_drops == 3 and srv.readable == 0 and srv.rcv_nxt == nxt
+    assert srv.state is State.ESTABLISHED
+
+
+def test_paws_drops_old_timestamp() -> None:
+    """RFC 7323 §5.3 R1: a segment whose TSval is older than TS.Recent is an old
+    duplicate: not delivered, answered by an ACK."""
+    _client, server, _conn, srv = established()
+    nxt = srv.rcv_nxt
+    old = (srv._ts_recent - 1000) & 0xFFFFFFFF
+    opts = encode_options(ts=(old, 0))
+    server.receive_datagram(
+        build_segment(srv.remote_port, srv.local_port, nxt, srv.snd_nxt, ACK, 65535, b"old", opts),
+        A,
+        1.0,
+    )
+    out = server.datagrams_to_send(1.0)
+    assert srv.paws_drops == 1 and srv.readable == 0 and srv.rcv_nxt == nxt
+    assert [parse_segment(d).flags for d, _ in out] == [ACK]
 
 
 def test_data_injection_with_bad_ack_not_delivered() -> None:

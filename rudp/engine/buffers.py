@@ -58,7 +58,7 @@ class ReceiveBuffer:
     def __init__(self, max_runs: int) -> None:
         self.data = bytearray()
         self.ooo_starts: list[int] = []
-        self.ooo_data: list[bytes] = []
+        self.ooo_data: list[bytearray] = []
         self.ooo_bytes = 0
         self.max_runs = max_runs
 
@@ -73,39 +73,67 @@ class ReceiveBuffer:
             del buf[:max_bytes]
         return out
 
-    def store(self, start: int, data: bytes) -> bool:
-        """Keep the bytes of ``data`` (at position ``start``) not already held.
+    def store(self, start: int, data: bytes | bytearray | memoryview) -> int:
+        """Keep the bytes of ``data`` (at position ``start``) not already held,
+        merging touching runs so that each run is one SACK block (RFC 2018).
 
-        Returns False when the run cap stopped it from keeping everything new.
+        Returns the number of new bytes kept (0: all were held already), or -1 when
+        the run cap stopped it from keeping everything new.
         """
         end = start + len(data)
         starts = self.ooo_starts
         datas = self.ooo_data
         i = bisect_right(starts, start) - 1
+        first = max(i, 0)
         # Bytes before ``cur`` are already held (by the run starting at or before us).
         cur = max(start, starts[i] + len(datas[i])) if i >= 0 else start
         i += 1
+        new = 0
         while cur < end:
             nxt_start = starts[i] if i < len(starts) else end
             if nxt_start > cur:
                 piece_end = min(nxt_start, end)
                 if len(starts) >= self.max_runs:
-                    return False
+                    self._merge(first, i)
+                    return -1
                 starts.insert(i, cur)
-                datas.insert(i, data[cur - start : piece_end - start])
-                self.ooo_bytes += piece_end - cur
+                datas.insert(i, bytearray(data[cur - start : piece_end - start]))
+                new += piece_end - cur
                 i += 1
                 cur = piece_end
             else:
                 cur = max(cur, starts[i] + len(datas[i]))
                 i += 1
-        return True
+        self.ooo_bytes += new
+        self._merge(first, i)
+        return new
 
-    def take_in_order(self, nxt: int) -> list[bytes]:
+    def _merge(self, lo: int, hi: int) -> None:
+        """Join runs in ``[lo, hi]`` that touch (``hi`` inclusive, for the right neighbour)."""
+        starts = self.ooo_starts
+        datas = self.ooo_data
+        j = lo
+        while j < len(starts) - 1 and j < hi:
+            if starts[j] + len(datas[j]) == starts[j + 1]:
+                datas[j] += datas[j + 1]
+                del starts[j + 1]
+                del datas[j + 1]
+                hi -= 1
+            else:
+                j += 1
+
+    def run_containing(self, pos: int) -> int:
+        """Index of the run holding position ``pos``, or -1."""
+        i = bisect_right(self.ooo_starts, pos) - 1
+        if i >= 0 and pos < self.ooo_starts[i] + len(self.ooo_data[i]):
+            return i
+        return -1
+
+    def take_in_order(self, nxt: int) -> list[bytearray]:
         """Remove and return the out-of-order pieces that now continue position ``nxt``."""
         starts = self.ooo_starts
         datas = self.ooo_data
-        out: list[bytes] = []
+        out: list[bytearray] = []
         while starts and starts[0] <= nxt:
             s = starts.pop(0)
             d = datas.pop(0)

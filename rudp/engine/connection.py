@@ -7,13 +7,19 @@ interface) feeds it parsed segments (:meth:`Connection.receive`), timer expiries
 each with ``now``.
 
 Input paths never send. They update state and *record* what must go out: "ACK now",
-"retransmit from SND.UNA", a probe, a SYN, an RST; then they wake the host. Segments
-leave in exactly one place, :meth:`Connection.flush`, which is where windows, the
-congestion controller and the segment record are consulted.
+ACKs that must be distinct segments (each out-of-order arrival, RFC 5681 §4.2), a
+probe, a SYN, an RST; lost segments are marked in the loss-recovery scoreboard. Then
+they wake the host. Segments leave in exactly one place, :meth:`Connection.flush`,
+which consults the windows, the congestion controller, the pacer and the record of
+sent segments (``rudp.engine.recovery``).
 
-Sequence numbers on the wire wrap mod 2**32 (``rudp.seq``). Internally, receive
-positions are also kept "unwrapped" (``_rcv_nxt_abs``) so the out-of-order queue
-can be ordered with plain integers.
+Options: SACK and D-SACK (RFC 2018, RFC 2883), timestamps (RFC 7323: RTTM, PAWS),
+window scaling (RFC 7323 §2), MSS (RFC 9293 §3.7.1).
+
+Sequence numbers on the wire wrap mod 2**32 (``rudp.seq``). Internally, positions are
+also kept "unwrapped" (plain ints): receive positions from the peer's ISN
+(``_rcv_nxt_abs``), send positions from ours (``_una_abs``, ``_max_abs``), so
+queues and the scoreboard order with plain integers.
 """
 
 from __future__ import annotations
@@ -38,11 +44,13 @@ from ..wire.segment import (
     Segment,
     build_segment,
     encode_options,
+    sack_option,
+    ts_option,
 )
 from .buffers import ReceiveBuffer, SendBuffer
-from .congestion import AckSample, lookup
-from .recovery import NewReno, RttEstimator
-from .recovery.newreno import ACK_PARTIAL, ACK_RECOVERY_END
+from .congestion import lookup
+from .recovery import STATE_NAMES, LossRecovery, RttEstimator
+from .recovery.scoreboard import END, FLAGS, SACKED, START, Record
 from .states import SYNCHRONIZED, TRANSITIONS, State
 from .timers import HANDLERS, INF, Timer
 
@@ -59,8 +67,24 @@ CHALLENGE_ACK_LIMIT = 10
 OOW_ACK_INTERVAL = 0.5
 #: Linux ``tcp_fin_timeout``: an orphaned FIN-WAIT-2 connection lives this long.
 FIN_WAIT_2_TIMEOUT = 60.0
-#: Most out-of-order runs held at once (memory/CPU cap against 1-byte holes).
+#: Most out-of-order runs (holes) held at once (memory/CPU cap against 1-byte holes).
 MAX_OOO_RUNS = 512
+#: RFC 7323 §5.5: TS.Recent is invalid after 24 days without a segment.
+PAWS_IDLE_LIMIT = 24 * 86400.0
+#: Out-of-order positions remembered to order SACK blocks by recency (RFC 2018 §4).
+SACK_RECENT = 8
+#: Most ACKs owed as distinct segments between two flushes (one receive batch; the
+#: asyncio layer drains at most 256 datagrams per batch). Beyond it, further
+#: out-of-order arrivals share the final ACK (counted in ``acks_merged``), so a flood
+#: of tiny holes cannot grow memory.
+MAX_ACKS_OWED = 256
+#: The pacer lets a burst of about this much time at the pacing rate leave at once
+#: (Linux sizes bursts to ~1 ms of data: sk_pacing_shift 10).
+PACING_BURST = 0.001
+#: Linux's pacing ratios for window-based controllers (tcp_pacing_ss_ratio 200,
+#: tcp_pacing_ca_ratio 120).
+PACING_SS_RATIO = 2.0
+PACING_CA_RATIO = 1.2
 
 _RECV_DATA_STATES = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
 #: States in which buffered data or a FIN may still be (re)transmitted.
@@ -72,9 +96,12 @@ _T_TIME_WAIT = Timer.TIME_WAIT.value
 _T_FIN_WAIT_2 = Timer.FIN_WAIT_2.value
 _T_USER_TIMEOUT = Timer.USER_TIMEOUT.value
 _T_RTO = Timer.RTO.value
+_T_REO = Timer.REO.value
+_T_TLP = Timer.TLP.value
 _T_DELACK = Timer.DELACK.value
 _T_PERSIST = Timer.PERSIST.value
 _T_KEEPALIVE = Timer.KEEPALIVE.value
+_T_PACING = Timer.PACING.value
 
 
 def _wscale_for(buf: int) -> int:
@@ -134,18 +161,22 @@ class Connection:
 
     __slots__ = (
         "_ack_now",
-        "_ack_sample",
         "_acks_owed",
         "_chack_count",
         "_chack_window",
+        "_dsack",
+        "_fin_abs",
         "_fin_queued",
         "_fin_rcvd_abs",
         "_fin_sent",
         "_ka_probes",
+        "_last_ack_sent",
         "_last_rx",
         "_last_send",
+        "_max_abs",
         "_oow_ack_at",
         "_out",
+        "_pace_next",
         "_peer_fin",
         "_persist_backoff",
         "_probe_pending",
@@ -158,30 +189,39 @@ class Connection:
         "_read_closed",
         "_retries",
         "_rst",
-        "_rtt_seq",
-        "_rtt_time",
-        "_rtx_first",
+        "_sack_ok",
+        "_sack_recent",
         "_sndq",
         "_syn_pending",
+        "_syn_time",
+        "_syn_timed",
         "_terminated_sent",
         "_timer_at",
+        "_tlp_pending",
+        "_ts_offset",
+        "_ts_ok",
+        "_ts_recent",
+        "_ts_recent_at",
+        "_una_abs",
         "_unacked_bytes",
         "_unacked_since",
         "_write_closed",
         "_writing_paused",
+        "acks_merged",
         "addr",
         "bytes_acked",
         "bytes_received",
+        "bytes_retransmitted",
         "bytes_sent",
         "cc",
         "challenge_acks",
         "config",
         "deadline",
         "dropped_segments",
+        "dsacks_sent",
         "dup_acks_received",
         "duplicate_segments",
         "error",
-        "fast_retransmits",
         "host",
         "irs",
         "iss",
@@ -192,6 +232,7 @@ class Connection:
         "max_snd_wnd",
         "name",
         "ooo_segments",
+        "paws_drops",
         "pure_acks_sent",
         "rcv_nxt",
         "rcv_wscale",
@@ -212,6 +253,7 @@ class Connection:
         "snd_wnd",
         "snd_wscale",
         "state",
+        "ts_missing_drops",
         "window_probes",
         "write_high",
         "write_low",
@@ -228,6 +270,7 @@ class Connection:
         now: float,
         *,
         listener_port: int | None = None,
+        ts_offset: int = 0,
     ) -> None:
         self.host = host
         self._out = host.output
@@ -244,8 +287,12 @@ class Connection:
         # --- send sequence variables (RFC 9293 §3.3.1) ---
         self.iss = iss
         self.snd_una = iss
+        # SND.NXT: the next new sequence number. Retransmissions are driven by the
+        # scoreboard and never roll it back, so it always equals SND.MAX.
         self.snd_nxt = iss
-        self.snd_max = iss  # highest sequence sent + 1 (snd_nxt rolls back on RTO)
+        self.snd_max = iss
+        self._una_abs = 0  # SND.UNA unwrapped (ISS is position 0)
+        self._max_abs = 0  # SND.MAX unwrapped
         self.snd_wnd = 0
         self.snd_wl1 = 0
         self.snd_wl2 = 0
@@ -255,6 +302,7 @@ class Connection:
         self._sndq = SendBuffer((iss + 1) & SEQ_MASK)
         self._fin_queued = False  # shutdown requested: FIN follows the buffered data
         self._fin_sent = False
+        self._fin_abs = -1  # unwrapped position of our FIN once sent
         # --- receive sequence variables ---
         self.irs = 0
         self.rcv_nxt = 0
@@ -264,16 +312,29 @@ class Connection:
         self._rcv_wscale_ok = False  # both sides sent WS (RFC 7323 §2.2)
         self._rcvq = ReceiveBuffer(MAX_OOO_RUNS)
         self._fin_rcvd_abs: int | None = None  # position of the peer's FIN, once seen
-        self._rcv_mss = config.mss  # largest segment seen from the peer
+        # "Full-sized" for ACK-every-second-segment (RFC 1122 §4.2.3.2): what we
+        # advertised; data the reassembly queue releases at once is not one segment.
+        self._rcv_mss = config.mss
         self._peer_fin = False
         self._read_closed = False  # application will not read any more (close())
         self._write_closed = False  # application will not write any more
 
+        # --- options negotiated in the handshake ---
+        self._sack_ok = False  # RFC 2018 §2: both SYNs carried SACK-permitted
+        self._ts_ok = False  # RFC 7323 §3.2: both SYNs carried timestamps
+        self._ts_offset = ts_offset  # added to our clock (Linux's per-connection tsoffset)
+        self._ts_recent = 0  # RFC 7323 §4.3 TS.Recent
+        self._ts_recent_at = now
+        self._last_ack_sent = 0  # RFC 7323 §4.3 Last.ACK.sent
+        self._sack_recent: list[int] = []  # recent out-of-order positions, newest first
+        self._dsack: tuple[int, int] | None = None  # a duplicate to report (RFC 2883)
+
         # --- output the next flush() owes (recorded by the input paths) ---
         self._ack_now = False  # an ACK is owed now (RFC 1122 §4.2.3.2, RFC 5681 §4.2)
-        self._acks_owed = 0  # ACKs owed as distinct segments (challenge ACKs)
-        self._rtx_first = False  # retransmit the segment at SND.UNA
+        #: ACKs owed as distinct segments: (ACK number, SACK option as of then).
+        self._acks_owed: list[tuple[int, bytes]] = []
         self._probe_pending = False  # keepalive / zero-window probe (SEQ = SND.UNA - 1)
+        self._tlp_pending = False  # a tail loss probe (RFC 8985 §7.3)
         self._syn_pending = False  # (re)send our SYN or SYN,ACK
         self._rst: tuple[int, int, int] | None = None  # (seq, ack, flags) of an RST
         self._unacked_bytes = 0
@@ -288,13 +349,13 @@ class Connection:
         # --- RTT, RTO, loss recovery, congestion control ---
         self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max)
         self.cc = lookup(config.congestion_control)(config.mss, config.initial_cwnd)
-        self.recovery = NewReno(iss)
-        self._ack_sample = AckSample()
-        self._rtt_seq: int | None = None  # sequence being timed (Karn: one at a time)
-        self._rtt_time = 0.0
+        self.recovery = LossRecovery(self.cc, self.rtt, config.mss)
+        self._syn_timed = False  # the handshake is being timed (Karn: not after a resend)
+        self._syn_time = 0.0
         self._retries = 0  # consecutive RTO expiries for the current snd_una
         self._unacked_since: float | None = None
         self._last_send = now
+        self._pace_next = 0.0  # earliest time the pacer lets the next segment go
         # --- persist (zero window) and keepalive state ---
         self._persist_backoff = 0
         self._probe_sent_at = float("-inf")  # last zero-window probe
@@ -315,11 +376,11 @@ class Connection:
         self.segments_sent = 0
         self.segments_received = 0
         self.bytes_sent = 0  # payload bytes put on the wire, retransmissions included
+        self.bytes_retransmitted = 0
         self.bytes_acked = 0
         self.bytes_received = 0  # in-order payload bytes accepted
         self.pure_acks_sent = 0
-        self.retransmissions = 0
-        self.fast_retransmits = 0
+        self.retransmissions = 0  # segments retransmitted (loss recovery, RTO, TLP)
         self.rto_expiries = 0
         self.dup_acks_received = 0
         self.window_probes = 0
@@ -328,6 +389,10 @@ class Connection:
         self.ooo_segments = 0
         self.duplicate_segments = 0
         self.dropped_segments = 0
+        self.dsacks_sent = 0
+        self.acks_merged = 0
+        self.paws_drops = 0
+        self.ts_missing_drops = 0
 
     # ------------------------------------------------------------------ state
     def set_state(self, new: State, now: float) -> None:
@@ -364,6 +429,16 @@ class Connection:
     def writing_paused(self) -> bool:
         """True while :attr:`send_buffered` is above the high-water mark."""
         return self._writing_paused
+
+    @property
+    def in_flight(self) -> int:
+        """Bytes in the network (RFC 6675 pipe): sent, not acknowledged, SACKed or lost."""
+        return self.recovery.in_flight(self._max_abs - self._una_abs)
+
+    @property
+    def fast_retransmits(self) -> int:
+        """Fast-recovery episodes entered (loss detected without an RTO)."""
+        return self.recovery.fast_recoveries
 
     def set_write_buffer_limits(self, high: int, low: int) -> bool:
         """Set the high/low water marks behind :attr:`writing_paused`.
@@ -414,8 +489,9 @@ class Connection:
         data = rcvq.read(max_bytes)
         if self.state in SYNCHRONIZED and not self._peer_fin:
             # Window update when the right edge can move by >= min(MSS, buf/2) and
-            # the currently advertised window has fallen below half the largest.
-            max_wnd = self._max_rcv_wnd()
+            # the currently advertised window has fallen below half the largest we
+            # can offer (the buffer, or what the window field can carry).
+            max_wnd = min(self._max_rcv_wnd(), self.config.rcv_buf)
             right = self._rcv_nxt_abs + min(self.config.rcv_buf - len(rcvq.data), max_wnd)
             threshold = min(self._rcv_mss, self.config.rcv_buf // 2)
             adv_left = self._rcv_adv_abs - self._rcv_nxt_abs
@@ -478,28 +554,50 @@ class Connection:
 
     def stats(self) -> dict[str, Any]:
         """Live statistics (the asyncio layer exposes them as ``rudp_stats``)."""
+        rec = self.recovery
+        sb = rec.sb
+        rtt = self.rtt
         return {
             "state": self.state.value,
-            "srtt": self.rtt.srtt,
-            "rttvar": self.rtt.rttvar,
-            "rto": self.rtt.rto,
+            "srtt": rtt.srtt,
+            "rttvar": rtt.rttvar,
+            "rto": rtt.rto,
+            "min_rtt": rtt.min_rtt if rtt.min_rtt != INF else None,
             "cwnd": self.cc.cwnd,
             "ssthresh": self.cc.ssthresh,
             "congestion_control": self.cc.name,
+            "pacing_rate": self._pacing_rate(),
+            "delivery_rate": rec.rs.delivery_rate if rec.rs.delivery_rate >= 0 else None,
+            "delivered": sb.delivered,
+            "in_flight": self.in_flight,
+            "sacked_bytes": sb.sacked,
+            "lost_bytes": sb.lost,
+            "retrans_in_flight": sb.retrans,
+            "recovery_state": STATE_NAMES[rec.state],
+            "sack": self._sack_ok,
+            "timestamps": self._ts_ok,
             "snd_wnd": self.snd_wnd,
             "rcv_wnd": max(0, self._rcv_adv_abs - self._rcv_nxt_abs),
             "snd_mss": self.snd_mss,
             "send_buffered": len(self._sndq.data),
             "recv_buffered": len(self._rcvq.data),
+            "ooo_bytes": self._rcvq.ooo_bytes,
             "segments_sent": self.segments_sent,
             "segments_received": self.segments_received,
             "bytes_sent": self.bytes_sent,
+            "bytes_retransmitted": self.bytes_retransmitted,
             "bytes_acked": self.bytes_acked,
             "bytes_received": self.bytes_received,
             "pure_acks_sent": self.pure_acks_sent,
             "retransmissions": self.retransmissions,
-            "fast_retransmits": self.fast_retransmits,
+            "fast_retransmits": rec.fast_recoveries,
             "rto_expiries": self.rto_expiries,
+            "tlp_probes": rec.tlp_probes,
+            "tlp_recoveries": rec.tlp_recoveries,
+            "spurious_undos": rec.spurious_undos,
+            "reordering_seen": rec.rack.reordering_seen,
+            "dsacks_received": rec.dsacks_received,
+            "dsacks_sent": self.dsacks_sent,
             "dup_acks_received": self.dup_acks_received,
             "window_probes": self.window_probes,
             "keepalive_probes": self.keepalive_probes,
@@ -507,6 +605,7 @@ class Connection:
             "ooo_segments": self.ooo_segments,
             "duplicate_segments": self.duplicate_segments,
             "dropped_segments": self.dropped_segments,
+            "paws_drops": self.paws_drops,
             **self.cc.stats(),
         }
 
@@ -521,17 +620,22 @@ class Connection:
         self.irs = seg.seq
         self.rcv_nxt = (seg.seq + 1) & SEQ_MASK
         self._rcv_nxt_abs = 0
-        self._take_syn_options(seg)
+        self._take_syn_options(seg, now)
         self.state = S.LISTEN  # born from the listener's LISTEN
         self.set_state(S.SYN_RECEIVED, now)
         self._update_window(seg, initial=True)
         self._start_syn(now)
 
-    def _take_syn_options(self, seg: Segment) -> None:
+    def _take_syn_options(self, seg: Segment, now: float) -> None:
+        """The peer's SYN options: MSS (RFC 9293 §3.7.1), window scale and timestamps
+        (RFC 7323 §2.2, §3.2), SACK-permitted (RFC 2018 §2). An option is in use only
+        if we offered it too (active open) / offer it back (passive open)."""
+        cfg = self.config
         mss = seg.mss if seg.mss is not None else DEFAULT_PEER_MSS
         # Clamp absurd peer MSS values (RFC 9293 §3.7.1; Linux TCP_MIN_MSS).
-        self.snd_mss = max(MIN_MSS, min(mss, self.config.mss))
+        self.snd_mss = max(MIN_MSS, min(mss, cfg.mss))
         self.cc.set_mss(self.snd_mss)
+        self.recovery.mss = self.snd_mss
         if seg.wscale is not None:
             self._rcv_wscale_ok = True
             # RFC 7323 §2.3: a shift above 14 is treated as 14.
@@ -539,6 +643,12 @@ class Connection:
         else:
             self.rcv_wscale = 0
             self.snd_wscale = 0
+        self._sack_ok = cfg.sack and seg.sack_perm
+        self.recovery.sack_ok = self._sack_ok
+        if cfg.timestamps and seg.ts is not None:
+            self._ts_ok = True
+            self._ts_recent = seg.ts[0]
+            self._ts_recent_at = now
 
     def _start_syn(self, now: float, *, keep_timer: bool = False) -> None:
         """Owe our SYN (or SYN,ACK) and set the handshake's sequence state and timer.
@@ -546,16 +656,15 @@ class Connection:
         ``keep_timer``: resend without touching the retry timer and, by Karn's rule,
         stop timing the handshake (a resend the peer asked for).
         """
-        self.snd_nxt = (self.iss + 1) & SEQ_MASK
-        if seq_gt(self.snd_nxt, self.snd_max) or self.snd_max == self.iss:
-            self.snd_max = self.snd_nxt
+        self.snd_nxt = self.snd_max = (self.iss + 1) & SEQ_MASK
+        self._max_abs = 1
         self._last_send = now
         if keep_timer:
-            self._rtt_seq = None
+            self._syn_timed = False
         else:
-            if self._rtt_seq is None and self._retries == 0:
-                self._rtt_seq = self.iss
-                self._rtt_time = now
+            if not self._syn_timed and self._retries == 0:
+                self._syn_timed = True
+                self._syn_time = now
             self._timer_at[_T_RTO] = now + self.rtt.rto
         self._syn_pending = True
         self.host.wake(self)
@@ -598,7 +707,7 @@ class Connection:
         self.irs = seg.seq
         self.rcv_nxt = (seg.seq + 1) & SEQ_MASK
         self._rcv_nxt_abs = 0
-        self._take_syn_options(seg)
+        self._take_syn_options(seg, now)
         self._last_rx = now
         if flags & ACK:
             # SYN,ACK: our SYN is acknowledged.
@@ -615,20 +724,21 @@ class Connection:
             self._update_window(seg, initial=True)
             self.set_state(S.SYN_RECEIVED, now)
             self._retries = 0
-            self._rtt_seq = None
+            self._syn_timed = False
             self._start_syn(now)
 
     def _ack_syn(self, seg: Segment, now: float) -> None:
         self.snd_una = seg.ack
+        self._una_abs = 1
         if seq_gt(seg.ack, self.snd_nxt):
-            self.snd_nxt = seg.ack
-        if self._rtt_seq is not None and self._retries == 0:
-            self.rtt.sample(now - self._rtt_time)
+            self.snd_nxt = self.snd_max = seg.ack
+        if self._syn_timed and self._retries == 0:
+            self.rtt.sample(now - self._syn_time, now)
         elif self.rtt.srtt is None:
             # RFC 6298 §5.7: after SYN retransmissions, RTO restarts from 3 s if
             # no measurement is possible; we use the initial RTO.
             self.rtt.rto = max(self.config.rto_initial, self.rtt.rto_min)
-        self._rtt_seq = None
+        self._syn_timed = False
         self._retries = 0
         self._timer_at[_T_RTO] = INF
         self._set_unacked_since(None)
@@ -665,7 +775,7 @@ class Connection:
         self._chack_count += 1
         self.challenge_acks += 1
         # Each challenge is answered by its own segment, never merged with others.
-        self._acks_owed += 1
+        self._acks_owed.append((self.rcv_nxt, b""))
         self.host.wake(self)
 
     def _owe_ack(self) -> None:
@@ -673,13 +783,29 @@ class Connection:
         self._ack_now = True
         self.host.wake(self)
 
+    def _owe_distinct_ack(self) -> None:
+        """An ACK must go out as its own segment, carrying the SACK information as it
+        is now (RFC 5681 §4.2: one immediate ACK per out-of-order segment; RFC 2018
+        §4: its first block is the one that segment went into)."""
+        if len(self._acks_owed) >= MAX_ACKS_OWED:
+            self.acks_merged += 1
+            self._owe_ack()
+            return
+        opt = b""
+        if self._sack_ok and (self._rcvq.ooo_starts or self._dsack):
+            opt = self._sack_option()
+        self._acks_owed.append((self.rcv_nxt, opt))
+        self.host.wake(self)
+
     def _on_segment_synchronized(self, seg: Segment, now: float) -> None:
         """RFC 9293 §3.10.7.4: SYN-RECEIVED and every synchronized state."""
         flags = seg.flags
         state = self.state
+        ts = seg.ts
 
         # Header prediction (a fast path in the spirit of RFC 9293 §3.10.7.4 and
-        # Van Jacobson's): ESTABLISHED, pure ACK or in-order data, no control bits.
+        # Van Jacobson's): ESTABLISHED, pure ACK or in-order data, no control bits,
+        # and, with timestamps, a TSval that passes PAWS.
         if (
             state is S.ESTABLISHED
             and not flags & (SYN | FIN | RST)
@@ -687,11 +813,19 @@ class Connection:
             and seg.seq == self.rcv_nxt
             and not self._rcvq.ooo_starts
             and self._fin_rcvd_abs is None  # an early FIN waits for this data
+            and not seg.sack
+            and (
+                not self._ts_ok
+                or (ts is not None and ((ts[0] - self._ts_recent) & SEQ_MASK) < 0x80000000)
+            )
         ):
             n = len(seg.payload)
             if n <= self._rcv_adv_abs - self._rcv_nxt_abs:
                 self._last_rx = now
                 self._ka_probes = 0
+                if ts is not None and self._ts_ok and seq_le(seg.seq, self._last_ack_sent):
+                    self._ts_recent = ts[0]  # RFC 7323 §4.3 (R3)
+                    self._ts_recent_at = now
                 self._process_ack(seg, now)
                 if self.state is not S.ESTABLISHED:
                     return
@@ -712,11 +846,33 @@ class Connection:
             # in SYN-RECEIVED. Its SYN is the one already received, so the sequence
             # check would reject the segment; as Linux does, process the rest of it,
             # which starts at RCV.NXT. Its window is a SYN's: never scaled.
-            seg = Segment(
+            new = Segment(
                 seg.sport, seg.dport, self.rcv_nxt, seg.ack, flags & ~SYN, seg.wnd, seg.payload
             )
+            new.ts = seg.ts
+            new.sack = seg.sack
+            seg = new
             flags = seg.flags
             synack_window = True
+
+        if self._ts_ok and not flags & RST:
+            if ts is None:
+                # RFC 7323 §3.2: after negotiation every non-RST segment carries
+                # timestamps; one without is dropped (so PAWS cannot be sidestepped).
+                self.ts_missing_drops += 1
+                self.dropped_segments += 1
+                return
+            if (
+                (ts[0] - self._ts_recent) & SEQ_MASK
+            ) >= 0x80000000 and now - self._ts_recent_at <= PAWS_IDLE_LIMIT:
+                # RFC 7323 §5.3 R1 (PAWS): an old duplicate. Not acceptable: ACK
+                # (rate limited like every reply to an unacceptable segment), drop.
+                self.paws_drops += 1
+                self.dropped_segments += 1
+                if now - self._oow_ack_at >= OOW_ACK_INTERVAL or seg.payload:
+                    self._oow_ack_at = now
+                    self._owe_ack()
+                return
 
         # First: sequence number check.
         if not self._segment_acceptable(seg):
@@ -733,12 +889,28 @@ class Connection:
                 # to data-less segments are rate limited, as Linux's
                 # tcp_invalid_ratelimit, so two confused ends cannot ping-pong ACKs.
                 self.duplicate_segments += 1
+                if seg.payload and self._sack_ok and seq_lt(seg.seq, self.rcv_nxt):
+                    # RFC 2883 §4: report the duplicate with a D-SACK block.
+                    start = self._rcv_nxt_abs + seq_sub(seg.seq, self.rcv_nxt)
+                    end = min(start + len(seg.payload), self._rcv_nxt_abs)
+                    if end > start:
+                        self._dsack = (start, end)
                 if seg.payload or now - self._oow_ack_at >= OOW_ACK_INTERVAL:
                     self._oow_ack_at = now
                     self._owe_ack()
             return
         self._last_rx = now
         self._ka_probes = 0
+        if (
+            ts is not None
+            and self._ts_ok
+            and seq_le(seg.seq, self._last_ack_sent)
+            and ((ts[0] - self._ts_recent) & SEQ_MASK) < 0x80000000
+        ):
+            # RFC 7323 §4.3 (R3): remember the newest timestamp of a segment at or
+            # before the last ACK sent, to echo it.
+            self._ts_recent = ts[0]
+            self._ts_recent_at = now
 
         # Second: RST (RFC 5961 §3.2: only an exact match resets).
         if flags & RST:
@@ -809,7 +981,7 @@ class Connection:
         self.host.wake(self)
 
     def _process_ack(self, seg: Segment, now: float) -> None:
-        """Fifth check for synchronized states: SND.UNA, windows, RTT, congestion control."""
+        """Fifth check for synchronized states: SND.UNA, windows, RTT, loss recovery."""
         ack = seg.ack
         una = self.snd_una
         if seq_gt(ack, self.snd_max):
@@ -825,15 +997,19 @@ class Connection:
         if ack == una:
             # RFC 5681 §2 duplicate ACK: outstanding data, no payload, no SYN/FIN,
             # same window.
-            if (
+            dup = (
                 una != self.snd_max
                 and not seg.payload
                 and not seg.flags & (SYN | FIN)
                 and (seg.wnd << self.snd_wscale) == self.snd_wnd
-            ):
+            )
+            if dup:
                 self.dup_acks_received += 1
-                self._on_dup_ack(now)
-            else:
+            if una != self.snd_max and (
+                (dup and not self._sack_ok) or (seg.sack and self._sack_ok)
+            ):
+                self._ack_recovery(seg, now, 0, dup)
+            if not dup:
                 self._update_window(seg)
             return
         if seq_lt(ack, una):
@@ -842,6 +1018,7 @@ class Connection:
         # New data acknowledged.
         acked = (ack - una) & SEQ_MASK
         self.snd_una = ack
+        self._una_abs += acked
         if seq_gt(ack, self.snd_nxt):
             self.snd_nxt = ack
         sndq = self._sndq
@@ -854,30 +1031,18 @@ class Connection:
         if data_acked > 0:
             sndq.acknowledge(data_acked)
             self.bytes_acked += data_acked
-        # RTT sample (RFC 6298 §3 via Karn: only for never-retransmitted data).
-        if self._rtt_seq is not None and seq_gt(ack, self._rtt_seq):
-            self.rtt.sample(now - self._rtt_time)
-            self._rtt_seq = None
         self._retries = 0
-        cc = self.cc
-        result = self.recovery.on_new_ack(ack, acked, cc.cwnd, self.snd_mss)
-        if result == ACK_RECOVERY_END:
-            cc.on_recovery_end(now)
-        elif result == ACK_PARTIAL:
-            # RFC 6582 §3.2 step 5: partial ACK -> retransmit the next hole.
-            self._retransmit_first(now)
-        else:
-            rs = self._ack_sample
-            rs.acked = acked
-            rs.in_flight = (self.snd_max - ack) & SEQ_MASK
-            cc.on_ack(rs, now)
+        self._ack_recovery(seg, now, acked, False)
         # RFC 6298 §5.2/§5.3: stop the timer if all is acked, else restart it.
+        timers = self._timer_at
         if ack == self.snd_max:
-            self._timer_at[_T_RTO] = INF
+            timers[_T_RTO] = INF
+            timers[_T_TLP] = INF
             self._set_unacked_since(None)
         else:
-            self._timer_at[_T_RTO] = now + self.rtt.rto
+            timers[_T_RTO] = now + self.rtt.rto
             self._set_unacked_since(now)
+            self._arm_tlp(now)
         self._update_window(seg)
         if self._writing_paused and len(sndq.data) <= self.write_low:
             self._writing_paused = False
@@ -890,12 +1055,59 @@ class Connection:
             if state is S.FIN_WAIT_1:
                 self.set_state(S.FIN_WAIT_2, now)
                 if self._read_closed:
-                    self._timer_at[_T_FIN_WAIT_2] = now + FIN_WAIT_2_TIMEOUT
+                    timers[_T_FIN_WAIT_2] = now + FIN_WAIT_2_TIMEOUT
                     self._report_done()
             elif state is S.CLOSING:
                 self._enter_time_wait(now)
             elif state is S.LAST_ACK:
                 self._terminate(now, None)
+
+    def _ack_recovery(self, seg: Segment, now: float, acked: int, dup: bool) -> None:
+        """Hand one ACK to loss recovery: SACK blocks (validated, D-SACK split off,
+        RFC 2883 §4), timestamps (RFC 7323 §4: RTTM, echo for Eifel)."""
+        una = self._una_abs
+        top = self._max_abs
+        sack: list[tuple[int, int]] = []
+        dsack: tuple[int, int] | None = None
+        blocks = seg.sack
+        if blocks and self._sack_ok:
+            base_seq = self.snd_una
+            for i, (left, right) in enumerate(blocks):
+                lo = una + seq_sub(left, base_seq)
+                hi = una + seq_sub(right, base_seq)
+                if not lo < hi <= top or hi - lo > self.max_snd_wnd + self.snd_mss:
+                    continue  # invalid or wrapping (Linux tcp_is_sackblock_valid)
+                if i == 0 and (
+                    hi <= una
+                    or (
+                        len(blocks) > 1
+                        and seq_le(blocks[1][0], left)
+                        and seq_le(right, blocks[1][1])
+                    )
+                ):
+                    dsack = (lo, hi)  # RFC 2883 §4: a duplicate report
+                    continue
+                if hi <= una:
+                    continue
+                sack.append((max(lo, una), hi))
+        echo_ms = -1
+        ts_rtt = -1.0
+        ts = seg.ts
+        if ts is not None and self._ts_ok and ts[1]:
+            echo = ts[1]
+            echo_ms = (echo - self._ts_offset) & SEQ_MASK
+            if acked:
+                elapsed = (self._tsval(now) - echo) & SEQ_MASK
+                if elapsed < 0x80000000:
+                    ts_rtt = elapsed / 1000.0
+        rec = self.recovery
+        sb = rec.sb
+        rec.on_ack(now, una, top, acked, sack, dsack, dup, echo_ms, ts_rtt)
+        self._timer_at[_T_REO] = now + rec.reo_timeout if rec.reo_timeout > 0 else INF
+        if sb.lost > sb.retrans:
+            self.host.wake(self)
+        elif rec.state and self._sndq.data:
+            self.host.wake(self)  # PRR may allow new data
 
     def _update_window(self, seg: Segment, initial: bool = False, force: bool = False) -> None:
         """RFC 9293 §3.10.7.4: update SND.WND if the segment is newer (SND.WL1/WL2)."""
@@ -922,20 +1134,8 @@ class Connection:
         if self.snd_wnd and (self._sndq.data or self._fin_queued):
             self.host.wake(self)
 
-    def _on_dup_ack(self, now: float) -> None:
-        """RFC 5681 §3.2 fast retransmit / fast recovery, RFC 6582 NewReno."""
-        recovery = self.recovery
-        if recovery.in_recovery:
-            recovery.on_dup_ack(self.snd_una, self.snd_max, self.snd_mss)
-            self.host.wake(self)
-            return
-        if recovery.on_dup_ack(self.snd_una, self.snd_max, self.snd_mss):
-            self.fast_retransmits += 1
-            self.cc.on_congestion_event(now, (self.snd_max - self.snd_una) & SEQ_MASK)
-            self._retransmit_first(now)
-
     # ------------------------------------------------------ receive data path
-    def _accept_in_order(self, data: bytes, now: float) -> None:
+    def _accept_in_order(self, data: bytes | bytearray, now: float) -> None:
         """Fast path: ``data`` starts exactly at RCV.NXT and fits the window."""
         n = len(data)
         buf = self._rcvq.data
@@ -945,8 +1145,6 @@ class Connection:
         self._rcv_nxt_abs += n
         self.rcv_nxt = (self.rcv_nxt + n) & SEQ_MASK
         self.bytes_received += n
-        if n > self._rcv_mss:
-            self._rcv_mss = n
         if self._read_closed:
             # Data for a socket the application closed: Linux answers RST.
             self.abort(now)
@@ -979,9 +1177,10 @@ class Connection:
             fin_abs = start + len(payload)
             if fin_abs >= self._rcv_nxt_abs and self._fin_rcvd_abs is None:
                 self._fin_rcvd_abs = fin_abs
-            if fin_abs > self._rcv_nxt_abs:
-                # An out-of-order FIN: duplicate ACK at once (RFC 5681 §4.2).
-                self._owe_ack()
+            if fin_abs > self._rcv_nxt_abs and not payload:
+                # A bare out-of-order FIN: duplicate ACK at once (RFC 5681 §4.2);
+                # with data, the data's out-of-order ACK is that ACK.
+                self._owe_distinct_ack()
         if self._fin_rcvd_abs is not None and self._fin_rcvd_abs == self._rcv_nxt_abs:
             self._on_fin(now)
 
@@ -997,8 +1196,11 @@ class Connection:
             end = right
         if start < nxt:
             if end <= nxt:
+                # All of it arrived before: RFC 2883 D-SACK, immediate ACK.
                 self.duplicate_segments += 1
-                self._owe_ack()
+                if self._sack_ok:
+                    self._dsack = (start, end)
+                self._owe_distinct_ack()
                 return
             data = data[nxt - start :]
             start = nxt
@@ -1016,9 +1218,59 @@ class Connection:
             return
         # Out of order: keep only the bytes not already held, in sorted runs.
         self.ooo_segments += 1
-        self._owe_ack()  # RFC 5681 §4.2: immediate duplicate ACK
-        if not rcvq.store(start, data):
+        kept = rcvq.store(start, data)
+        if kept < 0:
             self.dropped_segments += 1
+        elif kept == 0 and self._sack_ok:
+            self.duplicate_segments += 1
+            self._dsack = (start, end)  # RFC 2883 §4.1.2: a duplicate of held data
+        recent = self._sack_recent
+        recent.insert(0, start)
+        if len(recent) > SACK_RECENT:
+            recent.pop()
+        # RFC 5681 §4.2: an immediate duplicate ACK for every out-of-order segment,
+        # never merged with others (the peer's loss detection counts them).
+        self._owe_distinct_ack()
+
+    def _sack_option(self) -> bytes:
+        """The SACK option for an ACK now (RFC 2018 §4, RFC 2883 §4): a D-SACK block
+        first if one is owed (then the block containing it), then the block holding
+        the most recent out-of-order arrival, then the most recently reported
+        others, then the rest, as many as fit next to the timestamps option."""
+        rcvq = self._rcvq
+        starts = rcvq.ooo_starts
+        datas = rcvq.ooo_data
+        room = 3 if self._ts_ok else 4
+        blocks: list[tuple[int, int]] = []
+        used: set[int] = set()
+        dsack = self._dsack
+        if dsack is not None:
+            self._dsack = None
+            self.dsacks_sent += 1
+            blocks.append(dsack)
+            i = rcvq.run_containing(dsack[0])
+            if i >= 0:
+                used.add(i)
+                blocks.append((starts[i], starts[i] + len(datas[i])))
+        nxt = self._rcv_nxt_abs
+        recent = self._sack_recent
+        keep: list[int] = []
+        for pos in recent:
+            if pos < nxt:
+                continue
+            keep.append(pos)
+            i = rcvq.run_containing(pos)
+            if i >= 0 and i not in used and len(blocks) < room:
+                used.add(i)
+                blocks.append((starts[i], starts[i] + len(datas[i])))
+        self._sack_recent = keep
+        i = len(starts) - 1
+        while len(blocks) < room and i >= 0:
+            if i not in used:
+                blocks.append((starts[i], starts[i] + len(datas[i])))
+            i -= 1
+        base = (self.irs + 1) & SEQ_MASK  # position 0 of the peer's data
+        return sack_option([((base + lo) & SEQ_MASK, (base + hi) & SEQ_MASK) for lo, hi in blocks])
 
     def _on_fin(self, now: float) -> None:
         """RFC 9293 §3.10.7.4 eighth check: the peer's FIN, now in order."""
@@ -1063,6 +1315,19 @@ class Connection:
         self._unacked_since = t
         self._timer_at[_T_USER_TIMEOUT] = INF if t is None else t + self.config.user_timeout
 
+    def _arm_tlp(self, now: float) -> None:
+        """RFC 8985 §7.2: schedule a tail loss probe while data is outstanding, SACK
+        is on, no loss episode or probe is under way, and an RTT is known; never
+        later than the RTO."""
+        rec = self.recovery
+        srtt = self.rtt.srtt
+        timers = self._timer_at
+        if srtt is None or not rec.may_probe() or self.snd_una == self.snd_max:
+            timers[_T_TLP] = INF
+            return
+        # §7.2: if the RTO would fire first, probe at the RTO's time instead.
+        timers[_T_TLP] = min(now + rec.tlp_timeout(self.in_flight, srtt), timers[_T_RTO])
+
     def handle_timer(self, now: float) -> None:
         """Host API: run every timer due at ``now``, in :class:`Timer` order."""
         timers = self._timer_at
@@ -1100,7 +1365,7 @@ class Connection:
         state = self.state
         self.rto_expiries += 1
         self._retries += 1
-        self._rtt_seq = None  # Karn
+        self._syn_timed = False  # Karn
         if log.info_enabled:
             log.logger.info(
                 "rto", conn=self.name, state=str(state), retries=self._retries, rto=self.rtt.rto
@@ -1121,13 +1386,32 @@ class Connection:
             return
         if self.snd_una == self.snd_max:
             return
+        # §5.5 back off, §5.4 retransmit the earliest unacknowledged segment (every
+        # unSACKed one is marked lost; the window is one segment), §5.6 restart.
         self.rtt.on_timeout()
-        in_flight = (self.snd_max - self.snd_una) & SEQ_MASK
-        self.cc.on_rto(now, in_flight)
-        self.recovery.on_rto(self.snd_max)
-        # Go back N: resend from SND.UNA as the (now 1-SMSS) window allows.
-        self.snd_nxt = self.snd_una
-        self._retransmit_first(now)
+        self.recovery.on_rto(now, self._una_abs, self._max_abs)
+        timers = self._timer_at
+        timers[_T_REO] = timers[_T_TLP] = INF
+        timers[_T_RTO] = now + self.rtt.rto
+        self.host.wake(self)
+
+    def _on_reo_timer(self, now: float) -> None:
+        """RACK's reordering window ran out for a segment (RFC 8985 §6.2)."""
+        if self.snd_una == self.snd_max:
+            return
+        rec = self.recovery
+        if rec.on_reo_timer(now, self._una_abs, self._max_abs):
+            self.host.wake(self)
+        if rec.reo_timeout > 0:
+            self._timer_at[_T_REO] = now + rec.reo_timeout
+
+    def _on_tlp_timer(self, now: float) -> None:
+        """The probe timeout (RFC 8985 §7.3): the ACK clock stopped; probe. The RTO
+        restarts from the probe (so a PTO clamped to the RTO replaces it)."""
+        if self.recovery.may_probe() and self.snd_una != self.snd_max:
+            self._tlp_pending = True
+            self._timer_at[_T_RTO] = now + self.rtt.rto
+            self.host.wake(self)
 
     def _on_delack_timer(self, now: float) -> None:
         if self._unacked_bytes:
@@ -1179,80 +1463,71 @@ class Connection:
         self.host.wake(self)
         self._timer_at[_T_KEEPALIVE] = due + cfg.keepalive_interval
 
+    def _on_pacing_timer(self, now: float) -> None:
+        self.host.wake(self)
+
     def _schedule_persist(self, now: float) -> None:
         if self._timer_at[_T_PERSIST] == INF:
             delay = min(self.rtt.rto * (1 << min(self._persist_backoff, 16)), self.config.rto_max)
             self._timer_at[_T_PERSIST] = now + delay
 
-    def _retransmit_first(self, now: float) -> None:
-        """Owe a retransmission of the segment at SND.UNA (RTO, fast retransmit,
-        partial ACK) and restart the retransmission timer."""
-        if self.snd_una == self.snd_max:
-            return
-        self.retransmissions += 1
-        self._rtt_seq = None
-        self._rtx_first = True
-        self.host.wake(self)
-        self._timer_at[_T_RTO] = now + self.rtt.rto
-        if self._unacked_since is None:
-            self._set_unacked_since(now)
-
-    def _arm_rto(self, now: float) -> None:
-        # RFC 6298 §5.1: start the timer when sending data if it is not running.
-        if self._timer_at[_T_RTO] == INF:
-            self._timer_at[_T_RTO] = now + self.rtt.rto
-        if self._unacked_since is None:
-            self._set_unacked_since(now)
-
     # ---------------------------------------------------------------- output
     def flush(self, now: float) -> None:
         """Host API: the one place where segments leave this connection.
 
-        Emits, in order: a pending RST; our SYN or SYN,ACK; a probe; a retransmission
-        at SND.UNA; what the windows allow of new data and the FIN; an ACK if one is
-        still owed.
+        Emits, in order: a pending RST; our SYN or SYN,ACK; ACKs owed as distinct
+        segments; a probe; a tail loss probe; retransmissions and new data as the
+        windows and the pacer allow (and the FIN); an ACK if one is still owed.
         """
         rst = self._rst
         if rst is not None:
             self._rst = None
-            self._emit(rst[0], rst[1], rst[2])
+            self._emit(now, rst[0], rst[1], rst[2])
         state = self.state
         if state is S.CLOSED:
             return
         if self._syn_pending:
             self._syn_pending = False
-            self._emit_syn()
+            self._emit_syn(now)
+        if self._acks_owed:
+            owed = self._acks_owed
+            self._acks_owed = []
+            for ack, opt in owed:
+                self._emit(now, self.snd_max, ack, ACK, sack_opt=opt)
         if self._probe_pending:
             self._probe_pending = False
-            self._emit((self.snd_una - 1) & SEQ_MASK, self.rcv_nxt, ACK)
-        while self._acks_owed:
-            self._acks_owed -= 1
-            self._emit(self.snd_max, self.rcv_nxt, ACK)
-        if self._rtx_first:
-            self._rtx_first = False
-            if self.snd_una != self.snd_max:
-                n = self._segment_for(self.snd_una, now)
-                if log.info_enabled:
-                    log.logger.info("retransmit", conn=self.name, seq=self.snd_una, len=n)
-        if state in _DATA_STATES and (
-            self._sndq.data
-            or (self._fin_queued and not self._fin_sent)
-            or (self._fin_queued and seq_lt(self.snd_nxt, self.snd_max))
-        ):
-            self._send_data(now)
+            self._emit(now, (self.snd_una - 1) & SEQ_MASK, self.rcv_nxt, ACK)
+        if state in _DATA_STATES:
+            if self._tlp_pending:
+                self._tlp_pending = False
+                self._send_loss_probe(now)
+            sb = self.recovery.sb
+            if (
+                (len(self._sndq.data) and seq_lt(self.snd_max, self._sndq.end))
+                or sb.lost > sb.retrans
+                or (self._fin_queued and not self._fin_sent)
+            ):
+                self._send_data(now)
         if self._ack_now and state is not S.SYN_SENT:
             self.pure_acks_sent += 1
-            # <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> (SND.MAX after a go-back-N rollback).
-            self._emit(self.snd_max, self.rcv_nxt, ACK)
+            # <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
+            self._emit(now, self.snd_max, self.rcv_nxt, ACK)
         self._update_deadline()
+
+    def _tsval(self, now: float) -> int:
+        """Our timestamp clock (RFC 7323 §5.4: 1 ms ticks, per-connection offset)."""
+        return (int(now * 1000) + self._ts_offset) & SEQ_MASK
 
     def _emit(
         self,
+        now: float,
         seq: int,
         ack: int,
         flags: int,
         payload: bytes | memoryview = b"",
-        options: bytes = b"",
+        *,
+        sack_opt: bytes | None = None,
+        syn_opts: bytes = b"",
         wnd_override: int | None = None,
     ) -> None:
         """Build one segment and append it to the host's output (only from flush)."""
@@ -1262,33 +1537,50 @@ class Connection:
             wnd = self._advertise()
         else:
             wnd = 0
-        data = build_segment(
-            self.local_port, self.remote_port, seq, ack, flags, wnd, payload, options
-        )
+        if flags & SYN:
+            opts = syn_opts
+        else:
+            opts = ts_option(self._tsval(now), self._ts_recent) if self._ts_ok else b""
+            if flags & ACK:
+                if sack_opt is None:
+                    if self._sack_ok and (self._rcvq.ooo_starts or self._dsack):
+                        opts += self._sack_option()
+                else:
+                    opts += sack_opt
+        data = build_segment(self.local_port, self.remote_port, seq, ack, flags, wnd, payload, opts)
         self._out.append((data, self.addr))
         self.segments_sent += 1
         if flags & ACK:
+            self._last_ack_sent = ack
             # Any ACK we send acknowledges everything so far.
             self._ack_now = False
             if self._unacked_bytes:
                 self._unacked_bytes = 0
                 self._timer_at[_T_DELACK] = INF
 
-    def _emit_syn(self) -> None:
-        """Our SYN or SYN,ACK, carrying MSS and window scale."""
+    def _emit_syn(self, now: float) -> None:
+        """Our SYN or SYN,ACK: MSS, window scale, SACK-permitted and timestamps (a
+        SYN,ACK carries only what the SYN offered, RFC 7323 §2.2/§3.2, RFC 2018 §2)."""
+        cfg = self.config
         flags = SYN
         ack = 0
         if self.state is S.SYN_RECEIVED:
             flags |= ACK
             ack = self.rcv_nxt
             ws = self.rcv_wscale if self._rcv_wscale_ok else None
+            sack_perm = self._sack_ok
+            ts = (self._tsval(now), self._ts_recent) if self._ts_ok else None
         else:
             ws = self.rcv_wscale
-        opts = encode_options(mss=self.config.mss, wscale=ws)
+            sack_perm = cfg.sack
+            ts = (self._tsval(now), 0) if cfg.timestamps else None
+        opts = encode_options(mss=cfg.mss, wscale=ws, sack_perm=sack_perm, ts=ts)
         # RFC 7323 §2.2: the window field of a SYN is never scaled.
-        wnd = min(self.config.rcv_buf, 0xFFFF)
+        wnd = min(cfg.rcv_buf, 0xFFFF)
         self._rcv_adv_abs = self._rcv_nxt_abs + wnd
-        self._emit(self.iss, ack, flags, options=opts, wnd_override=wnd)
+        if flags & ACK:
+            self._last_ack_sent = ack
+        self._emit(now, self.iss, ack, flags, syn_opts=opts, wnd_override=wnd)
 
     def _advertise(self) -> int:
         """The window field to send (RFC 9293 §3.8.6.2.2 receiver SWS avoidance).
@@ -1318,96 +1610,165 @@ class Connection:
         """The largest window the 16-bit field can advertise (RFC 7323 §2.2)."""
         return 0xFFFF << (self.rcv_wscale if self._rcv_wscale_ok else 0)
 
-    def _segment_for(self, seq: int, now: float, limit: int = 1 << 30) -> int:
-        """Send the data (and the FIN, if it is next) starting at ``seq``.
-
-        Returns the sequence space consumed (data bytes plus one for a FIN) and
-        keeps SND.NXT/SND.MAX/_fin_sent consistent with what went out.
-        """
+    def _emit_data(self, now: float, seq: int, n: int, fin: bool) -> None:
+        """One segment with ``n`` bytes of buffered data from ``seq`` (and the FIN)."""
         sndq = self._sndq
         off = (seq - sndq.seq) & SEQ_MASK
-        avail = len(sndq.data) - off
-        n = min(avail, self.snd_mss, limit)
         flags = ACK
-        if n > 0 and n == avail:
+        if n and off + n == len(sndq.data):
             flags |= PSH
-        if self._fin_queued and n == avail:
+        if fin:
             flags |= FIN
-            self._fin_sent = True
-        if n > 0:
+        if n:
             mv = memoryview(sndq.data)
             try:
-                self._emit(seq, self.rcv_nxt, flags, mv[off : off + n])
+                self._emit(now, seq, self.rcv_nxt, flags, mv[off : off + n])
             finally:
                 mv.release()
             self.bytes_sent += n
         else:
-            self._emit(seq, self.rcv_nxt, flags)
-        self._last_send = now  # data, FIN or SYN: RFC 5681 §4.1 idle detection
-        used = n + (flags & FIN)
-        end = (seq + used) & SEQ_MASK
-        if seq_gt(end, self.snd_nxt):
-            self.snd_nxt = end
-        if seq_gt(end, self.snd_max):
-            self.snd_max = end
-        return used
+            self._emit(now, seq, self.rcv_nxt, flags)
+        self._last_send = now  # RFC 5681 §4.1 idle detection
+
+    def _send_new(self, now: float, n: int, fin: bool, in_flight: int) -> None:
+        """Send ``n`` new bytes (and the FIN) at SND.MAX and record the segment."""
+        start = self._max_abs
+        end = start + n + fin
+        self._emit_data(now, self.snd_max, n, fin)
+        if fin:
+            self._fin_sent = True
+            self._fin_abs = end - 1
+        self._max_abs = end
+        self.snd_max = self.snd_nxt = (self.snd_max + n + fin) & SEQ_MASK
+        self.recovery.on_sent(start, end, now, in_flight)
+
+    def _resend(self, now: float, rec: Record, in_flight: int) -> None:
+        """Retransmit the segment ``rec`` (whole, as first sent)."""
+        start = rec[START]
+        fin = start <= self._fin_abs < rec[END]
+        n = rec[END] - start - fin
+        self._emit_data(now, (self.snd_una + start - self._una_abs) & SEQ_MASK, n, fin)
+        self.retransmissions += 1
+        self.bytes_retransmitted += n
+        self.recovery.on_resent(rec, now, in_flight)
+        if log.debug_enabled:
+            log.logger.debug("retransmit", conn=self.name, pos=start, len=n)
+
+    def _pacing_rate(self) -> float:
+        """Bytes per second the pacer allows (0: not paced)."""
+        cc = self.cc
+        rate = cc.pacing_rate
+        if rate <= 0 and self.config.pacing:
+            srtt = self.rtt.srtt
+            if srtt:
+                ratio = PACING_SS_RATIO if cc.cwnd < cc.ssthresh // 2 else PACING_CA_RATIO
+                rate = ratio * max(cc.cwnd, self.in_flight) / srtt
+        return rate
+
+    def _send_loss_probe(self, now: float) -> None:
+        """RFC 8985 §7.3: one new segment if the receive window allows, else a
+        retransmission of the last one; then restart the RTO."""
+        rec = self.recovery
+        outstanding = self._max_abs - self._una_abs
+        in_flight = rec.in_flight(outstanding)
+        sndq = self._sndq
+        unsent = (sndq.end - self.snd_max) & SEQ_MASK if seq_lt(self.snd_max, sndq.end) else 0
+        room = seq_sub((self.snd_una + self.snd_wnd) & SEQ_MASK, self.snd_max)
+        if unsent and room > 0:
+            n = min(unsent, self.snd_mss, room)
+            fin = self._fin_queued and n == unsent
+            self._send_new(now, n, fin, in_flight)
+            rec.on_probe_sent(self._max_abs, False)
+        else:
+            last = rec.sb.last()
+            if last is None or last[FLAGS] & SACKED:
+                return
+            self._resend(now, last, in_flight)
+            rec.on_probe_sent(last[END], True)
+        self._timer_at[_T_RTO] = now + self.rtt.rto
 
     def _send_data(self, now: float) -> None:
-        """RFC 5681 window check and RFC 9293 §3.8.6.2.1 sender SWS avoidance."""
-        if now - self._last_send > self.rtt.rto and self.snd_una == self.snd_max:
+        """Send what the windows allow: retransmissions of lost segments first (RFC
+        6675 NextSeg rule 1), then new data (RFC 5681 window check, RFC 9293
+        §3.8.6.2.1 sender SWS avoidance), then the FIN; paced if a rate is set."""
+        una = self.snd_una
+        if now - self._last_send > self.rtt.rto and una == self.snd_max:
             # RFC 5681 §4.1: restart window after an idle period.
             self.cc.on_idle_restart(now)
+        rec = self.recovery
+        sb = rec.sb
         mss = self.snd_mss
         sndq = self._sndq
         buf_end = (sndq.seq + len(sndq.data)) & SEQ_MASK
-        sent_any = False
         timers = self._timer_at
-        # The send window (RFC 5681 §3.1: min(cwnd, rwnd)) does not change while
-        # this loop runs; only what is in flight does.
-        wnd = min(self.cc.cwnd + self.recovery.inflation, self.snd_wnd)
+        cwnd = rec.send_window()
+        in_flight = rec.in_flight(self._max_abs - self._una_abs)
+        right = (una + self.snd_wnd) & SEQ_MASK  # the receive window's right edge
+        rate = self._pacing_rate()
+        sent_any = False
+        app_limited = False
         while True:
-            nxt = self.snd_nxt
-            flight = (nxt - self.snd_una) & SEQ_MASK
-            unsent = (buf_end - nxt) & SEQ_MASK if seq_lt(nxt, buf_end) else 0
-            if unsent == 0:
-                if (
-                    self._fin_queued
-                    and nxt == buf_end
-                    and (not self._fin_sent or seq_lt(nxt, self.snd_max))
-                ):
-                    self._segment_for(nxt, now)  # the FIN alone
-                    self._arm_rto(now)
-                    sent_any = True
+            if rate > 0 and self._pace_next > now:
+                timers[_T_PACING] = self._pace_next
                 break
-            n = min(unsent, wnd - flight, mss)
-            if n <= 0:
-                break
-            # Sender SWS avoidance: full segment, or all remaining data (push,
-            # TCP_NODELAY semantics), or half the largest window the peer offered,
-            # or nothing at all is in flight.
-            if n < mss and n < unsent and n < self.max_snd_wnd // 2 and flight > 0:
-                break
-            is_new = not seq_lt(nxt, self.snd_max)
-            if is_new and self._rtt_seq is None:
-                self._rtt_seq = nxt
-                self._rtt_time = now
-            if not is_new:
-                self.retransmissions += 1
-            self._segment_for(nxt, now, n)
+            room = cwnd - in_flight
+            lost = sb.next_lost() if sb.lost > sb.retrans else None
+            if lost is not None:
+                size = lost[END] - lost[START]
+                if room <= 0 or (room < size and in_flight > 0):
+                    break
+                self._resend(now, lost, in_flight)
+            else:
+                nxt = self.snd_max
+                unsent = (buf_end - nxt) & SEQ_MASK if seq_lt(nxt, buf_end) else 0
+                if unsent == 0:
+                    if self._fin_queued and not self._fin_sent and (room > 0 or in_flight == 0):
+                        self._send_new(now, 0, True, in_flight)  # the FIN alone
+                        size = 1
+                    else:
+                        app_limited = room > 0
+                        break
+                else:
+                    n = min(unsent, room, seq_sub(right, nxt), mss)
+                    if n <= 0:
+                        break
+                    # Sender SWS avoidance: full segment, or all remaining data (push,
+                    # TCP_NODELAY semantics), or half the largest window the peer
+                    # offered, or nothing at all is in flight.
+                    if n < mss and n < unsent and n < self.max_snd_wnd // 2 and nxt != una:
+                        break
+                    fin = self._fin_queued and n == unsent
+                    self._send_new(now, n, fin, in_flight)
+                    size = n + fin
+            in_flight += size
+            sent_any = True
             if timers[_T_RTO] == INF or self._unacked_since is None:
                 self._arm_rto(now)
-            sent_any = True
+            if rate > 0:
+                burst = max(2 * mss, rate * PACING_BURST) / rate
+                self._pace_next = max(self._pace_next, now - burst) + size / rate
+        if app_limited:
+            sb.mark_app_limited(in_flight)
+        if sent_any:
+            self._arm_tlp(now)
         # Persist timer: data waits and nothing is in flight to elicit an ACK.
         if (
             not sent_any
             and self.snd_una == self.snd_max
-            and seq_lt(self.snd_nxt, buf_end)
-            and self.snd_wnd < min(mss, (buf_end - self.snd_nxt) & SEQ_MASK)
+            and seq_lt(self.snd_max, buf_end)
+            and self.snd_wnd < min(mss, (buf_end - self.snd_max) & SEQ_MASK)
         ):
             self._schedule_persist(now)
         elif self.snd_wnd > 0:
-            self._timer_at[_T_PERSIST] = INF
+            timers[_T_PERSIST] = INF
             self._persist_backoff = 0
+
+    def _arm_rto(self, now: float) -> None:
+        # RFC 6298 §5.1: start the timer when sending data if it is not running.
+        if self._timer_at[_T_RTO] == INF:
+            self._timer_at[_T_RTO] = now + self.rtt.rto
+        if self._unacked_since is None:
+            self._set_unacked_since(now)
 
     # ------------------------------------------------------------- teardown
     def _report_done(self) -> None:
@@ -1434,8 +1795,8 @@ class Connection:
         for t in Timer:
             timers[t] = INF
         self.deadline = INF
-        self._ack_now = self._rtx_first = self._probe_pending = self._syn_pending = False
-        self._acks_owed = 0
+        self._ack_now = self._probe_pending = self._syn_pending = self._tlp_pending = False
+        self._acks_owed = []
         self._sndq.clear()
         self._rcvq.ooo_starts.clear()
         self._rcvq.ooo_data.clear()

@@ -47,7 +47,8 @@ from .timers import INF
 
 Address = tuple[Any, ...]
 ConnKey = tuple[Address, int, int]
-IsnFunc = Callable[[ConnKey, float], int]
+#: ``isn(identity, now)``; the identity is a connection key (or a key with a tag).
+IsnFunc = Callable[[Any, float], int]
 
 EPHEMERAL_PORTS = (49152, 65535)
 _DEFAULT_CONFIG = Config()
@@ -152,7 +153,14 @@ class Endpoint:
         if config is not None:
             lookup(config.congestion_control)
         conn = Connection(
-            self, config or self.config, addr, local_port, remote_port, self._isn(key, now), now
+            self,
+            config or self.config,
+            addr,
+            local_port,
+            remote_port,
+            self._isn(key, now),
+            now,
+            ts_offset=self._ts_offset(key),
         )
         self.connections[key] = conn
         conn.open_active(now)
@@ -317,6 +325,12 @@ class Endpoint:
                 return port
         raise AddressInUseError(f"no free local port towards {addr} port {remote_port}")
 
+    def _ts_offset(self, key: ConnKey) -> int:
+        """A per-connection offset for our timestamp clock, as Linux's tsoffset: a
+        keyed hash of the identity, so the clock reveals nothing across connections
+        (RFC 7323 §7.1)."""
+        return self._isn((key, "tsoffset"), 0.0)
+
     def _time_wait_reuse(self, conn: Connection, seg: Segment, now: float) -> bool:
         """RFC 9293 §3.10.7.4 (TIME-WAIT) / RFC 6191 without timestamps: a new SYN
         whose sequence number is above the old connection's final RCV.NXT may end
@@ -357,6 +371,7 @@ class Endpoint:
             self._isn(key, now),
             now,
             listener_port=listener.port,
+            ts_offset=self._ts_offset(key),
         )
         listener.syn_received.add(conn)
         self.connections[key] = conn

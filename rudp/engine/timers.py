@@ -24,14 +24,21 @@ class Timer(enum.IntEnum):
     FIN_WAIT_2 = 1
     #: Sent data unacknowledged for ``Config.user_timeout`` (RFC 9293 §3.8.3).
     USER_TIMEOUT = 2
+    #: Tail loss probe timeout, PTO (RFC 8985 §7.2). Before RTO: a probe clamped to
+    #: the RTO's time is sent instead of the timeout (§7.2, as Linux does).
+    TLP = 3
     #: Retransmission timeout (RFC 6298), also the SYN / SYN-ACK retry timer.
-    RTO = 3
+    RTO = 4
+    #: RACK reordering window: look for losses again (RFC 8985 §6.2).
+    REO = 5
     #: Delayed ACK (RFC 1122 §4.2.3.2).
-    DELACK = 4
+    DELACK = 6
     #: Zero-window probe (RFC 9293 §3.8.6.1).
-    PERSIST = 5
+    PERSIST = 7
     #: Keepalive probes (RFC 1122 §4.2.3.6); re-armed lazily from the last receive time.
-    KEEPALIVE = 6
+    KEEPALIVE = 8
+    #: The pacer lets the next segment leave (rate from the congestion controller).
+    PACING = 9
 
 
 #: Handler method names, indexed like :class:`Timer`.

@@ -49,6 +49,12 @@ OPT_TIMESTAMP = 8
 _U16 = struct.Struct("!H")
 _U32X2 = struct.Struct("!II")
 _EMPTY = b""
+#: NOP, NOP, kind 8, length 10: the timestamps layout every TCP sends after the SYN
+#: (RFC 7323 Appendix A), recognised and built without the generic option loop.
+_TS_WORD = 0x0101080A
+_TS_PREFIX = _TS_WORD.to_bytes(4, "big")
+_TS_OPTION = struct.Struct("!III")
+_TS_FAST_HLEN = HEADER_LEN + 12
 
 
 def flags_str(flags: int) -> str:
@@ -178,8 +184,24 @@ def parse_segment(data: bytes, *, check: bool = True) -> Segment:
         raise ParseError("checksum")
     seg = Segment(sport, dport, seq, ack, flags, wnd, data[hlen:] if hlen < n else _EMPTY, urp)
     if hlen > HEADER_LEN:
-        _parse_options(seg, data, hlen)
+        if hlen == _TS_FAST_HLEN and data[20:24] == _TS_PREFIX:
+            seg.ts = _U32X2.unpack_from(data, 24)
+        else:
+            _parse_options(seg, data, hlen)
     return seg
+
+
+def ts_option(tsval: int, tsecr: int) -> bytes:
+    """The 12-byte timestamps option (NOP, NOP, TS) for non-SYN segments (RFC 7323)."""
+    return _TS_OPTION.pack(_TS_WORD, tsval, tsecr)
+
+
+def sack_option(blocks: list[tuple[int, int]] | tuple[tuple[int, int], ...]) -> bytes:
+    """NOP, NOP, SACK with ``blocks`` (left, right edges) (RFC 2018 §3); 1 to 4 blocks."""
+    out = bytearray((OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * len(blocks)))
+    for left, right in blocks:
+        out += _U32X2.pack(left, right)
+    return bytes(out)
 
 
 def encode_options(
@@ -189,13 +211,19 @@ def encode_options(
     sack: tuple[tuple[int, int], ...] | None = None,
     ts: tuple[int, int] | None = None,
 ) -> bytes:
-    """Encode options, NOP-aligned as Linux does, padded to a multiple of 4 bytes."""
+    """Encode options, NOP-aligned as Linux does, padded to a multiple of 4 bytes.
+
+    With both SACK-permitted and timestamps (a SYN), they share one 12-byte word group
+    as Linux lays them out: ``04 02 08 0a TSval TSecr``.
+    """
     out = bytearray()
     if mss is not None:
         out += struct.pack("!BBH", OPT_MSS, 4, mss)
-    if sack_perm:
+    if sack_perm and ts is not None:
+        out += struct.pack("!BBBBII", OPT_SACK_PERM, 2, OPT_TIMESTAMP, 10, ts[0], ts[1])
+    elif sack_perm:
         out += bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERM, 2))
-    if ts is not None:
+    elif ts is not None:
         out += struct.pack("!BBBBII", OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10, ts[0], ts[1])
     if wscale is not None:
         out += bytes((OPT_NOP, OPT_WSCALE, 3, wscale))

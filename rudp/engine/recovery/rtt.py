@@ -1,4 +1,4 @@
-"""Round-trip time estimation and the retransmission timeout (RFC 6298)."""
+"""Round-trip time estimation and the retransmission timeout (RFC 6298, RFC 7323 §4)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,30 @@ _ALPHA = 0.125
 _BETA = 0.25
 _K = 4
 _G = 0.001
+#: Window of the minimum-RTT filter (Linux ``tcp_min_rtt_wlen``: 300 s).
+MIN_RTT_WINDOW = 300.0
 
 
 class RttEstimator:
-    """SRTT / RTTVAR / RTO per RFC 6298, with exponential backoff (§5.5)."""
+    """SRTT / RTTVAR / RTO per RFC 6298 with exponential backoff (§5.5), and the
+    windowed minimum RTT that RACK (RFC 8985) and the controllers use.
 
-    __slots__ = ("backoff", "rto", "rto_max", "rto_min", "rttvar", "srtt")
+    Several samples per round trip (every ACK, with timestamps or a per-segment send
+    record) would make RFC 6298's gains forget too fast; RFC 7323 Appendix G scales
+    them by the number of samples expected per RTT, which :meth:`sample` does when
+    given ``expected_samples``.
+    """
+
+    __slots__ = (
+        "backoff",
+        "min_rtt",
+        "min_rtt_at",
+        "rto",
+        "rto_max",
+        "rto_min",
+        "rttvar",
+        "srtt",
+    )
 
     def __init__(self, rto_initial: float, rto_min: float, rto_max: float) -> None:
         self.srtt: float | None = None
@@ -21,27 +39,40 @@ class RttEstimator:
         self.rto_max = rto_max
         self.rto = rto_initial  # §2.1: RTO <- 1 second before any measurement
         self.backoff = 0
+        self.min_rtt = float("inf")
+        self.min_rtt_at = 0.0
 
-    def sample(self, r: float) -> None:
-        """Take one RTT measurement ``r`` (never from a retransmitted segment, §3 Karn)."""
+    def sample(self, r: float, now: float = 0.0, expected_samples: int = 1) -> None:
+        """Take one RTT measurement ``r`` (never an ambiguous one: RFC 6298 §3 Karn,
+        or resolved by timestamps, RFC 7323 §4). ``expected_samples`` > 1 applies
+        RFC 7323 Appendix G: alpha' = alpha / ExpectedSamples, beta' = beta / ExpectedSamples.
+        """
         if r < 0:
             return
+        if r <= self.min_rtt or now - self.min_rtt_at > MIN_RTT_WINDOW:
+            self.min_rtt = r
+            self.min_rtt_at = now
         if self.srtt is None:
             # §2.2: first measurement.
             self.srtt = r
             self.rttvar = r / 2
         else:
+            n = expected_samples if expected_samples > 1 else 1
+            beta = _BETA / n
+            alpha = _ALPHA / n
             # §2.3: RTTVAR first, using the old SRTT.
-            self.rttvar = (1 - _BETA) * self.rttvar + _BETA * abs(self.srtt - r)
-            self.srtt = (1 - _ALPHA) * self.srtt + _ALPHA * r
+            self.rttvar = (1 - beta) * self.rttvar + beta * abs(self.srtt - r)
+            self.srtt = (1 - alpha) * self.srtt + alpha * r
         self.backoff = 0
-        self._compute()
-
-    def _compute(self) -> None:
-        assert self.srtt is not None
         rto = self.srtt + max(_G, _K * self.rttvar)
         # §2.4 lower bound, §2.5 upper bound.
         self.rto = min(max(rto, self.rto_min), self.rto_max)
+
+    def note_min(self, r: float, now: float) -> None:
+        """Feed the minimum-RTT filter only (samples too noisy for SRTT)."""
+        if r >= 0 and (r <= self.min_rtt or now - self.min_rtt_at > MIN_RTT_WINDOW):
+            self.min_rtt = r
+            self.min_rtt_at = now
 
     def on_timeout(self) -> None:
         """§5.5: back the timer off (RTO <- RTO * 2), capped at ``rto_max``."""

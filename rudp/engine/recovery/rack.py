@@ -1,0 +1,108 @@
+"""RACK-TLP loss detection (RFC 8985).
+
+RACK marks a segment lost when a segment sent sufficiently later has been delivered:
+time replaces duplicate-ACK counting, and a reordering window that adapts to D-SACK
+feedback keeps reordering from looking like loss. TLP (the tail loss probe) resends
+or sends one segment when the ACK clock stops, so a lost tail is repaired in about
+two round trips instead of an RTO.
+"""
+
+from __future__ import annotations
+
+from .scoreboard import ACKED, END, FLAGS, LOST, RETRANS, SACKED, XMIT, Scoreboard
+
+#: RFC 8985 §6.2 step 4: reo_wnd_persist starts at 16 recoveries.
+REO_WND_PERSIST = 16
+#: RFC 5681 DupThresh, used by RACK before reordering has been seen (§6.2 step 4).
+DUPTHRESH = 3
+#: RFC 8985 §7.2: worst-case delayed-ACK time added to the PTO with one segment in flight.
+WCDELACKT = 0.2
+
+
+class Rack:
+    """RACK state of one connection (RFC 8985 §6.1)."""
+
+    __slots__ = (
+        "dsack_round",
+        "end",
+        "reo_wnd_mult",
+        "reo_wnd_persist",
+        "reordering_seen",
+        "rtt",
+        "xmit",
+    )
+
+    def __init__(self) -> None:
+        self.xmit = float("-inf")  # RACK.xmit_ts
+        self.end = 0  # RACK.end_seq
+        self.rtt = 0.0  # RACK.rtt
+        self.reo_wnd_mult = 1
+        self.reo_wnd_persist = 0
+        self.dsack_round: int | None = None
+        self.reordering_seen = False
+
+    def update(self, xmit: float, end: int, now: float) -> None:
+        """RFC 8985 §6.2 step 2 for the most recently sent delivered segment."""
+        if xmit > self.xmit or (xmit == self.xmit and end > self.end):
+            self.rtt = now - xmit
+            self.xmit = xmit
+            self.end = end
+
+    def on_dsack(self, snd_una: int, snd_max: int) -> None:
+        """RFC 8985 §6.2 step 4: widen the reordering window once per round on D-SACK."""
+        if self.dsack_round is not None and snd_una >= self.dsack_round:
+            self.dsack_round = None
+        if self.dsack_round is None:
+            self.dsack_round = snd_max
+            self.reo_wnd_mult += 1
+            self.reo_wnd_persist = REO_WND_PERSIST
+
+    def on_recovery_exit(self) -> None:
+        self.reo_wnd_persist -= 1
+        if self.reo_wnd_persist <= 0:
+            self.reo_wnd_mult = 1
+
+    def reo_wnd(
+        self, in_recovery: bool, sacked_segments: int, min_rtt: float, srtt: float
+    ) -> float:
+        """RFC 8985 §6.2 step 4, RACK_reo_wnd()."""
+        if not self.reordering_seen and (in_recovery or sacked_segments >= DUPTHRESH):
+            return 0.0
+        return min(self.reo_wnd_mult * min_rtt / 4, srtt)
+
+    def detect_loss(self, sb: Scoreboard, now: float, reo_wnd: float) -> tuple[int, float]:
+        """RFC 8985 §6.2 step 5: mark every segment sent before RACK.segment lost if
+        it has been outstanding for more than RACK.rtt + reo_wnd.
+
+        Returns (bytes newly marked lost, seconds until the next segment would be
+        due, or 0 for none). Scans the send-time queue from its front and stops at
+        the first segment not yet due: later entries were sent later still.
+        """
+        tsq = sb.tsq
+        lost = 0
+        rack_xmit = self.xmit
+        rack_end = self.end
+        deadline = rack_xmit + self.rtt + reo_wnd
+        while tsq:
+            t, rec = tsq[0]
+            flags = rec[FLAGS]
+            if (
+                rec[XMIT] != t  # resent since: a later entry stands for it
+                or flags & (SACKED | ACKED)
+                or flags & (LOST | RETRANS) == LOST  # waiting for its retransmission
+            ):
+                tsq.popleft()
+                continue
+            if t > rack_xmit or (t == rack_xmit and rec[END] >= rack_end):
+                break  # sent after RACK.segment: not a candidate
+            if t + self.rtt + reo_wnd - now <= 0:
+                lost += sb.mark_lost(rec)
+                tsq.popleft()
+                continue
+            return lost, deadline - now
+        return lost, 0.0
+
+
+def sacked_segments(sb: Scoreboard, mss: int) -> int:
+    """Segments SACKed (RFC 8985 RACK.segs_sacked), from the SACKed bytes."""
+    return sb.sacked // mss if mss else 0

@@ -1,0 +1,336 @@
+"""The record of every sent, not yet cumulatively acknowledged segment.
+
+This is RFC 6675's scoreboard plus what RACK (RFC 8985) and delivery-rate estimation
+(draft-cheng-iccrg-delivery-rate-estimation) need per segment. A record is a small
+list (cheap to create, changed in place), indexed by the constants below; sequence
+positions are *unwrapped* (plain ints counted from the ISN), so ordering is trivial.
+
+Records live in sequence order in ``recs[head:]`` (a list with a moving head: O(1)
+append, O(1) removal at the head, O(log n) search) and, for RACK's time-ordered scan,
+in ``tsq``: ``(send time, record)`` pairs appended at every (re)transmission; entries
+go stale when their record is resent, acknowledged or SACKed and are dropped when
+they reach the front.
+
+In flight (RFC 6675 "pipe", Linux ``tcp_packets_in_flight``), in bytes::
+
+    outstanding - sacked - lost + retrans
+
+where ``lost`` counts records marked lost and ``retrans`` those of them whose
+retransmission is in flight.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import deque
+from operator import itemgetter
+from typing import Any
+
+#: Record fields.
+START = 0  # first sequence position (unwrapped)
+END = 1  # one past the last (a FIN counts one)
+XMIT = 2  # time of the latest transmission
+FLAGS = 3
+DELIVERED = 4  # connection's delivered bytes when (last) sent
+DELIVERED_TIME = 5  # connection's delivered_time then
+FIRST_SENT = 6  # connection's first_sent_time then
+APP_LIMITED = 7  # sent while application limited
+
+#: Record flags.
+SACKED = 1  # selectively acknowledged
+LOST = 2  # marked lost (RACK, duplicate ACKs, RTO) and not SACKed
+RETRANS = 4  # a retransmission of it is in flight
+EVER_RETRANS = 8  # retransmitted at least once (Karn's ambiguity, spurious checks)
+ACKED = 16  # cumulatively acknowledged (removed from recs)
+
+#: [START, END, XMIT, FLAGS, DELIVERED, DELIVERED_TIME, FIRST_SENT, APP_LIMITED]
+Record = list[Any]
+
+_start_of = itemgetter(START)
+
+
+class Scoreboard:
+    """Sent segments of one connection and the counters derived from them."""
+
+    __slots__ = (
+        "app_limited",
+        "delivered",
+        "delivered_time",
+        "fack",
+        "first_sent_time",
+        "guard_rtt",
+        "head",
+        "lost",
+        "lost_hint",
+        "newly_acked",
+        "newly_delivered",
+        "rack_rec",
+        "rate_rec",
+        "recs",
+        "reordering",
+        "retrans",
+        "rtt_rec",
+        "sacked",
+        "tsq",
+    )
+
+    def __init__(self) -> None:
+        self.recs: list[Record] = []
+        self.head = 0
+        self.tsq: deque[tuple[float, Record]] = deque()
+        self.sacked = 0
+        self.lost = 0
+        self.retrans = 0
+        #: No record below this position is lost and waiting for retransmission.
+        self.lost_hint = 0
+        #: Highest position acknowledged or SACKed (RFC 8985 RACK.fack).
+        self.fack = 0
+        # Delivery-rate estimation (draft-cheng-iccrg-delivery-rate-estimation §3.1).
+        self.delivered = 0
+        self.delivered_time = 0.0
+        self.first_sent_time = 0.0
+        #: C.app_limited: 0, or the delivered count until which samples are app limited.
+        self.app_limited = 0
+        # Results of the current ACK (see begin_ack).
+        self.newly_delivered = 0
+        self.newly_acked = 0
+        self.rate_rec: Record | None = None
+        self.rack_rec: Record | None = None
+        self.rtt_rec: Record | None = None
+        self.reordering = False
+        #: The minimum RTT, to tell which delivered retransmissions are unambiguous.
+        self.guard_rtt = 0.0
+
+    # ------------------------------------------------------------ queries
+    def __len__(self) -> int:
+        return len(self.recs) - self.head
+
+    def first(self) -> Record | None:
+        return self.recs[self.head] if self.head < len(self.recs) else None
+
+    def last(self) -> Record | None:
+        return self.recs[-1] if self.head < len(self.recs) else None
+
+    def outstanding_records(self) -> list[Record]:
+        return self.recs[self.head :]
+
+    def find(self, pos: int) -> int:
+        """Index in ``recs`` of the first record starting at or after ``pos``."""
+        return bisect_left(self.recs, pos, lo=self.head, key=_start_of)
+
+    # ------------------------------------------------------------ sending
+    def on_sent(self, start: int, end: int, now: float, in_flight: int) -> Record:
+        """A new segment ``[start, end)`` left (draft-cheng §3.2: snapshot the
+        delivery state; restart the sampling interval when nothing was in flight)."""
+        if in_flight == 0:
+            self.first_sent_time = self.delivered_time = now
+        rec = [
+            start,
+            end,
+            now,
+            0,
+            self.delivered,
+            self.delivered_time,
+            self.first_sent_time,
+            self.app_limited != 0,
+        ]
+        self.recs.append(rec)
+        self.tsq.append((now, rec))
+        return rec
+
+    def on_resent(self, rec: Record, now: float, in_flight: int) -> None:
+        """``rec`` was retransmitted."""
+        if in_flight == 0:
+            self.first_sent_time = self.delivered_time = now
+        flags = rec[FLAGS]
+        if flags & LOST and not flags & RETRANS:
+            self.retrans += rec[END] - rec[START]
+        rec[FLAGS] = flags | RETRANS | EVER_RETRANS
+        rec[XMIT] = now
+        rec[DELIVERED] = self.delivered
+        rec[DELIVERED_TIME] = self.delivered_time
+        rec[FIRST_SENT] = self.first_sent_time
+        rec[APP_LIMITED] = self.app_limited != 0
+        self.tsq.append((now, rec))
+
+    def mark_app_limited(self, in_flight: int) -> None:
+        """The sender ran out of data to send (draft-cheng §3.4)."""
+        self.app_limited = (self.delivered + in_flight) or 1
+
+    # --------------------------------------------------------- loss marks
+    def mark_lost(self, rec: Record) -> int:
+        """Mark ``rec`` lost (again, if its retransmission was lost); returns the bytes
+        that became lost-and-unsent."""
+        flags = rec[FLAGS]
+        if flags & (SACKED | ACKED):
+            return 0
+        size: int = rec[END] - rec[START]
+        if flags & LOST:
+            if not flags & RETRANS:
+                return 0
+            self.retrans -= size  # the retransmission itself was lost
+            rec[FLAGS] = flags & ~RETRANS
+        else:
+            self.lost += size
+            rec[FLAGS] = flags | LOST
+        if rec[START] < self.lost_hint:
+            self.lost_hint = rec[START]
+        return size
+
+    def next_lost(self) -> Record | None:
+        """The lowest record marked lost whose retransmission is not in flight."""
+        if self.lost <= self.retrans:
+            return None
+        recs = self.recs
+        i = self.find(self.lost_hint)
+        n = len(recs)
+        while i < n:
+            rec = recs[i]
+            if rec[FLAGS] & (LOST | RETRANS) == LOST:
+                self.lost_hint = rec[START]
+                return rec
+            i += 1
+        self.lost_hint = recs[-1][END] if recs else 0
+        return None
+
+    def clear_lost(self) -> None:
+        """Undo: forget the loss marks of records not retransmitted yet."""
+        for rec in self.recs[self.head :]:
+            flags = rec[FLAGS]
+            if flags & LOST and not flags & RETRANS:
+                rec[FLAGS] = flags & ~LOST
+                self.lost -= rec[END] - rec[START]
+
+    def clear_sacked(self) -> None:
+        """The receiver reneged (RFC 2018 §8): SACK marks no longer mean delivered."""
+        for rec in self.recs[self.head :]:
+            if rec[FLAGS] & SACKED:
+                rec[FLAGS] &= ~SACKED
+                self.tsq.append((rec[XMIT], rec))
+        self.sacked = 0
+
+    # -------------------------------------------------------- acknowledgment
+    def begin_ack(self, guard_rtt: float) -> None:
+        """Start processing one ACK (``guard_rtt``: the minimum RTT)."""
+        self.guard_rtt = guard_rtt
+        self.newly_delivered = 0
+        self.newly_acked = 0
+        self.rate_rec = self.rack_rec = self.rtt_rec = None
+        self.reordering = False
+
+    def _delivered(self, rec: Record, now: float) -> None:
+        """``rec`` reached the receiver (first time): delivery and RACK bookkeeping."""
+        size = rec[END] - rec[START]
+        self.delivered += size
+        self.newly_delivered += size
+        self.delivered_time = now
+        # draft-cheng §3.3: sample from the most recently sent delivered packet.
+        best = self.rate_rec
+        if (
+            best is None
+            or rec[DELIVERED] > best[DELIVERED]
+            or (rec[DELIVERED] == best[DELIVERED] and rec[XMIT] > best[XMIT])
+        ):
+            self.rate_rec = rec
+        # RFC 8985 §6.2 step 2: RACK.segment is the most recently *sent* delivered one,
+        # skipping a retransmission acknowledged faster than any round trip can be
+        # (the ACK is for an earlier transmission). Like Linux's tcp_rack_advance, the
+        # step's timestamp test is not used: ACKs carrying SACK blocks echo the
+        # timestamp of the last in-order segment (RFC 7323 §4.3), older than every
+        # retransmission during recovery, so it would hide all of them.
+        xmit = rec[XMIT]
+        if not (rec[FLAGS] & EVER_RETRANS and now - xmit < self.guard_rtt):
+            best = self.rack_rec
+            if best is None or xmit > best[XMIT] or (xmit == best[XMIT] and rec[END] > best[END]):
+                self.rack_rec = rec
+        # RFC 8985 §6.2 step 3: a never-retransmitted segment below the highest
+        # delivered one arrived late: reordering.
+        if rec[END] < self.fack and not rec[FLAGS] & EVER_RETRANS:
+            self.reordering = True
+
+    def ack(self, una: int, now: float) -> None:
+        """Cumulative acknowledgment up to position ``una``."""
+        recs = self.recs
+        head = self.head
+        n = len(recs)
+        while head < n:
+            rec = recs[head]
+            end = rec[END]
+            if end > una:
+                if rec[START] < una:
+                    self._trim(rec, una)
+                break
+            flags = rec[FLAGS]
+            size = end - rec[START]
+            if flags & SACKED:
+                self.sacked -= size
+            else:
+                if flags & LOST:
+                    self.lost -= size
+                    if flags & RETRANS:
+                        self.retrans -= size
+                self._delivered(rec, now)
+                if not flags & EVER_RETRANS and self.rtt_rec is None:
+                    self.rtt_rec = rec  # the oldest unambiguous one (RFC 6298 §3)
+            self.newly_acked += size
+            rec[FLAGS] = flags | ACKED
+            head += 1
+        if una > self.fack:
+            self.fack = una
+        # Compact the list now and then (the head only moves forward).
+        if head > 256 and head * 2 > n:
+            del recs[:head]
+            head = 0
+        self.head = head
+        tsq = self.tsq
+        while tsq and tsq[0][1][FLAGS] & ACKED:
+            tsq.popleft()
+
+    def _trim(self, rec: Record, una: int) -> None:
+        """The peer acknowledged part of ``rec``: keep the rest (Linux tcp_trim_head)."""
+        cut = una - rec[START]
+        flags = rec[FLAGS]
+        if flags & SACKED:
+            self.sacked -= cut
+        elif flags & LOST:
+            self.lost -= cut
+            if flags & RETRANS:
+                self.retrans -= cut
+        rec[START] = una
+        self.newly_acked += cut
+
+    def sack(self, left: int, right: int, now: float) -> None:
+        """Mark the records inside the SACK block ``[left, right)`` delivered."""
+        recs = self.recs
+        i = self.find(left)
+        n = len(recs)
+        fack = self.fack
+        while i < n:
+            rec = recs[i]
+            if rec[END] > right:
+                break
+            flags = rec[FLAGS]
+            if not flags & SACKED:
+                size = rec[END] - rec[START]
+                if flags & LOST:
+                    self.lost -= size
+                    if flags & RETRANS:
+                        self.retrans -= size
+                rec[FLAGS] = (flags | SACKED) & ~(LOST | RETRANS)
+                self.sacked += size
+                self._delivered(rec, now)
+                if rec[END] > fack:
+                    fack = rec[END]
+            i += 1
+        self.fack = fack
+
+    def retransmitted_within(self, left: int, right: int) -> int:
+        """Records inside ``[left, right)`` that were ever retransmitted (for D-SACK)."""
+        recs = self.recs
+        i = self.find(left)
+        count = 0
+        while i < len(recs) and recs[i][END] <= right:
+            if recs[i][FLAGS] & EVER_RETRANS:
+                count += 1
+            i += 1
+        return count
