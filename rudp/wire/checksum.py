@@ -42,28 +42,19 @@ __all__ = [
 _Bytes = bytes | bytearray | memoryview
 
 
-def _nbytes(data: _Bytes) -> int:
-    # len() of a memoryview counts items, not bytes (e.g. after .cast("H")).
-    return data.nbytes if isinstance(data, memoryview) else len(data)
-
-
-def _fold(value: int) -> int:
-    """The one's-complement sum (0..0xFFFF) of a big-endian value's 16-bit words."""
-    if value == 0:
-        return 0
-    # One's-complement arithmetic has two zeros; a non-zero input sums to 0xFFFF.
-    return value % 0xFFFF or 0xFFFF
-
-
 def py_ones_complement_sum(data: _Bytes) -> int:
     """Return the RFC 1071 one's-complement sum of ``data`` (0..0xFFFF).
 
     0 for an all-zero (or empty) input, 1..0xFFFF for any other input.
     """
     value = int.from_bytes(data, "big")
-    if _nbytes(data) & 1:
+    # (A memoryview's len() counts items, not bytes, e.g. after .cast("H").)
+    if (data.nbytes if type(data) is memoryview else len(data)) & 1:
         value <<= 8  # pad the odd byte with a zero byte
-    return _fold(value)
+    if value == 0:
+        return 0
+    # One's-complement arithmetic has two zeros; a non-zero input sums to 0xFFFF.
+    return value % 0xFFFF or 0xFFFF
 
 
 def py_checksum(data: _Bytes) -> int:
@@ -75,14 +66,17 @@ def py_checksum2(head: _Bytes, payload: _Bytes) -> int:
     """``py_checksum(head + payload)`` without building the concatenation.
 
     Modulo 0xFFFF a byte's weight is 256 or 1 depending only on the parity of its
-    distance from the (padded) end, so each part is shifted by at most 8 bits.
+    distance from the (padded) end, so each part is shifted by 0 or 8 bits: the
+    head when its length is odd, the payload when the total length is odd.
     """
-    n_payload = _nbytes(payload)
-    pad = (_nbytes(head) + n_payload) & 1
-    value = (int.from_bytes(head, "big") << (8 if (n_payload + pad) & 1 else 0)) + (
-        int.from_bytes(payload, "big") << (8 if pad else 0)
+    n_head = head.nbytes if type(head) is memoryview else len(head)
+    n_total = n_head + (payload.nbytes if type(payload) is memoryview else len(payload))
+    value = (int.from_bytes(head, "big") << (n_head & 1) * 8) + (
+        int.from_bytes(payload, "big") << (n_total & 1) * 8
     )
-    return ~_fold(value) & 0xFFFF
+    if value == 0:
+        return 0xFFFF
+    return ~(value % 0xFFFF or 0xFFFF) & 0xFFFF
 
 
 def py_verify(data: _Bytes) -> bool:
