@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from .checksum import ones_complement_sum
+from .checksum import checksum2, ones_complement_sum
 
 FIN = 0x01
 SYN = 0x02
@@ -256,12 +256,5 @@ def build_segment(
     """
     hlen = HEADER_LEN + len(options)
     head = HEADER.pack(sport, dport, seq, ack, (hlen // 4) << 4, flags, wnd, 0, urp) + options
-    value = int.from_bytes(head, "big") + (
-        int.from_bytes(payload, "big") << (8 if len(payload) & 1 else 0)
-    )
-    s = value % 0xFFFF if value else 0
-    if value and not s:
-        s = 0xFFFF
-    csum = ~s & 0xFFFF
-    head = head[:16] + _U16.pack(csum) + head[18:]
+    head = head[:16] + _U16.pack(checksum2(head, payload)) + head[18:]
     return head + payload if payload else head
