@@ -40,7 +40,7 @@ from typing import Any, NoReturn
 from . import __version__, log
 from .aio import open_connection, start_server
 from .config import MAX_MSS, MIN_MSS, Config
-from .errors import ConfigError, KeepaliveTimeoutError, UserTimeoutError
+from .errors import ConfigError, ConnectTimeoutError, KeepaliveTimeoutError, UserTimeoutError
 
 #: The distribution name on the Python Package Index (the import name is ``rudp``).
 DISTRIBUTION = "rudp-asyncio"
@@ -497,7 +497,11 @@ async def _connect(args: argparse.Namespace) -> int:
             args.host, args.port, config=_config(args), timeout=args.timeout
         )
     except (OSError, TimeoutError, ConfigError) as exc:
-        if isinstance(exc, TimeoutError) and not str(exc):
+        if (
+            isinstance(exc, TimeoutError)
+            and not isinstance(exc, ConnectTimeoutError)
+            and args.timeout is not None
+        ):
             exc = TimeoutError(f"gave up after --timeout {args.timeout:g} s")
         raise CliError(_describe(exc, args.host, args.port, "connect")) from None
     if args.verbose:

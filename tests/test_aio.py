@@ -419,7 +419,7 @@ async def test_cancelled_open_leaves_nothing_behind() -> None:
     silent.bind((HOST, 0))
     try:
         before = len(asyncio.all_tasks())
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):  # the builtin TimeoutError from 3.11 on
             await asyncio.wait_for(rudp.open_connection(HOST, silent.getsockname()[1]), 0.3)
         with pytest.raises(TimeoutError):
             await rudp.open_connection(HOST, silent.getsockname()[1], timeout=0.3)
