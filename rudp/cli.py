@@ -44,7 +44,7 @@ from .errors import ConfigError, ConnectTimeoutError, KeepaliveTimeoutError, Use
 
 #: The distribution name on the Python Package Index (the import name is ``rudp``).
 DISTRIBUTION = "rudp-asyncio"
-CLI_EXTRA = f"pip install '{DISTRIBUTION}[cli]'"
+CLI_EXTRA = f"pip install '{DISTRIBUTION}[cli]' (in a checkout: pip install -e '.[cli]')"
 
 CHUNK = 256 * 1024
 #: Chunks read ahead from stdin / queued for stdout (back-pressure beyond this).
