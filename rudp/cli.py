@@ -567,7 +567,14 @@ async def _demo(size: int, mss: int, rounds: int, host: str) -> dict[str, Any]:
         if not done.done():
             done.set_result(None)
 
-    server = await start_server(handle, host, 0, config=cfg)
+    handlers: list[asyncio.Task[None]] = []
+
+    def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Our own task, not asyncio's: on Ctrl-C it is cancelled quietly (before 3.12
+        # asyncio logs a cancelled client_connected_cb task as an error).
+        handlers.append(asyncio.ensure_future(handle(reader, writer)))
+
+    server = await start_server(on_client, host, 0, config=cfg)
     port = server.addresses[0][1]
     reader, writer = await open_connection(host, port, config=cfg)
 
