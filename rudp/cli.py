@@ -358,7 +358,7 @@ class _Stdout:
 
 # ------------------------------------------------------- serve / connect
 class _Console:
-    """What serve/connect share: stdin, stdout and how to end a session."""
+    """The standard input and output that serve/connect copy to and from."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.stdin = _Stdin(loop)
@@ -396,8 +396,7 @@ async def _session(
                 # The peer is done and our input is a person at a terminal: end
                 # the session as nc -l does instead of waiting for ^D.
                 sending.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sending
+                await asyncio.wait({sending})  # (our own cancellation still propagates)
                 pending.discard(sending)
                 if not eof_sent:
                     writer.write_eof()

@@ -452,3 +452,21 @@ def test_verbose_logs_go_to_stderr_never_stdout(procs: list[Proc]) -> None:
     assert server.p.stdout is not None
     assert server.p.stdout.read() == b"payload\n"
     assert "DEBUG state" in err
+
+
+def test_closed_stdout_ends_quietly(tmp_path: Path, procs: list[Proc]) -> None:
+    """``rudp connect … | head -c 10``: the client leaves as a SIGPIPE death would
+    (status 141, nothing on stderr) and the server learns at once (reset)."""
+    (tmp_path / "big").write_bytes(os.urandom(8 * 1024 * 1024))
+    with open(tmp_path / "big", "rb") as f:
+        server, port = serve(procs, stdin=f)
+    client = Proc(["connect", HOST, str(port)])
+    procs.append(client)
+    assert client.p.stdout is not None
+    assert len(client.p.stdout.read(10)) == 10
+    client.p.stdout.close()  # what head does after 10 bytes
+    status, err = client.finish()
+    assert status == 141 and err.strip() == "", err
+    status, err = server.finish()
+    assert status == 1
+    assert_one_error_line(err, r"^rudp: connection reset by peer$")
