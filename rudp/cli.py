@@ -726,7 +726,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rudp",
         description="TCP segments (RFC 9293) over UDP, for asyncio. Data goes to stdout; "
         "diagnostics to stderr.",
-        epilog="Exit status: 0 ok, 1 error, 2 usage error, 130 interrupted (Ctrl-C).",
+        epilog="Exit status: 0 ok, 1 error, 2 usage error, 128+N ended by signal N "
+        "(130: Ctrl-C, 143: SIGTERM). 'rudp COMMAND --help' describes each command.",
     )
     p.add_argument("--version", action="version", version=f"rudp {__version__}")
     _verbosity(p, "verbose", 0)
