@@ -28,7 +28,9 @@ Hot paths test :data:`debug_enabled` / :data:`info_enabled` before building an
 event. Both always equal ``logging.getLogger("rudp").isEnabledFor(level)``: they
 follow ``setLevel`` on the ``"rudp"`` logger or any ancestor, ``logging.disable``
 and ``dictConfig``, with no hook into :mod:`logging` internals. A check costs
-about 0.07 µs (a plain module global: 0.02 µs).
+about 0.07 µs (a plain module global: 0.02 µs). Read them as attributes of the
+module (``log.debug_enabled``); ``from rudp.log import debug_enabled`` would copy
+the value once.
 """
 
 from __future__ import annotations
