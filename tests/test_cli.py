@@ -73,7 +73,7 @@ class Proc:
         os.set_blocking(self.p.stderr.fileno(), False)
         buf = b""
         while time.monotonic() < deadline:
-            chunk = self.p.stderr.read1(65536) if hasattr(self.p.stderr, "read1") else None
+            chunk = self.p.stderr.read1(65536)  # None or b"" when nothing is there yet
             if chunk:
                 buf += chunk
                 while b"\n" in buf:
@@ -83,7 +83,7 @@ class Proc:
                     m = re.search(pattern, text)
                     if m:
                         return m
-            elif self.p.poll() is not None and not chunk:
+            elif self.p.poll() is not None:
                 break
             else:
                 time.sleep(0.02)
