@@ -1,9 +1,20 @@
 """The ``rudp`` command line (also ``python -m rudp``).
 
-* ``rudp demo`` -- a real transfer between a local server and client over UDP on
-  this machine, with a progress bar and a throughput/latency summary.
-* ``rudp serve HOST PORT`` / ``rudp connect HOST PORT`` -- netcat-like: stdin to
-  the connection, the connection to stdout; EOF on stdin half-closes.
+* ``rudp demo`` -- a real transfer between a server and a client that share this
+  one process, over UDP, with a progress bar and a throughput/latency summary
+  (needs the ``cli`` extra: rich, uvloop).
+* ``rudp serve HOST PORT`` / ``rudp connect HOST PORT`` -- netcat-like: standard
+  input goes to the peer, the peer's data to standard output. EOF on standard
+  input sends FIN (half-close); the peer's FIN ends standard output. The program
+  exits once both directions are closed. When standard input is a terminal, the
+  peer's FIN also ends the session, as ``nc -l`` does, so nobody has to type ^D.
+  ``serve`` takes one client (others are refused while it is busy: their connect
+  fails with "connection refused") and exits after it, or with ``-k`` goes on to
+  the next.
+
+Diagnostics go to stderr, one line each, prefixed ``rudp:``; data alone goes to
+stdout. Exit status: 0 success, 1 error (as netcat), 2 usage error, 128+N when
+ended by signal N (130 for one Ctrl-C; the peer gets a reset).
 """
 
 from __future__ import annotations
@@ -11,49 +22,526 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import hashlib
+import logging
+import math
 import os
+import queue
+import signal
+import socket
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__, log
 from .aio import open_connection, start_server
 from .config import MAX_MSS, MIN_MSS, Config
+from .errors import ConfigError, ConnectTimeoutError, KeepaliveTimeoutError, UserTimeoutError
+
+#: The distribution name on the Python Package Index (the import name is ``rudp``).
+DISTRIBUTION = "rudp-asyncio"
+CLI_EXTRA = f"pip install '{DISTRIBUTION}[cli]' (in a checkout: pip install -e '.[cli]')"
 
 CHUNK = 256 * 1024
+#: Chunks read ahead from stdin / queued for stdout (back-pressure beyond this).
+PIPE_CHUNKS = 4
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_SIGPIPE = 128 + 13
+
 _DEFAULTS = Config()
+#: CLI keepalive defaults: probe an idle connection every 25 s (UDP NAT mappings
+#: expire after 30-120 s), declare the peer dead after 4 unanswered probes 5 s apart.
+KEEPALIVE_IDLE = 25.0
+KEEPALIVE_INTERVAL = 5.0
+KEEPALIVE_COUNT = 4
 
 
-def _install_loop(name: str) -> str:
+class CliError(Exception):
+    """An error reported as one ``rudp: …`` line on stderr (exit status 1)."""
+
+
+def _say(message: str) -> None:
+    print(f"rudp: {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------ event loops
+def _loop_factory(name: str) -> tuple[Callable[[], asyncio.AbstractEventLoop], str]:
     if name == "asyncio":
-        return "asyncio"
+        return asyncio.new_event_loop, "asyncio"
     try:
         import uvloop
     except ImportError:
         if name == "uvloop":
-            raise SystemExit("uvloop is not installed (pip install uvloop)") from None
-        return "asyncio"
-    if sys.version_info >= (3, 12):  # pragma: no cover - newer Pythons
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    else:
-        uvloop.install()
-    return "uvloop"
+            raise CliError(f"uvloop is not installed: {CLI_EXTRA}") from None
+        return asyncio.new_event_loop, "asyncio"
+    return uvloop.new_event_loop, "uvloop"
+
+
+def _run(main: Coroutine[Any, Any, int], loop_name: str) -> int:
+    """Run ``main`` on a fresh loop; SIGINT/SIGTERM cancel it once, cleanly.
+
+    ``main`` cleans up on cancellation (resetting its connections); we report
+    "interrupted" and return 128 + the signal number. A second signal during that
+    cleanup leaves at once.
+    """
+    try:
+        factory, _ = _loop_factory(loop_name)
+    except CliError:
+        main.close()
+        raise
+    loop = factory()
+    task = loop.create_task(main)
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if received:
+            os._exit(128 + received[0])
+        received.append(signum)
+        task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Not on Windows, nor outside the main thread: KeyboardInterrupt then.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        try:
+            return loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if not received:
+                raise
+        except KeyboardInterrupt:
+            received.append(signal.SIGINT)
+        _say("interrupted" if received[0] == signal.SIGINT else "terminated")
+        return 128 + received[0]
+    finally:
+        try:
+            _cancel_leftovers(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+# --------------------------------------------------- argument value types
+def _number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{what} must be finite, not {text!r}")
+    return value
+
+
+def _integer(text: str, what: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be an integer, not {text!r}") from None
+
+
+def _positive(what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = _number(text, what)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{what} must be > 0, not {text!r}")
+        return value
+
+    return parse
+
+
+def _non_negative(what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = _number(text, what)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{what} must be >= 0, not {text!r}")
+        return value
+
+    return parse
+
+
+def _count(what: str, low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = _integer(text, what)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{what} must be >= {low}, not {text!r}")
+        return value
+
+    return parse
+
+
+def _port(allow_zero: bool) -> Callable[[str], int]:
+    low = 0 if allow_zero else 1
+
+    def parse(text: str) -> int:
+        value = _integer(text, "port")
+        if not low <= value <= 65535:
+            raise argparse.ArgumentTypeError(f"port must be in {low}..65535, not {text!r}")
+        return value
+
+    return parse
+
+
+def _mss(text: str) -> int:
+    value = _integer(text, "MSS")
+    if not MIN_MSS <= value <= MAX_MSS:
+        raise argparse.ArgumentTypeError(f"MSS must be in {MIN_MSS}..{MAX_MSS}, not {text!r}")
+    return value
+
+
+# ------------------------------------------------------------ error text
+def _where(host: str, port: int) -> str:
+    return f"{host} port {port}"
+
+
+def _describe(exc: BaseException, host: str, port: int, action: str) -> str:
+    """One line for an error of a serve/connect run (no traceback, no class names).
+
+    ``action`` ("listen", "connect") words errors of binding and opening.
+    """
+    where = _where(host, port)
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve {host!r}: {exc.strerror or exc}"
+    if isinstance(exc, KeepaliveTimeoutError):
+        return f"connection dropped: {exc}"
+    if isinstance(exc, UserTimeoutError):
+        return f"connection dropped: {exc}"
+    if isinstance(exc, TimeoutError):
+        detail = str(exc) or "timed out"
+        return f"no answer from {where}: {detail}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {where} (nobody listening there, or busy)"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by peer"
+    if isinstance(exc, (BrokenPipeError, ConnectionAbortedError)):
+        return f"connection closed: {exc}"
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        action = f"cannot {action} {'on' if action == 'listen' else 'to'}"
+        if exc.errno == errno.EADDRINUSE:
+            return f"{action} {where}: address already in use"
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return f"{action} {where}: {host} is not an address of this host"
+        return f"{action} {where}: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _StdoutClosed(Exception):
+    """Writing to standard output failed (for example EPIPE: the reader went away)."""
+
+
+# -------------------------------------------------------- stdin / stdout
+class _Stdin:
+    """Reads standard input in a daemon thread.
+
+    A thread works for every kind of stdin (regular files cannot be polled; a
+    terminal must not be switched to non-blocking mode under the shell), and a
+    daemon thread blocked in ``read()`` never holds up exit. It reads at most
+    :data:`PIPE_CHUNKS` chunks ahead. One reader serves every session of
+    ``serve -k``: once EOF is seen, every later read returns EOF.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int = 0) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._credit = threading.Semaphore(PIPE_CHUNKS)
+        self._thread: threading.Thread | None = None
+        self._eof = False
+        try:
+            self.isatty = os.isatty(fd)
+        except OSError:
+            self.isatty = False
+
+    def _reader(self) -> None:
+        while True:
+            self._credit.acquire()
+            try:
+                data = os.read(self._fd, CHUNK)
+            except OSError:  # closed fd, EIO on a vanished terminal: end of input
+                data = b""
+            try:
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, data)
+            except RuntimeError:  # the loop is closed: the program is ending
+                return
+            if not data:
+                return
+
+    async def read(self) -> bytes:
+        """The next chunk, or ``b""`` at end of input."""
+        if self._eof:
+            return b""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._reader, name="rudp-stdin", daemon=True)
+            self._thread.start()
+        data = await self._queue.get()
+        self._credit.release()
+        if not data:
+            self._eof = True
+        return data
+
+
+class _Stdout:
+    """Writes standard output in a daemon thread, at most :data:`PIPE_CHUNKS` behind.
+
+    A slow consumer (``| less``) makes :meth:`write` wait, so the connection stops
+    reading and its advertised window closes: the peer waits, nothing is lost,
+    and the event loop never blocks on a full pipe.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int = 1) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._queue: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._pending = 0
+        self._progress = asyncio.Event()
+        self._error: OSError | None = None
+        self._thread: threading.Thread | None = None
+
+    def _writer(self) -> None:
+        while True:
+            data = memoryview(self._queue.get())
+            error: OSError | None = None
+            try:
+                while data:
+                    data = data[os.write(self._fd, data) :]
+            except OSError as exc:
+                error = exc
+            try:
+                self._loop.call_soon_threadsafe(self._wrote, error)
+            except RuntimeError:
+                return
+            if error is not None:
+                return
+
+    def _wrote(self, error: OSError | None) -> None:
+        self._pending -= 1
+        if error is not None and self._error is None:
+            self._error = error
+        self._progress.set()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise _StdoutClosed(self._error.strerror or str(self._error))
+
+    async def write(self, data: bytes) -> None:
+        self._check()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._writer, name="rudp-stdout", daemon=True)
+            self._thread.start()
+        while self._pending >= PIPE_CHUNKS:
+            self._progress.clear()
+            await self._progress.wait()
+            self._check()
+        self._pending += 1
+        self._queue.put(data)
+
+    async def drain(self) -> None:
+        """Wait until everything written so far is out."""
+        while self._pending:
+            self._progress.clear()
+            await self._progress.wait()
+            self._check()
+
+
+# ------------------------------------------------------- serve / connect
+class _Console:
+    """The standard input and output that serve/connect copy to and from."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.stdin = _Stdin(loop)
+        self.stdout = _Stdout(loop)
+
+
+async def _session(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, console: _Console
+) -> None:
+    """stdin -> connection and connection -> stdout, until both directions are closed."""
+    eof_sent = False
+
+    async def send() -> None:
+        nonlocal eof_sent
+        while data := await console.stdin.read():
+            writer.write(data)
+            await writer.drain()
+        eof_sent = True
+        writer.write_eof()
+
+    async def receive() -> None:
+        while data := await reader.read(CHUNK):
+            await console.stdout.write(data)
+        await console.stdout.drain()
+
+    sending = asyncio.ensure_future(send())
+    receiving = asyncio.ensure_future(receive())
+    pending: set[asyncio.Future[None]] = {sending, receiving}
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for fut in done:
+                fut.result()  # an error ends the session
+            if receiving in done and sending in pending and console.stdin.isatty:
+                # The peer is done and our input is a person at a terminal: end
+                # the session as nc -l does instead of waiting for ^D.
+                sending.cancel()
+                await asyncio.wait({sending})  # (our own cancellation still propagates)
+                pending.discard(sending)
+                if not eof_sent:
+                    writer.write_eof()
+        writer.close()
+        await writer.wait_closed()
+    except BaseException:
+        # On an error or an interruption the peer learns at once (RST); wait
+        # briefly so the reset really leaves before the loop stops.
+        writer.transport.abort()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(writer.wait_closed(), 1)
+        raise
+    finally:
+        for fut in pending:
+            fut.cancel()
+        # Let the cancelled copies finish (and the RST leave) before returning.
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    keepalive = args.keepalive > 0
+    return Config(
+        mss=args.mss,
+        keepalive=keepalive,
+        keepalive_idle=args.keepalive if keepalive else _DEFAULTS.keepalive_idle,
+        keepalive_interval=args.keepalive_interval,
+        keepalive_count=args.keepalive_count,
+        user_timeout=args.user_timeout,
+    )
+
+
+def _addresses(addresses: list[tuple[Any, ...]]) -> str:
+    return ", ".join(_where(str(a[0]), int(a[1])) for a in addresses)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    cfg = _config(args)
+    console = _Console(loop)
+    port: int = args.port
+    status = EXIT_OK
+    first = True
+    while True:
+        accepted: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+        accepted = loop.create_future()
+
+        def on_client(
+            reader: asyncio.StreamReader,
+            writer: asyncio.StreamWriter,
+            accepted: asyncio.Future[Any] = accepted,
+        ) -> None:
+            if accepted.done():  # arrived in the same instant as the first: no room
+                writer.transport.abort()
+            else:
+                accepted.set_result((reader, writer))
+
+        try:
+            server = await start_server(on_client, args.host, port, config=cfg)
+        except (OSError, ConfigError) as exc:
+            raise CliError(_describe(exc, args.host, port, "listen")) from None
+        if first or args.verbose:
+            _say(f"listening on {_addresses(server.addresses)} (UDP)")
+        first = False
+        port = int(server.addresses[0][1])
+        writer: asyncio.StreamWriter | None = None
+        try:
+            reader, writer = await accepted
+            # One client at a time: stop listening, so others are refused (a RST
+            # to their SYN: "connection refused") rather than accepted and reset.
+            server.close()
+            peer = writer.get_extra_info("peername")
+            if args.verbose:
+                _say(f"connection from {_where(str(peer[0]), int(peer[1]))}")
+            await _session(reader, writer, console)
+            status = EXIT_OK
+        except (OSError, TimeoutError) as exc:
+            if not args.keep_listening:
+                raise CliError(_describe(exc, args.host, port, "listen")) from None
+            _say(_describe(exc, args.host, port, "listen"))
+            status = EXIT_ERROR
+        finally:
+            server.close()
+            if writer is not None and not writer.transport.is_closing():
+                writer.transport.abort()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 5)
+        if args.verbose:
+            _say("connection closed")
+        if not args.keep_listening:
+            return status
+
+
+async def _connect(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    try:
+        reader, writer = await open_connection(
+            args.host, args.port, config=_config(args), timeout=args.timeout
+        )
+    except (OSError, TimeoutError, ConfigError) as exc:
+        if (
+            isinstance(exc, TimeoutError)
+            and not isinstance(exc, ConnectTimeoutError)
+            and args.timeout is not None
+        ):
+            exc = TimeoutError(f"gave up after --timeout {args.timeout:g} s")
+        raise CliError(_describe(exc, args.host, args.port, "connect")) from None
+    if args.verbose:
+        _say(f"connected to {_where(args.host, args.port)}")
+    try:
+        await _session(reader, writer, _Console(loop))
+    except (OSError, TimeoutError) as exc:
+        raise CliError(_describe(exc, args.host, args.port, "connect")) from None
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return _run(_serve(args), args.loop)
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    return _run(_connect(args), args.loop)
 
 
 # --------------------------------------------------------------------- demo
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
 async def _demo(size: int, mss: int, rounds: int, host: str) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
         DownloadColumn,
         Progress,
+        ProgressColumn,
+        Task,
         TextColumn,
         TimeRemainingColumn,
-        TransferSpeedColumn,
     )
+    from rich.text import Text
+
+    class MiBPerSecond(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else f"{speed / 2**20:.1f} MiB/s")
 
     console = Console(stderr=True)
     cfg = Config(mss=mss)
@@ -78,7 +566,14 @@ async def _demo(size: int, mss: int, rounds: int, host: str) -> dict[str, Any]:
         if not done.done():
             done.set_result(None)
 
-    server = await start_server(handle, host, 0, config=cfg)
+    handlers: list[asyncio.Task[None]] = []
+
+    def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Our own task, not asyncio's: on Ctrl-C it is cancelled quietly (before 3.12
+        # asyncio logs a cancelled client_connected_cb task as an error).
+        handlers.append(asyncio.ensure_future(handle(reader, writer)))
+
+    server = await start_server(on_client, host, 0, config=cfg)
     port = server.addresses[0][1]
     reader, writer = await open_connection(host, port, config=cfg)
 
@@ -98,7 +593,7 @@ async def _demo(size: int, mss: int, rounds: int, host: str) -> dict[str, Any]:
         TextColumn("[bold]upload"),
         BarColumn(),
         DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
+        MiBPerSecond(),
         TimeRemainingColumn(),
         console=console,
         transient=False,
@@ -130,176 +625,267 @@ async def _demo(size: int, mss: int, rounds: int, host: str) -> dict[str, Any]:
     return {
         "bytes": sent,
         "seconds": elapsed,
-        "throughput_MBps": sent / elapsed / 1e6,
         "hash_ok": digest == client_hash.digest() and received == sent,
-        "rtt_p50_us": statistics.median(rtts) * 1e6 if rtts else None,
-        "rtt_p99_us": rtts[int(len(rtts) * 0.99) - 1] * 1e6 if rtts else None,
-        "segments_sent": stats["segments_sent"],
-        "retransmissions": stats["retransmissions"],
-        "srtt_ms": (stats["srtt"] or 0) * 1e3,
-        "mss": mss,
+        "rtt_p50": statistics.median(rtts) if rtts else None,
+        "rtt_p99": rtts[max(0, math.ceil(len(rtts) * 0.99) - 1)] if rtts else None,
+        "stats": stats,
     }
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from rich.console import Console
+def _demo_table(result: dict[str, Any], args: argparse.Namespace, loop_name: str) -> Any:
+    from rich import box
     from rich.table import Table
 
-    loop_name = _install_loop(args.loop)
-    size = int(args.size * 1024 * 1024)
-    result = asyncio.run(_demo(size, args.mss, args.rounds, args.host))
-    table = Table(title=f"rudp demo: {args.host} over UDP, loop={loop_name}, MSS={args.mss}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("transferred", f"{result['bytes'] / 2**20:.1f} MiB")
-    table.add_row("time", f"{result['seconds']:.2f} s")
-    table.add_row("throughput", f"{result['throughput_MBps']:.1f} MB/s")
-    table.add_row("SHA-256 verified", "yes" if result["hash_ok"] else "NO")
-    if result["rtt_p50_us"] is not None:
-        table.add_row("64 B round trip p50", f"{result['rtt_p50_us']:.0f} µs")
-        table.add_row("64 B round trip p99", f"{result['rtt_p99_us']:.0f} µs")
-    table.add_row("smoothed RTT", f"{result['srtt_ms']:.2f} ms")
-    table.add_row("segments sent", str(result["segments_sent"]))
-    table.add_row("retransmissions", str(result["retransmissions"]))
-    Console().print(table)
-    return 0 if result["hash_ok"] else 1
+    stats = result["stats"]
+    table = Table(
+        title=f"rudp demo: client and server share this one process, over UDP on {args.host}"
+        f" ({loop_name} event loop, MSS {args.mss} bytes)",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("measure", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("what it is")
+    ok = "yes" if result["hash_ok"] else "NO"
+    table.add_row("uploaded", _mib(result["bytes"]), f"client to server; SHA-256 verified: {ok}")
+    table.add_row(
+        "time", f"{result['seconds']:.2f} s", "from the first byte to the server's digest"
+    )
+    table.add_row("throughput", f"{result['bytes'] / result['seconds'] / 2**20:.1f} MiB/s", "")
+    if result["rtt_p50"] is not None:
+        table.add_row(
+            "echo p50",
+            f"{result['rtt_p50'] * 1e6:,.0f} µs",
+            "64-byte message to the server and back, as the application sees it "
+            "(both stacks and the event loop), before the upload",
+        )
+        table.add_row("echo p99", f"{result['rtt_p99'] * 1e6:,.0f} µs", "")
+    table.add_row(
+        "srtt",
+        f"{(stats['srtt'] or 0) * 1e6:,.0f} µs",
+        "rudp's own round-trip estimate from ACK timing (RFC 6298) at the end of the "
+        "upload: includes queueing behind a full window",
+    )
+    table.add_row("segments sent", f"{stats['segments_sent']:,}", "")
+    table.add_row("retransmissions", f"{stats['retransmissions']:,}", "")
+    # cwnd limits sending only below the peer's window; Reno goes on growing it
+    # while the receive window is the limit, so report what actually applied.
+    cwnd, rwnd = stats["cwnd"], stats["snd_wnd"]
+    limit = "the peer's receive window" if rwnd and cwnd >= rwnd else "the congestion window"
+    table.add_row("send window", f"{min(cwnd, rwnd or cwnd) / 1024:,.0f} KiB", f"set by {limit}")
+    return table
 
 
-# ------------------------------------------------------------ serve/connect
-async def _pump_stdin(writer: asyncio.StreamWriter) -> None:
-    loop = asyncio.get_running_loop()
-    fd = sys.stdin.fileno()
-    while True:
-        # A thread works for every kind of stdin (regular files cannot be polled).
-        data = await loop.run_in_executor(None, os.read, fd, CHUNK)
-        if not data:
-            break
-        writer.write(data)
-        await writer.drain()
-    writer.write_eof()
-
-
-async def _pump_stdout(reader: asyncio.StreamReader) -> None:
-    out = sys.stdout.buffer
-    while data := await reader.read(CHUNK):
-        out.write(data)
-    out.flush()
-
-
-async def _netcat(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def cmd_demo(args: argparse.Namespace) -> int:
     try:
-        await asyncio.gather(_pump_stdin(writer), _pump_stdout(reader))
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError, TimeoutError):
-            await writer.wait_closed()
+        from rich.console import Console
+    except ImportError:
+        raise CliError(f"the demo needs the 'cli' extra (rich, uvloop): {CLI_EXTRA}") from None
+    _, loop_name = _loop_factory(args.loop)
+    size = max(1, int(args.size * 2**20))
+    result: dict[str, Any] = {}
+
+    async def run() -> int:
+        result.update(await _demo(size, args.mss, args.rounds, args.host))
+        return EXIT_OK
+
+    try:
+        rc = _run(run(), args.loop)
+    except (OSError, TimeoutError) as exc:
+        raise CliError(_describe(exc, args.host, 0, "listen")) from None
+    if rc != EXIT_OK:
+        return rc
+    console = Console()
+    console.width = min(console.width, 80)
+    console.print(_demo_table(result, args, loop_name))
+    return EXIT_OK if result["hash_ok"] else EXIT_ERROR
 
 
-def _config(args: argparse.Namespace) -> Config:
-    return Config(
-        mss=args.mss,
-        keepalive=args.keepalive,
-        user_timeout=args.user_timeout,
+# ----------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def _verbosity(p: argparse.ArgumentParser, dest: str, default: Any) -> None:
+    p.add_argument(
+        "-v",
+        "--verbose",
+        dest=dest,
+        action="count",
+        default=default,
+        help="diagnostics on stderr: -v connections and rudp's retransmissions, "
+        "timeouts and aborts (log level INFO); -vv also every state change and "
+        "dropped datagram (DEBUG)",
     )
 
 
-async def _serve(args: argparse.Namespace) -> int:
-    finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    busy = False
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal busy
-        if busy:  # netcat semantics: one connection at a time
-            writer.transport.abort()
-            return
-        busy = True
-        try:
-            await _netcat(reader, writer)
-        except Exception as exc:
-            if not finished.done():
-                finished.set_exception(exc)
-        else:
-            if not finished.done():
-                finished.set_result(None)
-
-    server = await start_server(handle, args.host, args.port, config=_config(args))
-    print(f"rudp: listening on {server.addresses}", file=sys.stderr)
-    try:
-        await finished
-    finally:
-        server.close()
-        await server.wait_closed()
-    return 0
-
-
-async def _connect(args: argparse.Namespace) -> int:
-    reader, writer = await open_connection(args.host, args.port, config=_config(args))
-    await _netcat(reader, writer)
-    return 0
-
-
-def _run_netcat(
-    main: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], args: argparse.Namespace
-) -> int:
-    _install_loop(args.loop)
-    try:
-        return asyncio.run(main(args))
-    except (ConnectionError, TimeoutError) as exc:
-        print(f"rudp: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    return _run_netcat(_serve, args)
-
-
-def cmd_connect(args: argparse.Namespace) -> int:
-    return _run_netcat(_connect, args)
-
-
-def _mss(value: str) -> int:
-    n = int(value)
-    if not MIN_MSS <= n <= MAX_MSS:
-        raise argparse.ArgumentTypeError(f"MSS must be in [{MIN_MSS}, {MAX_MSS}]")
-    return n
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rudp", description="TCP segments over UDP, for asyncio.")
+    p = _Parser(
+        prog="rudp",
+        description="TCP segments (RFC 9293) over UDP, for asyncio. Data goes to stdout; "
+        "diagnostics to stderr.",
+        epilog="Exit status: 0 ok, 1 error, 2 usage error, 128+N ended by signal N "
+        "(130: Ctrl-C, 143: SIGTERM). 'rudp COMMAND --help' describes each command.",
+    )
     p.add_argument("--version", action="version", version=f"rudp {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every rudp event")
-    sub = p.add_subparsers(dest="command", required=True)
+    _verbosity(p, "verbose", 0)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto")
-        sp.add_argument("--mss", type=_mss, default=_DEFAULTS.mss)
+        _verbosity(sp, "verbose_sub", argparse.SUPPRESS)
+        sp.add_argument(
+            "--loop",
+            choices=["auto", "uvloop", "asyncio"],
+            default="auto",
+            help="event loop; auto = uvloop when installed (default: %(default)s)",
+        )
+        sp.add_argument(
+            "--mss",
+            type=_mss,
+            default=_DEFAULTS.mss,
+            metavar="BYTES",
+            help=f"maximum segment size, {MIN_MSS}..{MAX_MSS} bytes; the default fits a "
+            "1500-byte path over IPv4 and IPv6 (default: %(default)s)",
+        )
 
-    d = sub.add_parser("demo", help="transfer between a local server and client over UDP")
+    d = sub.add_parser(
+        "demo",
+        help="a transfer between a server and a client in this one process, over UDP",
+        description="Runs a rudp server and client in this one process over UDP on HOST: "
+        "times ROUNDS 64-byte echoes, uploads SIZE MiB with a progress bar, checks the "
+        "SHA-256 and prints a summary. Needs the 'cli' extra.",
+    )
     common(d)
-    d.add_argument("--size", type=float, default=256.0, help="MiB to upload (default 256)")
-    d.add_argument("--rounds", type=int, default=2000, help="64-byte round trips to time")
-    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument(
+        "--size",
+        type=_positive("size"),
+        default=256.0,
+        metavar="MiB",
+        help="data to upload, in MiB (default: %(default)g)",
+    )
+    d.add_argument(
+        "--rounds",
+        type=_count("rounds", 0),
+        default=2000,
+        metavar="N",
+        help="64-byte echoes to time before the upload (default: %(default)s)",
+    )
+    d.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="local address to use, e.g. ::1 (default: %(default)s)",
+    )
     d.set_defaults(func=cmd_demo)
 
-    for name, func, text in (
-        ("serve", cmd_serve, "accept one connection: stdin -> peer, peer -> stdout"),
-        ("connect", cmd_connect, "connect: stdin -> peer, peer -> stdout"),
-    ):
-        sp = sub.add_parser(name, help=text)
+    for name, func in (("serve", cmd_serve), ("connect", cmd_connect)):
+        listening = name == "serve"
+        if listening:
+            sp = sub.add_parser(
+                name,
+                help="wait for one client: stdin -> peer, peer -> stdout (like nc -l)",
+                description="Listens on HOST PORT (UDP) for one rudp client and copies "
+                "stdin to it and its data to stdout, until both directions are closed. "
+                "Other clients are refused while one is served.",
+            )
+        else:
+            sp = sub.add_parser(
+                name,
+                help="connect to a server: stdin -> peer, peer -> stdout (like nc -N)",
+                description="Connects to HOST PORT (UDP) and copies stdin to the server "
+                "(EOF sends FIN: half-close) and its data to stdout, until both "
+                "directions are closed.",
+            )
         common(sp)
-        sp.add_argument("host")
-        sp.add_argument("port", type=int)
-        sp.add_argument("--keepalive", action="store_true", help="enable keepalive probes")
-        sp.add_argument("--user-timeout", type=float, default=_DEFAULTS.user_timeout)
+        sp.add_argument(
+            "host",
+            metavar="HOST",
+            help="address or name to listen on (0.0.0.0 or :: for all)"
+            if listening
+            else "server address or name",
+        )
+        sp.add_argument(
+            "port",
+            metavar="PORT",
+            type=_port(allow_zero=listening),
+            help="UDP port, 0..65535; 0 picks a free one and prints it"
+            if listening
+            else "UDP port, 1..65535",
+        )
+        if listening:
+            sp.add_argument(
+                "-k",
+                "--keep-listening",
+                action="store_true",
+                help="after a client, wait for the next one instead of exiting (like nc -k)",
+            )
+        else:
+            sp.add_argument(
+                "--timeout",
+                type=_positive("timeout"),
+                default=None,
+                metavar="SECONDS",
+                help="give up connecting after this many seconds (default: after "
+                f"{_DEFAULTS.syn_retries} SYN retransmissions, about 2 minutes)",
+            )
+        sp.add_argument(
+            "--keepalive",
+            type=_non_negative("keepalive"),
+            default=KEEPALIVE_IDLE,
+            metavar="SECONDS",
+            help="send a keepalive probe after this long without hearing from the peer; "
+            "keeps UDP NAT mappings (30-120 s) open and detects a dead peer; "
+            "0 turns keepalive off (default: %(default)g)",
+        )
+        sp.add_argument(
+            "--keepalive-interval",
+            type=_positive("keepalive interval"),
+            default=KEEPALIVE_INTERVAL,
+            metavar="SECONDS",
+            help="time between unanswered keepalive probes (default: %(default)g)",
+        )
+        sp.add_argument(
+            "--keepalive-count",
+            type=_count("keepalive count", 1),
+            default=KEEPALIVE_COUNT,
+            metavar="N",
+            help="unanswered probes after which the peer is declared dead and the "
+            "program exits with status 1 (default: %(default)s)",
+        )
+        sp.add_argument(
+            "--user-timeout",
+            type=_positive("user timeout"),
+            default=_DEFAULTS.user_timeout,
+            metavar="SECONDS",
+            help="give up when sent data stays unacknowledged this long "
+            "(RFC 9293 user timeout; default: %(default)g)",
+        )
         sp.set_defaults(func=func)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.verbose:
+def _setup_logging(verbose: int) -> None:
+    """The CLI is an application: it routes logging to stderr, never to stdout."""
+    logging.basicConfig(stream=sys.stderr, format="rudp: %(levelname)s %(message)s")
+    if verbose >= 2:
         log.set_level("debug")
-    rc: int = args.func(args)
+    elif verbose == 1:
+        log.set_level("info")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rudp`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    args.verbose = args.verbose + getattr(args, "verbose_sub", 0)
+    _setup_logging(args.verbose)
+    try:
+        rc: int = args.func(args)
+    except CliError as exc:
+        _say(str(exc))
+        return EXIT_ERROR
+    except _StdoutClosed:
+        return EXIT_SIGPIPE
     return rc
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import socket
 
 import pytest
-import structlog
 
 import rudp
 from rudp import Config
@@ -401,19 +401,17 @@ async def test_serve_forever_and_cancel() -> None:
     assert not server.is_serving()
 
 
-async def test_logging_state_transitions() -> None:
-    rudp.log.set_level("debug")
-    try:
-        with structlog.testing.capture_logs() as logs:
-            async with await echo_server() as server:
-                _reader, writer = await rudp.open_connection(HOST, port_of(server))
-                writer.close()
-                await writer.wait_closed()
-    finally:
-        rudp.log.set_level("warning")
-    states = [e for e in logs if e["event"] == "state"]
-    assert any(e["old"] == "SYN-SENT" and e["new"] == "ESTABLISHED" for e in states)
-    assert all("conn" in e for e in states)
+async def test_logging_state_transitions(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="rudp")
+    async with await echo_server() as server:
+        _reader, writer = await rudp.open_connection(HOST, port_of(server))
+        writer.close()
+        await writer.wait_closed()
+    states = [r for r in caplog.records if getattr(r, "rudp_event", None) == "state"]
+    assert any(
+        r.rudp_fields["old"] == "SYN-SENT" and r.rudp_fields["new"] == "ESTABLISHED" for r in states
+    )
+    assert all(r.name == "rudp" and "conn" in r.rudp_fields for r in states)
 
 
 async def test_cancelled_open_leaves_nothing_behind() -> None:
@@ -421,7 +419,7 @@ async def test_cancelled_open_leaves_nothing_behind() -> None:
     silent.bind((HOST, 0))
     try:
         before = len(asyncio.all_tasks())
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):  # the builtin TimeoutError from 3.11 on
             await asyncio.wait_for(rudp.open_connection(HOST, silent.getsockname()[1]), 0.3)
         with pytest.raises(TimeoutError):
             await rudp.open_connection(HOST, silent.getsockname()[1], timeout=0.3)

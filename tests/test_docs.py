@@ -21,4 +21,4 @@ def test_readme_commands_match_ci() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     test_cmd = "python3 -m pip install -e '.[test]' && python3 -m pytest"
     assert test_cmd in readme and test_cmd in ci
-    assert "python3 -m pip install -e . && python3 -m rudp demo" in readme
+    assert "python3 -m pip install -e '.[cli]' && python3 -m rudp demo" in readme
