@@ -9,7 +9,7 @@ import pytest
 
 try:
     import uvloop
-except ImportError:  # pragma: no cover - uvloop is a runtime dependency where it installs
+except ImportError:  # pragma: no cover - uvloop is in the [test] extra where it installs
     uvloop = None
 
 
@@ -20,6 +20,6 @@ def pytest_asyncio_loop_factories(
         "asyncio": asyncio.new_event_loop
     }
     if uvloop is None:  # pragma: no cover
-        raise pytest.UsageError("uvloop is a dependency of rudp here but is not installed")
+        raise pytest.UsageError("uvloop (from the [test] extra) is not installed")
     factories["uvloop"] = uvloop.new_event_loop
     return factories
