@@ -43,9 +43,9 @@ from ..wire.segment import (
     SYN,
     Segment,
     build_segment,
+    build_segment_ts,
     encode_options,
     sack_option,
-    ts_option,
 )
 from .buffers import ReceiveBuffer, SendBuffer
 from .congestion import lookup
@@ -162,6 +162,9 @@ class Connection:
     __slots__ = (
         "_ack_now",
         "_acks_owed",
+        "_adv_field",
+        "_adv_held",
+        "_adv_nxt",
         "_chack_count",
         "_chack_window",
         "_dsack",
@@ -308,6 +311,10 @@ class Connection:
         self.rcv_nxt = 0
         self._rcv_nxt_abs = 0  # unwrapped rcv_nxt
         self._rcv_adv_abs = 0  # unwrapped right edge of the window we advertised
+        # _advertise()'s last answer and its inputs (a burst of sends reuses it).
+        self._adv_nxt = -1
+        self._adv_held = -1
+        self._adv_field = 0
         self.rcv_wscale = _wscale_for(config.rcv_buf)
         self._rcv_wscale_ok = False  # both sides sent WS (RFC 7323 §2.2)
         self._rcvq = ReceiveBuffer(MAX_OOO_RUNS)
@@ -529,6 +536,7 @@ class Connection:
         if self.state is S.CLOSED or self._read_closed:
             return
         self._read_closed = True
+        self._adv_nxt = -1  # the advertised window no longer depends on reading
         if self._rcvq.data and self.state in SYNCHRONIZED:
             self._rcvq.data.clear()
             self.abort(now)
@@ -1538,16 +1546,34 @@ class Connection:
         else:
             wnd = 0
         if flags & SYN:
-            opts = syn_opts
+            data = build_segment(
+                self.local_port, self.remote_port, seq, ack, flags, wnd, payload, syn_opts
+            )
         else:
-            opts = ts_option(self._tsval(now), self._ts_recent) if self._ts_ok else b""
+            sack = b""
             if flags & ACK:
                 if sack_opt is None:
                     if self._sack_ok and (self._rcvq.ooo_starts or self._dsack):
-                        opts += self._sack_option()
+                        sack = self._sack_option()
                 else:
-                    opts += sack_opt
-        data = build_segment(self.local_port, self.remote_port, seq, ack, flags, wnd, payload, opts)
+                    sack = sack_opt
+            if self._ts_ok:
+                data = build_segment_ts(
+                    self.local_port,
+                    self.remote_port,
+                    seq,
+                    ack,
+                    flags,
+                    wnd,
+                    payload,
+                    (int(now * 1000) + self._ts_offset) & SEQ_MASK,
+                    self._ts_recent,
+                    sack,
+                )
+            else:
+                data = build_segment(
+                    self.local_port, self.remote_port, seq, ack, flags, wnd, payload, sack
+                )
         self._out.append((data, self.addr))
         self.segments_sent += 1
         if flags & ACK:
@@ -1578,6 +1604,7 @@ class Connection:
         # RFC 7323 §2.2: the window field of a SYN is never scaled.
         wnd = min(cfg.rcv_buf, 0xFFFF)
         self._rcv_adv_abs = self._rcv_nxt_abs + wnd
+        self._adv_nxt = -1  # _advertise() must recompute from this edge
         if flags & ACK:
             self._last_ack_sent = ack
         self._emit(now, self.iss, ack, flags, syn_opts=opts, wnd_override=wnd)
@@ -1589,8 +1616,11 @@ class Connection:
         left (RFC 9293 §3.8.6: shrinking the window is strongly discouraged).
         """
         nxt = self._rcv_nxt_abs
+        held = len(self._rcvq.data)
+        if nxt == self._adv_nxt and held == self._adv_held:
+            return self._adv_field  # nothing received or read since the last one
         buf = self.config.rcv_buf
-        free = buf - len(self._rcvq.data)
+        free = buf - held
         if self._read_closed:
             free = buf
         # RCV.WND is what the peer is told: no more than the field can carry.
@@ -1604,6 +1634,9 @@ class Connection:
         # (RFC 9293 §3.8.6), and keep RCV.WND equal to the advertised window.
         field = -(-(self._rcv_adv_abs - nxt) >> shift)
         self._rcv_adv_abs = nxt + (field << shift)
+        self._adv_nxt = nxt
+        self._adv_held = held
+        self._adv_field = field
         return field
 
     def _max_rcv_wnd(self) -> int:

@@ -254,7 +254,40 @@ def build_segment(
     The header length is always a multiple of 4, so the payload starts on a 16-bit
     boundary and the checksum of the whole is the sum of the two parts.
     """
-    hlen = HEADER_LEN + len(options)
-    head = HEADER.pack(sport, dport, seq, ack, (hlen // 4) << 4, flags, wnd, 0, urp) + options
-    head = head[:16] + _U16.pack(checksum2(head, payload)) + head[18:]
+    off = ((HEADER_LEN + len(options)) // 4) << 4
+    head = HEADER.pack(sport, dport, seq, ack, off, flags, wnd, 0, urp) + options
+    csum = checksum2(head, payload)
+    head = HEADER.pack(sport, dport, seq, ack, off, flags, wnd, csum, urp) + options
+    return head + payload if payload else head
+
+
+#: The fixed header followed by NOP, NOP, TS (RFC 7323 Appendix A layout).
+_HEADER_TS = struct.Struct("!HHIIBBHHHIII")
+_TS_OFF = (_TS_FAST_HLEN // 4) << 4
+
+
+def build_segment_ts(
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    wnd: int,
+    payload: bytes | bytearray | memoryview,
+    tsval: int,
+    tsecr: int,
+    more_options: bytes = _EMPTY,
+) -> bytes:
+    """:func:`build_segment` with the timestamps option first (one ``struct`` call for
+    the header and timestamps: the per-segment path once timestamps are negotiated).
+    ``more_options`` (e.g. SACK) follows it; its length is a multiple of 4."""
+    off = ((_TS_FAST_HLEN + len(more_options)) // 4) << 4 if more_options else _TS_OFF
+    pack = _HEADER_TS.pack
+    head = pack(sport, dport, seq, ack, off, flags, wnd, 0, 0, _TS_WORD, tsval, tsecr)
+    if more_options:
+        head += more_options
+    csum = checksum2(head, payload)
+    head = pack(sport, dport, seq, ack, off, flags, wnd, csum, 0, _TS_WORD, tsval, tsecr)
+    if more_options:
+        head += more_options
     return head + payload if payload else head

@@ -137,7 +137,10 @@ class LossRecovery:
     # ------------------------------------------------------------ sending
     def on_sent(self, start: int, end: int, now: float, in_flight: int) -> None:
         self.sb.on_sent(start, end, now, in_flight)
-        self._sent(end - start, in_flight)
+        if self.state == RECOVERY:
+            self.prr.out += end - start
+        if in_flight + end - start > self.max_in_flight:
+            self.max_in_flight = in_flight + end - start
 
     def on_resent(self, rec: Record, now: float, in_flight: int) -> None:
         self.sb.on_resent(rec, now, in_flight)
