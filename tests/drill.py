@@ -227,6 +227,18 @@ class Drill:
         """
         self.inject_raw(self.build(flags, seq, ack, **kw), at=at, addr=addr, react=react)
 
+    def inject_batch(self, segments: list[dict[str, Any]], *, at: float | None = None) -> None:
+        """Several segments arrive in one receive batch (no output collected between
+        them), as the asyncio layer processes a burst of datagrams."""
+        self.advance(at)
+        for kw in segments:
+            kw = dict(kw)
+            flags = kw.pop("flags")
+            seq = kw.pop("seq")
+            ack = kw.pop("ack", 0)
+            self.ep.receive_datagram(self.build(flags, seq, ack, **kw), PEER, self.now)
+        self._collect()
+
     def inject_raw(
         self,
         data: bytes,
@@ -255,6 +267,9 @@ class Drill:
         payload: bytes | None = None,
         mss: Any = ANY,
         wscale: Any = ANY,
+        sack: Any = ANY,
+        sack_perm: Any = ANY,
+        ts: Any = ANY,
         dport: int = RPORT,
         sport: int = LPORT,
         addr: tuple[Any, ...] = PEER,
@@ -263,8 +278,9 @@ class Drill:
 
         ``ack`` is required when the ACK flag is expected, and must be 0 otherwise
         unless given. ``length`` (default 0) is the payload length; ``payload``
-        checks the bytes. ``wnd`` (the raw window field), ``mss`` and ``wscale``
-        are checked when given (``None`` for an option means "absent").
+        checks the bytes. ``wnd`` (the raw window field), ``mss``, ``wscale``,
+        ``sack_perm``, ``sack`` (list of (left, right)) and ``ts`` ((TSval, TSecr),
+        either may be ANY) are checked when given (``None`` means "absent").
         """
         fl = flags_of(flags)
         if at is None:
@@ -299,6 +315,20 @@ class Drill:
             assert seg.mss == mss, f"expected mss={mss}, {what}"
         if wscale is not ANY:
             assert seg.wscale == wscale, f"expected wscale={wscale}, {what}"
+        if sack_perm is not ANY:
+            assert seg.sack_perm == sack_perm, f"expected sack_perm={sack_perm}, {what}"
+        if sack is not ANY:
+            got = None if seg.sack is None else [(a & SEQ_MASK, b & SEQ_MASK) for a, b in seg.sack]
+            want = None if sack is None else [(a & SEQ_MASK, b & SEQ_MASK) for a, b in sack]
+            assert got == want, f"expected sack={want}, {what}"
+        if ts is not ANY:
+            if ts is None:
+                assert seg.ts is None, f"expected no timestamps, {what}"
+            else:
+                assert seg.ts is not None, f"expected ts={ts}, {what}"
+                for got_v, want_v, name in zip(seg.ts, ts, ("TSval", "TSecr"), strict=True):
+                    if want_v is not ANY:
+                        assert got_v == want_v & SEQ_MASK, f"expected {name}={want_v}, {what}"
         return seg
 
     def expect_nothing(self, until: float | None = None) -> None:

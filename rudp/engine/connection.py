@@ -1112,10 +1112,8 @@ class Connection:
         sb = rec.sb
         rec.on_ack(now, una, top, acked, sack, dsack, dup, echo_ms, ts_rtt)
         self._timer_at[_T_REO] = now + rec.reo_timeout if rec.reo_timeout > 0 else INF
-        if sb.lost > sb.retrans:
-            self.host.wake(self)
-        elif rec.state and self._sndq.data:
-            self.host.wake(self)  # PRR may allow new data
+        if sb.lost > sb.retrans or (rec.rs.acked and seq_lt(self.snd_max, self._sndq.end)):
+            self.host.wake(self)  # retransmissions owed, or delivery opened the window
 
     def _update_window(self, seg: Segment, initial: bool = False, force: bool = False) -> None:
         """RFC 9293 §3.10.7.4: update SND.WND if the segment is newer (SND.WL1/WL2)."""

@@ -39,7 +39,7 @@ APP_LIMITED = 7  # sent while application limited
 #: Record flags.
 SACKED = 1  # selectively acknowledged
 LOST = 2  # marked lost (RACK, duplicate ACKs, RTO) and not SACKed
-RETRANS = 4  # a retransmission of it is in flight
+RETRANS = 4  # marked lost, and a retransmission of it is in flight
 EVER_RETRANS = 8  # retransmitted at least once (Karn's ambiguity, spurious checks)
 ACKED = 16  # cumulatively acknowledged (removed from recs)
 
@@ -143,9 +143,13 @@ class Scoreboard:
         if in_flight == 0:
             self.first_sent_time = self.delivered_time = now
         flags = rec[FLAGS]
-        if flags & LOST and not flags & RETRANS:
-            self.retrans += rec[END] - rec[START]
-        rec[FLAGS] = flags | RETRANS | EVER_RETRANS
+        if flags & LOST:
+            # A lost segment's retransmission is now in flight (a probe may also
+            # resend a segment not marked lost: that one was never out of flight).
+            if not flags & RETRANS:
+                self.retrans += rec[END] - rec[START]
+            flags |= RETRANS
+        rec[FLAGS] = flags | EVER_RETRANS
         rec[XMIT] = now
         rec[DELIVERED] = self.delivered
         rec[DELIVERED_TIME] = self.delivered_time
