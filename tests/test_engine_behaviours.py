@@ -851,18 +851,33 @@ def test_b14_slow_start_grows_cwnd_from_ten_segments() -> None:
     for i in range(10):  # exactly the initial window
         d.expect(".", seq=d.L(1 + 1000 * i), ack=d.R(1), length=1000, at=1.0)
     d.expect_nothing()
-    # ACK of two segments: cwnd += min(2000, 2 * SMSS) -> 12000, flight 8000: 4 more.
+    # ACK of two segments: slow start adds what was delivered -> 12000, flight 8000: 4 more.
     d.inject(".", seq=d.R(1), ack=d.L(2001), at=1.25)
     assert cc.cwnd == 12000
     for i in range(10, 14):
         d.expect(".", seq=d.L(1 + 1000 * i), ack=d.R(1), length=1000, at=1.25)
     d.expect_nothing()
-    # ACK of 8000 bytes: ABC caps the increase at 2 * SMSS -> 14000, flight 4000: 10 more.
+    # A stretch ACK of 8000 bytes counts in full (Linux tcp_slow_start; receivers
+    # coalesce ACKs) -> 20000; flight 4000: the 16 segments left all go.
     d.inject(".", seq=d.R(1), ack=d.L(10001), at=1.3)
-    assert cc.cwnd == 14000
-    for i in range(14, 24):
-        d.expect(".", seq=d.L(1 + 1000 * i), ack=d.R(1), length=1000, at=1.3)
+    assert cc.cwnd == 20000
+    for i in range(14, 30):
+        d.expect("P." if i == 29 else ".", seq=d.L(1 + 1000 * i), ack=d.R(1), length=1000, at=1.3)
     d.expect_nothing()
+
+
+def test_b14_cwnd_grows_only_when_it_limits_sending() -> None:
+    """RFC 7661 / Linux tcp_is_cwnd_limited: an application-limited sender does not
+    inflate its window (rudp_stats showed cwnd 13.5 MB behind a 256 KiB window)."""
+    d = established(Drill())
+    cc = d.conn.cc
+    t = 1.0
+    for _ in range(20):  # one segment per round trip: far below the window
+        d.send(pattern(0, 1000), at=t)
+        d.take_sent()
+        d.inject(".", seq=d.R(1), ack=d.conn.snd_max, at=t + 0.25)
+        t += 0.5
+    assert cc.cwnd == 10 * 1000
 
 
 def test_b14_three_dup_acks_fast_retransmit_and_ssthresh() -> None:

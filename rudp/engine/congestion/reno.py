@@ -6,10 +6,19 @@ from .base import AckSample, CongestionControl
 
 
 class Reno(CongestionControl):
-    """RFC 5681 slow start / congestion avoidance with RFC 3465 byte counting.
+    """RFC 5681 slow start and congestion avoidance, as Linux's ``tcp_reno_cong_avoid``.
+
+    * The window grows only while it limits sending (RFC 7661; Linux
+      ``tcp_is_cwnd_limited``): an application- or receiver-limited sender does not
+      inflate it.
+    * Slow start counts every delivered byte (RFC 3465 appropriate byte counting with
+      the limit L set to what the ACK delivered, as Linux does: receivers coalesce
+      ACKs — GRO there, receive batches here — so a 2*SMSS cap would stall slow start
+      on stretch ACKs), up to ssthresh; the rest goes to congestion avoidance.
+    * Congestion avoidance adds one SMSS per cwnd of delivered bytes (RFC 5681 eq. 3).
 
     Fast retransmit and NewReno fast recovery (RFC 6582) are loss recovery's job
-    (``rudp.engine.recovery``); here a congestion event halves the window.
+    (``rudp.engine.recovery``); a congestion event halves the window (RFC 5681 eq. 4).
     """
 
     name = "reno"
@@ -19,19 +28,24 @@ class Reno(CongestionControl):
         self._ca_acc = 0
 
     def on_ack(self, rs: AckSample, now: float) -> None:
-        mss = self.mss
-        if self.cwnd < self.ssthresh:
-            # RFC 5681 §3.1 slow start with RFC 3465 ABC: at most 2*SMSS per ACK.
-            self.cwnd += min(rs.acked, 2 * mss)
-        else:
-            # RFC 5681 §3.1 eq. (3), byte-counted: one SMSS per cwnd of ACKed data.
-            self._ca_acc += rs.acked
-            if self._ca_acc >= self.cwnd:
-                self._ca_acc -= self.cwnd
-                self.cwnd += mss
+        if not rs.is_cwnd_limited:
+            return
+        acked = rs.acked
+        cwnd = self.cwnd
+        if cwnd < self.ssthresh:
+            grown = min(cwnd + acked, self.ssthresh)
+            acked -= grown - cwnd
+            self.cwnd = cwnd = grown
+            if acked <= 0:
+                return
+        self._ca_acc += acked
+        while self._ca_acc >= cwnd:
+            self._ca_acc -= cwnd
+            cwnd += self.mss
+        self.cwnd = cwnd
 
     def on_congestion_event(self, now: float, in_flight: int) -> None:
-        # RFC 5681 §3.2 step 2, eq. (4).
+        # RFC 5681 §3.2 step 2, eq. (4): ssthresh = max(FlightSize / 2, 2 * SMSS).
         self.ssthresh = max(in_flight // 2, 2 * self.mss)
         self.cwnd = self.ssthresh
 
