@@ -17,8 +17,10 @@ three rounds, DRAIN (ln 2 / 2) until the queue STARTUP built is gone, PROBE_BW
 
 Version 1 does not treat loss as a congestion signal (only packet conservation
 for the first round of a recovery and deducting lost data from cwnd), which is
-what makes it loss tolerant; see docs/congestion.md for why this version.
-Sizes are in bytes (Linux counts packets), times in seconds.
+what makes it loss tolerant; see docs/congestion.md for why this version. One
+departure: the quantization budget is a floor on in-flight targets, as in the
+later drafts, not an addition (``_quantization_budget``). Sizes are in bytes
+(Linux counts packets), times in seconds.
 """
 
 from __future__ import annotations
@@ -101,9 +103,6 @@ class WindowedMax:
         while q[0][0] <= oldest:
             q.popleft()
         return q[0][1]
-
-    def get(self) -> float:
-        return self._q[0][1] if self._q else 0.0
 
 
 class BBR(CongestionControl):
@@ -356,14 +355,18 @@ class BBR(CongestionControl):
         return min(max(segs, floor), 127) * self.mss
 
     def _quantization_budget(self, cwnd: int) -> int:
-        """Room for a full quantum in the sender's pacer, one being sent and one
-        being coalesced by the receiver; an even number of segments for
-        ACK-every-other-segment; +2 segments while probing for small BDPs."""
-        seg2 = 2 * self.mss
-        cwnd += 3 * self._send_quantum()
-        cwnd = -(-cwnd // seg2) * seg2
+        """At least three send quanta in flight (one in the sender's pacer, one
+        being sent, one being coalesced by the receiver), and 2 segments more
+        while probing so small BDPs still probe.
+
+        Linux's v1 *adds* the three quanta (TSO-sized skbs hidden in the qdisc and
+        the NIC); rudp has no TSO and counts a segment in flight only once it is
+        sent, and an added budget is what the 0.75 phase drains down to, so it
+        stands in the queue. The floor is the form of the later drafts and Linux
+        BBR v2/v3 (see docs/congestion.md)."""
+        cwnd = max(cwnd, 3 * self._send_quantum())
         if self.mode == PROBE_BW and self.cycle_idx == 0:
-            cwnd += seg2
+            cwnd += 2 * self.mss
         return cwnd
 
     def _inflight(self, gain: float) -> int:
