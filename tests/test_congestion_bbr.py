@@ -599,6 +599,19 @@ def test_rto_then_restore() -> None:
     assert prior > 80 * MSS and cc.cwnd == cc._target_cwnd() > 80 * MSS and cc.btl_bw == btl
 
 
+def test_without_an_rtt_sample_cwnd_is_capped_at_the_initial_window() -> None:
+    """An RTO before any RTT sample (all ACKed data was retransmitted): slow start
+    from 1 segment toward the initial window, no further (Linux: at least 4
+    segments, and + acked while fewer than the initial window were delivered)."""
+    cc = BBR(MSS, 10, seed=1)
+    cc.on_rto(1.0, 10 * MSS)
+    rs = AckSample()  # no RTT sample, no delivery-rate sample
+    for i in range(30):
+        rs.acked, rs.delivered, rs.in_recovery = MSS, (i + 1) * MSS, True
+        cc.on_ack(rs, 2.0 + 0.01 * i)
+    assert cc.cwnd == 12 * MSS and cc.min_rtt == INF
+
+
 def test_undo_leaves_recovery_and_rechecks_full_pipe() -> None:
     cc, t = steady_bbr()
     prior = cc.cwnd

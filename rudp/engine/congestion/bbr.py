@@ -344,9 +344,6 @@ class BBR(CongestionControl):
 
     # ------------------------------------------------------------------ cwnd
     def _bdp(self, gain: float) -> int:
-        if self.min_rtt == _INF:
-            # No RTT sample yet: be safe, cap at the initial window.
-            return self.initial_cwnd * self.mss
         return math.ceil(self.btl_bw * self.min_rtt * gain)
 
     def _send_quantum(self) -> int:
@@ -370,9 +367,15 @@ class BBR(CongestionControl):
         return cwnd
 
     def _inflight(self, gain: float) -> int:
+        if self.min_rtt == _INF:
+            # No RTT sample yet (everything ACKed was retransmitted): be safe,
+            # cap at the initial window.
+            return self.initial_cwnd * self.mss
         return self._quantization_budget(self._bdp(gain))
 
     def _target_cwnd(self) -> int:
+        if self.min_rtt == _INF:
+            return self.initial_cwnd * self.mss
         aggr = 0
         if self.full_bw_reached:
             extra = max(self._extra_acked)

@@ -51,8 +51,8 @@ class Cubic(CongestionControl):
 
     name = "cubic"
     uses_prr = True
-    #: RFC 9438 §4.7: SHOULD be on where flows compete (it always may: a single
-    #: flow loses little); a subclass can turn it off.
+    #: RFC 9438 §4.7: SHOULD be on (the RFC would have a lone flow turn it off,
+    #: which a sender cannot know; Linux keeps it on). A subclass may set False.
     fast_convergence = True
 
     def __init__(self, mss: int, initial_cwnd: int) -> None:
