@@ -68,7 +68,8 @@ ACK_EPOCH_RESET_SEGMENTS = 1 << 20
 #: Nominal RTT for the initial pacing rate before any RTT sample.
 NOMINAL_RTT = 0.001
 #: Send quantum: about 1 ms of data at the pacing rate (Linux: pacing_rate >>
-#: sk_pacing_shift = 10), at least 2 segments (1 below 1.2 Mbit/s), at most 64 KB.
+#: sk_pacing_shift = 10), at least 2 segments (1 below 1.2 Mbit/s), at most 64 KB
+#: and 127 segments; the quantization budget is three of them.
 QUANTUM_TIME = 1.0 / 1024
 MIN_QUANTUM_RATE = 1_200_000 / 8
 MAX_QUANTUM_BYTES = 65536
@@ -164,12 +165,15 @@ class BBR(CongestionControl):
         self._extra_acked_idx = 0
         self._extra_acked_rounds = 0
         self._has_seen_rtt = False
+        self._budget = 0  # 3 send quanta, set with the pacing rate
         self._init_pacing_rate(NOMINAL_RTT)
 
     def set_mss(self, mss: int) -> None:
         super().set_mss(mss)
         if not self._has_seen_rtt:
             self._init_pacing_rate(NOMINAL_RTT)
+        else:
+            self._pace(self.pacing_rate)
 
     # --------------------------------------------------------------- per ACK
     def on_ack(self, rs: AckSample, now: float) -> None:
@@ -329,7 +333,14 @@ class BBR(CongestionControl):
 
     def _init_pacing_rate(self, rtt: float) -> None:
         """high_gain * cwnd / RTT (Linux: srtt, or 1 ms before any sample)."""
-        self.pacing_rate = HIGH_GAIN * self.cwnd / rtt * (1.0 - PACING_MARGIN)
+        self._pace(HIGH_GAIN * self.cwnd / rtt * (1.0 - PACING_MARGIN))
+
+    def _pace(self, rate: float) -> None:
+        """Set the pacing rate and the quantization budget that follows from it."""
+        self.pacing_rate = rate
+        segs = int(min(rate * QUANTUM_TIME, MAX_QUANTUM_BYTES)) // self.mss
+        floor = 1 if rate < MIN_QUANTUM_RATE else 2
+        self._budget = 3 * min(max(segs, floor), 127) * self.mss
 
     def _set_pacing_rate(self, rs: AckSample) -> None:
         if not self._has_seen_rtt:
@@ -340,16 +351,11 @@ class BBR(CongestionControl):
         rate = self.pacing_gain * self.btl_bw * (1.0 - PACING_MARGIN)
         # Until the pipe is full only ever raise it; never to 0.
         if rate > 0.0 and (self.full_bw_reached or rate > self.pacing_rate):
-            self.pacing_rate = rate
+            self._pace(rate)
 
     # ------------------------------------------------------------------ cwnd
     def _bdp(self, gain: float) -> int:
         return math.ceil(self.btl_bw * self.min_rtt * gain)
-
-    def _send_quantum(self) -> int:
-        segs = int(min(self.pacing_rate * QUANTUM_TIME, MAX_QUANTUM_BYTES)) // self.mss
-        floor = 1 if self.pacing_rate < MIN_QUANTUM_RATE else 2
-        return min(max(segs, floor), 127) * self.mss
 
     def _quantization_budget(self, cwnd: int) -> int:
         """At least three send quanta in flight (one in the sender's pacer, one
@@ -361,7 +367,8 @@ class BBR(CongestionControl):
         sent, and an added budget is what the 0.75 phase drains down to, so it
         stands in the queue. The floor is the form of the later drafts and Linux
         BBR v2/v3 (see docs/congestion.md)."""
-        cwnd = max(cwnd, 3 * self._send_quantum())
+        if cwnd < self._budget:
+            cwnd = self._budget
         if self.mode == PROBE_BW and self.cycle_idx == 0:
             cwnd += 2 * self.mss
         return cwnd
@@ -480,7 +487,7 @@ class BBR(CongestionControl):
         if self.mode == PROBE_BW:
             rate = self.btl_bw * (1.0 - PACING_MARGIN)
             if rate > 0.0:
-                self.pacing_rate = rate
+                self._pace(rate)
         elif self.mode == PROBE_RTT:
             self._check_probe_rtt_done(now, self._delivered, self._in_flight)
 
