@@ -1,8 +1,9 @@
 """Congestion control: a small interface and a registry by name.
 
-Built in: ``"reno"``. ``Config(congestion_control=NAME)`` selects one; register your
-own with :func:`register` (a factory called as ``factory(mss, initial_cwnd)`` that
-returns a :class:`CongestionControl`)::
+Built in: ``"reno"``, ``"cubic"`` (RFC 9438 with HyStart++) and ``"bbr"`` (BBR v1;
+see docs/congestion.md). ``Config(congestion_control=NAME)`` selects one; register
+your own with :func:`register` (a factory called as ``factory(mss, initial_cwnd)``
+that returns a :class:`CongestionControl`)::
 
     from rudp.engine.congestion import CongestionControl, register
 
@@ -18,12 +19,14 @@ from collections.abc import Callable
 
 from ...errors import ConfigError
 from .base import INITIAL_SSTHRESH, AckSample, CongestionControl
+from .bbr import BBR
+from .cubic import Cubic
 from .reno import Reno
 
 Factory = Callable[[int, int], CongestionControl]
 
 #: Name -> factory(mss, initial_cwnd).
-ALGORITHMS: dict[str, Factory] = {"reno": Reno}
+ALGORITHMS: dict[str, Factory] = {"reno": Reno, "cubic": Cubic, "bbr": BBR}
 
 
 def register(name: str, factory: Factory) -> None:
@@ -47,9 +50,11 @@ def lookup(name: str) -> Factory:
 
 __all__ = [
     "ALGORITHMS",
+    "BBR",
     "INITIAL_SSTHRESH",
     "AckSample",
     "CongestionControl",
+    "Cubic",
     "Reno",
     "lookup",
     "register",
