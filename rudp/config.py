@@ -76,6 +76,14 @@ class Config:
     #: 2 x cwnd/srtt in slow start, 1.2 x cwnd/srtt after. Controllers that set their
     #: own pacing rate (bbr) are always paced.
     pacing: bool = False
+    #: Compute the segment checksum (docs/wire.md). False sends 0 ("not computed"),
+    #: as FreeBSD's TCP-over-UDP encapsulation does, leaving integrity to the UDP
+    #: checksum. Received segments with a 0 checksum are always accepted as such.
+    checksum: bool = True
+    #: Follow a peer whose UDP address changes (NAT rebinding), after the strict checks
+    #: in docs/migration.md; the new address gets at most 3x the bytes it sent until it
+    #: proves it receives. False: segments from another address are dropped.
+    migration: bool = True
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -83,7 +91,7 @@ class Config:
 
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("keepalive", "sack", "timestamps", "pacing"):
+            if f.name in ("keepalive", "sack", "timestamps", "pacing", "checksum", "migration"):
                 if not isinstance(value, bool):
                     raise bad(f.name, "must be a bool")
             elif f.name == "congestion_control":

@@ -205,9 +205,17 @@ def test_b02_syn_ack_after_retransmission_completes() -> None:
 
 
 def test_b03_synack_retransmitted_with_backoff_until_ack() -> None:
-    d = syn_received(Drill())
-    for t in (1, 3, 7):
+    """SYN,ACK retransmissions back off (RFC 6298 §5.5), within the amplification
+    limit: the peer's address is unvalidated until the handshake completes, so it
+    gets at most 3x the bytes it sent (its 24-byte SYN: three 24-byte SYN,ACKs)."""
+    d = syn_received(Drill())  # SYN,ACK at 0
+    for t in (1, 3):
         d.expect("S.", seq=ISN, ack=d.R(1), at=t, mss=1400)
+    d.expect_nothing(until=7.4)  # the retransmission due at 7 would exceed 3x: held back
+    assert d.conn.amplification_limited == 1
+    # The peer retries its SYN (more budget): the SYN,ACK goes at once.
+    d.inject("S", seq=d.R(0), mss=1000, at=7.5)
+    d.expect("S.", seq=ISN, ack=d.R(1), at=7.5, mss=1400)
     d.expect_events()
     d.inject(".", seq=d.R(1), ack=d.L(1), at=8)
     d.expect_nothing()

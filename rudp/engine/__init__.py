@@ -2,7 +2,7 @@
 
 from .congestion import ALGORITHMS, AckSample, CongestionControl, Reno, register
 from .connection import Connection, ConnectionHost
-from .endpoint import Endpoint, Listener
+from .endpoint import ANY_PORT, Endpoint, Listener
 from .events import (
     ConnectionAccepted,
     ConnectionEstablished,
@@ -17,6 +17,7 @@ from .timers import Timer
 
 __all__ = [
     "ALGORITHMS",
+    "ANY_PORT",
     "TRANSITIONS",
     "AckSample",
     "CongestionControl",

@@ -78,6 +78,12 @@ SACK_RECENT = 8
 #: out-of-order arrivals share the final ACK (counted in ``acks_merged``), so a flood
 #: of tiny holes cannot grow memory.
 MAX_ACKS_OWED = 256
+#: Until an address is validated (a passive open's handshake completes, or a migrated
+#: path proves it receives), send it at most this many times the bytes received from
+#: it (as QUIC, RFC 9000 §8; SYN-ACK retransmissions included).
+AMPLIFICATION_FACTOR = 3
+#: How old an echoed timestamp may be and still look like ours (a migration check).
+MIGRATION_TS_WINDOW = 120.0
 #: The pacer lets a burst of about this much time at the pacing rate leave at once
 #: (Linux sizes bursts to ~1 ms of data: sk_pacing_shift 10).
 PACING_BURST = 0.001
@@ -165,6 +171,8 @@ class Connection:
         "_adv_field",
         "_adv_held",
         "_adv_nxt",
+        "_amp_rx",
+        "_amp_tx",
         "_chack_count",
         "_chack_window",
         "_dsack",
@@ -177,9 +185,11 @@ class Connection:
         "_last_rx",
         "_last_send",
         "_max_abs",
+        "_migrate_mark",
         "_oow_ack_at",
         "_out",
         "_pace_next",
+        "_path_probe",
         "_peer_fin",
         "_persist_backoff",
         "_probe_pending",
@@ -208,10 +218,12 @@ class Connection:
         "_una_abs",
         "_unacked_bytes",
         "_unacked_since",
+        "_validated",
         "_write_closed",
         "_writing_paused",
         "acks_merged",
         "addr",
+        "amplification_limited",
         "bytes_acked",
         "bytes_received",
         "bytes_retransmitted",
@@ -233,6 +245,7 @@ class Connection:
         "listener_port",
         "local_port",
         "max_snd_wnd",
+        "migrations",
         "name",
         "ooo_segments",
         "paws_drops",
@@ -341,6 +354,7 @@ class Connection:
         #: ACKs owed as distinct segments: (ACK number, SACK option as of then).
         self._acks_owed: list[tuple[int, bytes]] = []
         self._probe_pending = False  # keepalive / zero-window probe (SEQ = SND.UNA - 1)
+        self._path_probe = False  # the same, after a migration, behind an ACK
         self._tlp_pending = False  # a tail loss probe (RFC 8985 §7.3)
         self._syn_pending = False  # (re)send our SYN or SYN,ACK
         self._rst: tuple[int, int, int] | None = None  # (seq, ack, flags) of an RST
@@ -373,6 +387,13 @@ class Connection:
         self._oow_ack_at = -1.0
         self._chack_count = 0
 
+        # --- path validation and the amplification limit (docs/migration.md) ---
+        #: We chose this address (active open) or it proved it receives.
+        self._validated = listener_port is None
+        self._amp_rx = 0  # bytes received from the unvalidated address
+        self._amp_tx = 0  # bytes sent to it
+        self._migrate_mark = 0  # TSval / position the new address must acknowledge
+
         # --- flow control towards the application ---
         self.write_high = config.snd_buf
         self.write_low = config.snd_buf // 4
@@ -398,6 +419,8 @@ class Connection:
         self.dropped_segments = 0
         self.dsacks_sent = 0
         self.acks_merged = 0
+        self.amplification_limited = 0
+        self.migrations = 0
         self.paws_drops = 0
         self.ts_missing_drops = 0
 
@@ -441,6 +464,16 @@ class Connection:
     def in_flight(self) -> int:
         """Bytes in the network (RFC 6675 pipe): sent, not acknowledged, SACKed or lost."""
         return self.recovery.in_flight(self._max_abs - self._una_abs)
+
+    @property
+    def timestamps_ok(self) -> bool:
+        """Timestamps were negotiated (RFC 7323 §3.2)."""
+        return self._ts_ok
+
+    @property
+    def ts_recent(self) -> int:
+        """TS.Recent: the peer's timestamp to echo (RFC 7323 §4.3)."""
+        return self._ts_recent
 
     @property
     def fast_retransmits(self) -> int:
@@ -614,6 +647,9 @@ class Connection:
             "duplicate_segments": self.duplicate_segments,
             "dropped_segments": self.dropped_segments,
             "paws_drops": self.paws_drops,
+            "migrations": self.migrations,
+            "path_validated": self._validated,
+            "amplification_limited": self.amplification_limited,
             **self.cc.stats(),
         }
 
@@ -623,8 +659,10 @@ class Connection:
         self.set_state(S.SYN_SENT, now)
         self._start_syn(now)
 
-    def open_passive(self, seg: Segment, now: float) -> None:
-        """Host API: a listener accepted ``seg`` (a SYN): RFC 9293 §3.10.7.2 LISTEN, third check."""
+    def open_passive(self, seg: Segment, now: float, size: int = 0) -> None:
+        """Host API: a listener accepted ``seg`` (a SYN): RFC 9293 §3.10.7.2 LISTEN, third check.
+        ``size`` is the SYN datagram's length: the address is not validated yet."""
+        self._amp_rx += size
         self.irs = seg.seq
         self.rcv_nxt = (seg.seq + 1) & SEQ_MASK
         self._rcv_nxt_abs = 0
@@ -678,10 +716,78 @@ class Connection:
         self.host.wake(self)
         self._update_deadline()
 
+    # ------------------------------------------------------------ migration
+    def migration_acceptable(self, seg: Segment, addr: Address, now: float) -> bool:
+        """Host API: may ``seg``, from unknown UDP address ``addr``, move this
+        connection there (NAT rebinding)? Only with the strictest checks the
+        connection can make (docs/migration.md): synchronized; a plain ACK-bearing
+        segment (no SYN/RST); its sequence number exactly RCV.NXT and its ACK within
+        [SND.UNA, SND.MAX]; with timestamps, a TSval passing PAWS and a TSecr that is
+        one of ours from the last two minutes."""
+        if not self.config.migration or self.state not in SYNCHRONIZED:
+            return False
+        if self.state is S.TIME_WAIT:
+            return False
+        flags = seg.flags
+        if flags & (SYN | RST) or not flags & ACK:
+            return False
+        if seg.seq != self.rcv_nxt:
+            return False
+        if not (seq_le(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_max)):
+            return False
+        if self._ts_ok:
+            ts = seg.ts
+            if ts is None or ((ts[0] - self._ts_recent) & SEQ_MASK) >= 0x80000000:
+                return False
+            age = (self._tsval(now) - ts[1]) & SEQ_MASK
+            if age > MIGRATION_TS_WINDOW * 1000:
+                return False
+        return True
+
+    def migrate(self, addr: Address, now: float) -> None:
+        """Host API: the peer now sends from ``addr``. Until it proves it receives
+        there (it acknowledges something sent only to it), it is amplification
+        limited; a probe is sent at once to elicit that proof."""
+        self.addr = tuple(addr)
+        self.key = (self.addr, self.local_port, self.remote_port)
+        self.name = f"{addr[0]}:{addr[1]}/{self.local_port}>{self.remote_port}"
+        self.migrations += 1
+        self._validated = False
+        self._amp_rx = 0
+        self._amp_tx = 0
+        # Proof: an echo of a timestamp sent from now on, or an ACK beyond what was
+        # sent before the move. Our timestamp clock steps 1 ms ahead (it stays
+        # monotonic, RFC 7323 §5.4), so every TSval from here on is newer than all
+        # sent to the old address, even within the same millisecond.
+        if self._ts_ok:
+            self._ts_offset = (self._ts_offset + 1) & SEQ_MASK
+            self._migrate_mark = self._tsval(now)
+        else:
+            self._migrate_mark = self._max_abs
+        # An ACK (acceptable: the peer records its timestamp, RFC 7323 §4.3), then a
+        # probe the peer must answer at once, echoing that timestamp.
+        self._ack_now = True
+        self._path_probe = True
+        self.host.wake(self)
+
+    def _check_path(self, seg: Segment) -> bool:
+        """Validate a migrated path: True once the peer acknowledged something sent
+        only to the new address."""
+        ts = seg.ts
+        if self._ts_ok:
+            if ts is not None and ((ts[1] - self._migrate_mark) & SEQ_MASK) < 0x80000000:
+                self._validated = True
+        elif self._una_abs > self._migrate_mark:
+            self._validated = True
+        return self._validated
+
     # -------------------------------------------------------------- receive
-    def receive(self, seg: Segment, now: float) -> None:
-        """Host API: process one segment addressed to this connection (RFC 9293 §3.10.7)."""
+    def receive(self, seg: Segment, now: float, size: int = 0) -> None:
+        """Host API: process one segment addressed to this connection (RFC 9293 §3.10.7);
+        ``size`` is its datagram's length (for the amplification limit)."""
         self.segments_received += 1
+        if not self._validated:
+            self._amp_rx += size
         try:
             if self.state is S.SYN_SENT:
                 self._on_segment_syn_sent(seg, now)
@@ -689,6 +795,8 @@ class Connection:
                 self._on_segment_synchronized(seg, now)
         except _Drop:
             pass
+        if not self._validated and self.migrations and self._check_path(seg):
+            self.host.wake(self)  # sending was held back by the budget
         self._update_deadline()
 
     def _on_segment_syn_sent(self, seg: Segment, now: float) -> None:
@@ -957,6 +1065,7 @@ class Connection:
             return
         if state is S.SYN_RECEIVED:
             if seq_lt(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_max):
+                self._validated = True  # it acknowledged our SYN,ACK: it receives
                 self._ack_syn(seg, now)
                 self._update_window(seg, initial=synack_window, force=True)
                 self._establish(now)
@@ -1518,6 +1627,11 @@ class Connection:
             self.pure_acks_sent += 1
             # <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
             self._emit(now, self.snd_max, self.rcv_nxt, ACK)
+        if self._path_probe:
+            # After a migration: SEQ = SND.UNA - 1 draws an immediate ACK from the
+            # new address (docs/migration.md, path validation).
+            self._path_probe = False
+            self._emit(now, (self.snd_una - 1) & SEQ_MASK, self.rcv_nxt, ACK)
         self._update_deadline()
 
     def _tsval(self, now: float) -> int:
@@ -1545,7 +1659,15 @@ class Connection:
             wnd = 0
         if flags & SYN:
             data = build_segment(
-                self.local_port, self.remote_port, seq, ack, flags, wnd, payload, syn_opts
+                self.local_port,
+                self.remote_port,
+                seq,
+                ack,
+                flags,
+                wnd,
+                payload,
+                syn_opts,
+                compute_checksum=self.config.checksum,
             )
         else:
             sack = b""
@@ -1567,11 +1689,25 @@ class Connection:
                     (int(now * 1000) + self._ts_offset) & SEQ_MASK,
                     self._ts_recent,
                     sack,
+                    self.config.checksum,
                 )
             else:
                 data = build_segment(
-                    self.local_port, self.remote_port, seq, ack, flags, wnd, payload, sack
+                    self.local_port,
+                    self.remote_port,
+                    seq,
+                    ack,
+                    flags,
+                    wnd,
+                    payload,
+                    sack,
+                    compute_checksum=self.config.checksum,
                 )
+        if not self._validated:
+            if self._amp_tx + len(data) > AMPLIFICATION_FACTOR * self._amp_rx:
+                self.amplification_limited += 1
+                return
+            self._amp_tx += len(data)
         self._out.append((data, self.addr))
         self.segments_sent += 1
         if flags & ACK:
@@ -1743,6 +1879,10 @@ class Connection:
                 timers[_T_PACING] = self._pace_next
                 break
             room = cwnd - in_flight
+            if not self._validated and (
+                self._amp_tx + mss + 60 > AMPLIFICATION_FACTOR * self._amp_rx
+            ):
+                break  # an unvalidated address: no more than 3x what it sent us
             lost = sb.next_lost() if sb.lost > sb.retrans else None
             if lost is not None:
                 size = lost[END] - lost[START]
@@ -1827,6 +1967,7 @@ class Connection:
             timers[t] = INF
         self.deadline = INF
         self._ack_now = self._probe_pending = self._syn_pending = self._tlp_pending = False
+        self._path_probe = False
         self._acks_owed = []
         self._sndq.clear()
         self._rcvq.ooo_starts.clear()

@@ -51,6 +51,8 @@ ConnKey = tuple[Address, int, int]
 IsnFunc = Callable[[Any, float], int]
 
 EPHEMERAL_PORTS = (49152, 65535)
+#: ``Endpoint.listen(ANY_PORT)``: a listener for every TCP port without its own.
+ANY_PORT = 0
 _DEFAULT_CONFIG = Config()
 
 
@@ -88,6 +90,8 @@ class Endpoint:
         self.config = config if config is not None else _DEFAULT_CONFIG
         lookup(self.config.congestion_control)  # ConfigError now, not at the first SYN
         self.connections: dict[ConnKey, Connection] = {}
+        #: (local TCP port, remote TCP port) -> connections, for NAT rebinding.
+        self._by_ports: dict[tuple[int, int], set[Connection]] = {}
         self.listeners: dict[int, Listener] = {}
         self._isn: IsnFunc = isn if isn is not None else isn_rfc6528
         self._seed = seed
@@ -106,18 +110,23 @@ class Endpoint:
             "rst_sent": 0,
             "syn_dropped": 0,
             "internal_errors": 0,
+            "migrations": 0,
         }
 
     # ------------------------------------------------------------ public API
-    def listen(self, port: int, backlog: int = 128) -> None:
-        """Accept connections to TCP ``port``; at most ``backlog`` half-open plus
-        not-yet-accepted connections are held, further SYNs are dropped."""
-        if not 0 < port <= 0xFFFF:
-            raise ValueError(f"port must be in 1..65535, not {port!r}")
+    def listen(self, port: int = ANY_PORT, backlog: int = 128) -> None:
+        """Accept connections to TCP ``port``, or with ``port=ANY_PORT`` (0) to any
+        TCP port no other listener has (docs/wire.md: TCP ports identify connections,
+        UDP addresses route them, so a SYN's ports are mirrored whatever a port
+        mapping did to the UDP ports). At most ``backlog`` half-open plus
+        not-yet-accepted connections are held; further SYNs are dropped."""
+        if not 0 <= port <= 0xFFFF:
+            raise ValueError(f"port must be in 0..65535 (0: any), not {port!r}")
         if backlog < 1:
             raise ValueError(f"backlog must be >= 1, not {backlog!r}")
         if port in self.listeners:
-            raise AddressInUseError(f"already listening on port {port}")
+            what = "any port" if port == ANY_PORT else f"port {port}"
+            raise AddressInUseError(f"already listening on {what}")
         self.listeners[port] = Listener(port, backlog)
 
     def stop_listening(self, port: int) -> None:
@@ -162,7 +171,7 @@ class Endpoint:
             now,
             ts_offset=self._ts_offset(key),
         )
-        self.connections[key] = conn
+        self._index(conn)
         conn.open_active(now)
         return conn
 
@@ -185,16 +194,47 @@ class Endpoint:
                 if conn.state is State.TIME_WAIT and self._time_wait_reuse(conn, seg, now):
                     conn = None
                 else:
-                    conn.receive(seg, now)
+                    conn.receive(seg, now, len(data))
                     return
-            listener = self.listeners.get(seg.dport)
-            if listener is not None:
-                self._listen_segment(listener, seg, addr, now)
+            elif self._migrate(seg, addr, now, len(data)):
+                return
+            listener = self.listeners.get(seg.dport) or self.listeners.get(ANY_PORT)
+            if listener is not None and seg.dport:
+                self._listen_segment(listener, seg, addr, now, len(data))
             else:
                 self._closed_segment(seg, addr, now)
         except Exception:  # pragma: no cover - a bug in rudp, never the peer's fault
             counters["internal_errors"] += 1
             log.warning("internal_error", peer=addr, error=traceback.format_exc())
+
+    def _migrate(self, seg: Segment, addr: Address, now: float, size: int) -> bool:
+        """NAT rebinding (docs/migration.md): a segment from an unknown address with
+        the TCP ports of a live connection moves that connection only if it passes
+        the connection's strict checks; the new address stays unvalidated (and
+        amplification-limited) until it proves it receives."""
+        candidates = self._by_ports.get((seg.dport, seg.sport))
+        if not candidates or seg.flags & (SYN | ACK) == SYN:
+            return False  # nothing to move; a SYN goes to the listener
+        for conn in list(candidates):
+            if conn.migration_acceptable(seg, addr, now):
+                old_key = conn.key
+                conn.migrate(addr, now)
+                if self.connections.get(old_key) is conn:
+                    del self.connections[old_key]
+                self.connections[conn.key] = conn
+                self.counters["migrations"] += 1
+                if log.info_enabled:
+                    log.logger.info("migrate", conn=conn.name, old=old_key[0], new=addr)
+                conn.receive(seg, now, size)
+                return True
+        # Not proven: drop it silently. Answering it with an RST (as a segment for no
+        # connection would be) could reset the real connection through the NAT.
+        self._drop("migration_rejected")
+        return True
+
+    def _index(self, conn: Connection) -> None:
+        self.connections[conn.key] = conn
+        self._by_ports.setdefault((conn.local_port, conn.remote_port), set()).add(conn)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Everything to send now, as ``(payload, destination address)`` pairs."""
@@ -305,6 +345,12 @@ class Endpoint:
     def released(self, conn: Connection) -> None:
         if self.connections.get(conn.key) is conn:
             del self.connections[conn.key]
+        ports = (conn.local_port, conn.remote_port)
+        same = self._by_ports.get(ports)
+        if same is not None:
+            same.discard(conn)
+            if not same:
+                del self._by_ports[ports]
         if conn.listener_port is not None:
             listener = self.listeners.get(conn.listener_port)
             if listener is not None:
@@ -332,19 +378,26 @@ class Endpoint:
         return self._isn((key, "tsoffset"), 0.0)
 
     def _time_wait_reuse(self, conn: Connection, seg: Segment, now: float) -> bool:
-        """RFC 9293 §3.10.7.4 (TIME-WAIT) / RFC 6191 without timestamps: a new SYN
-        whose sequence number is above the old connection's final RCV.NXT may end
-        TIME-WAIT and open a new incarnation through the listener."""
-        if (
-            seg.flags & (SYN | ACK | RST | FIN) == SYN
-            and seg.dport in self.listeners
-            and seq_gt(seg.seq, conn.rcv_nxt)
+        """RFC 6191: a new SYN for an identity in TIME-WAIT may end it and open a new
+        incarnation through the listener when it cannot be an old duplicate: its
+        TSval is above the old connection's TS.Recent (both used timestamps), or,
+        without timestamps, its sequence number is above the final RCV.NXT."""
+        if seg.flags & (SYN | ACK | RST | FIN) != SYN or not (
+            seg.dport in self.listeners or ANY_PORT in self.listeners
         ):
+            return False
+        if conn.timestamps_ok and seg.ts is not None:
+            newer = seq_gt(seg.ts[0], conn.ts_recent)
+        else:
+            newer = seq_gt(seg.seq, conn.rcv_nxt)
+        if newer:
             conn.discard(now)
             return True
         return False
 
-    def _listen_segment(self, listener: Listener, seg: Segment, addr: Address, now: float) -> None:
+    def _listen_segment(
+        self, listener: Listener, seg: Segment, addr: Address, now: float, size: int
+    ) -> None:
         """RFC 9293 §3.10.7.2: a segment for a listener with no connection."""
         flags = seg.flags
         if flags & RST:
@@ -374,8 +427,8 @@ class Endpoint:
             ts_offset=self._ts_offset(key),
         )
         listener.syn_received.add(conn)
-        self.connections[key] = conn
-        conn.open_passive(seg, now)
+        self._index(conn)
+        conn.open_passive(seg, now, size)
 
     def _closed_segment(self, seg: Segment, addr: Address, now: float) -> None:
         """RFC 9293 §3.10.7.1: no connection and no listener -> RST (never for an RST)."""
@@ -385,12 +438,12 @@ class Endpoint:
         self._send_rst(seg, addr)
 
     def _send_rst(self, seg: Segment, addr: Address) -> None:
+        csum = self.config.checksum
         if seg.flags & ACK:
-            data = build_segment(seg.dport, seg.sport, seg.ack, 0, RST, 0)
+            data = build_segment(seg.dport, seg.sport, seg.ack, 0, RST, 0, compute_checksum=csum)
         else:
-            data = build_segment(
-                seg.dport, seg.sport, 0, (seg.seq + seg.seg_len) & SEQ_MASK, RST | ACK, 0
-            )
+            ack = (seg.seq + seg.seg_len) & SEQ_MASK
+            data = build_segment(seg.dport, seg.sport, 0, ack, RST | ACK, 0, compute_checksum=csum)
         self.output.append((data, addr))
         self.counters["rst_sent"] += 1
 

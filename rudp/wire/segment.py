@@ -180,7 +180,9 @@ def parse_segment(data: bytes, *, check: bool = True) -> Segment:
         raise ParseError("data_offset")
     if hlen > n:
         raise ParseError("data_offset")
-    if check and ones_complement_sum(data) != 0xFFFF:
+    # A checksum field of 0 means "not computed" (FreeBSD's TCP-over-UDP leaves it to
+    # the UDP checksum, see docs/wire.md); rudp never sends 0 for a computed one.
+    if check and _csum and ones_complement_sum(data) != 0xFFFF:
         raise ParseError("checksum")
     seg = Segment(sport, dport, seq, ack, flags, wnd, data[hlen:] if hlen < n else _EMPTY, urp)
     if hlen > HEADER_LEN:
@@ -248,16 +250,21 @@ def build_segment(
     payload: bytes | bytearray | memoryview = _EMPTY,
     options: bytes = _EMPTY,
     urp: int = 0,
+    compute_checksum: bool = True,
 ) -> bytes:
     """Serialize a segment with its checksum (see :mod:`rudp.wire.checksum`).
 
     The header length is always a multiple of 4, so the payload starts on a 16-bit
-    boundary and the checksum of the whole is the sum of the two parts.
+    boundary and the checksum of the whole is the sum of the two parts. With
+    ``compute_checksum=False`` the field is 0 ("not computed", docs/wire.md).
     """
     off = ((HEADER_LEN + len(options)) // 4) << 4
     head = HEADER.pack(sport, dport, seq, ack, off, flags, wnd, 0, urp) + options
-    csum = checksum2(head, payload)
-    head = HEADER.pack(sport, dport, seq, ack, off, flags, wnd, csum, urp) + options
+    if compute_checksum:
+        # A computed 0 is sent as 0xFFFF, its one's-complement twin (as UDP does,
+        # RFC 768), so that 0 on the wire always means "not computed".
+        csum = checksum2(head, payload) or 0xFFFF
+        head = HEADER.pack(sport, dport, seq, ack, off, flags, wnd, csum, urp) + options
     return head + payload if payload else head
 
 
@@ -277,6 +284,7 @@ def build_segment_ts(
     tsval: int,
     tsecr: int,
     more_options: bytes = _EMPTY,
+    compute_checksum: bool = True,
 ) -> bytes:
     """:func:`build_segment` with the timestamps option first (one ``struct`` call for
     the header and timestamps: the per-segment path once timestamps are negotiated).
@@ -286,8 +294,9 @@ def build_segment_ts(
     head = pack(sport, dport, seq, ack, off, flags, wnd, 0, 0, _TS_WORD, tsval, tsecr)
     if more_options:
         head += more_options
-    csum = checksum2(head, payload)
-    head = pack(sport, dport, seq, ack, off, flags, wnd, csum, 0, _TS_WORD, tsval, tsecr)
-    if more_options:
-        head += more_options
+    if compute_checksum:
+        csum = checksum2(head, payload) or 0xFFFF
+        head = pack(sport, dport, seq, ack, off, flags, wnd, csum, 0, _TS_WORD, tsval, tsecr)
+        if more_options:
+            head += more_options
     return head + payload if payload else head
