@@ -80,6 +80,7 @@ class LossRecovery:
         "tlp_recoveries",
         "undo_marker",
         "undo_retrans",
+        "undo_start",
     )
 
     def __init__(self, cc: CongestionControl, rtt: RttEstimator, mss: int) -> None:
@@ -101,6 +102,7 @@ class LossRecovery:
         # Undo (RFC 2883 D-SACK, RFC 3522 Eifel).
         self.undo_marker = False
         self.undo_retrans = 0
+        self.undo_start = 0  # SND.UNA when the episode began (Linux's undo_marker)
         self.retrans_stamp = 0.0
         # TLP (RFC 8985 §7): the episode's end and whether the probe was a resend.
         self.tlp_end: int | None = None
@@ -346,6 +348,7 @@ class LossRecovery:
         self.fast_recoveries += 1
         self.undo_marker = True
         self.undo_retrans = 0
+        self.undo_start = snd_max - outstanding
         self.retrans_stamp = 0.0
         cc.save_undo_state()
         cc.on_congestion_event(now, outstanding)
@@ -368,10 +371,13 @@ class LossRecovery:
             return False
         if self.undo_retrans <= 0:
             return True  # every retransmission D-SACKed (RFC 2883 §4)
-        # RFC 3522 Eifel: a cumulative ACK echoing a timestamp older than the first
-        # retransmission was sent by the original transmission's arrival.
-        stamp = int(self.retrans_stamp * 1000)
-        return acked and echo_ms >= 0 and 0 < (stamp - echo_ms) & 0xFFFFFFFF < 1 << 31
+        # RFC 3522 Eifel: the first cumulative ACK of a segment retransmitted in this
+        # episode echoes a timestamp older than that retransmission: the original
+        # transmission got through.
+        rtx = self.sb.rtx_acked_xmit
+        if not acked or echo_ms < 0 or rtx < self.retrans_stamp:
+            return False
+        return 0 < (int(rtx * 1000) - echo_ms) & 0xFFFFFFFF < 1 << 31
 
     def _undo(self, now: float) -> None:
         self.cc.undo(now)
@@ -386,7 +392,10 @@ class LossRecovery:
         self.dsacks_received += 1
         self.rack.on_dsack(una, snd_max)
         self.rack.reordering_seen = True
-        if self.undo_marker and self.undo_retrans > 0:
+        # Only duplicates of this episode's data count towards undoing it (Linux:
+        # after(end_seq, undo_marker)); a late D-SACK for an older episode's
+        # retransmission says nothing about this one.
+        if self.undo_marker and self.undo_retrans > 0 and right > self.undo_start:
             if right <= una:
                 # Below SND.UNA the records are gone: count one segment per block,
                 # as Linux does for "already forgotten data".
@@ -401,6 +410,7 @@ class LossRecovery:
         if self.state != LOSS or not self.undo_marker:
             self.undo_marker = True
             self.undo_retrans = 0
+            self.undo_start = una
             self.retrans_stamp = 0.0
             self.cc.save_undo_state()
         self.cc.on_rto(now, snd_max - una)

@@ -47,6 +47,7 @@ ACKED = 16  # cumulatively acknowledged (removed from recs)
 Record = list[Any]
 
 _start_of = itemgetter(START)
+_xmit_of_entry = itemgetter(0)
 
 
 class Scoreboard:
@@ -70,6 +71,7 @@ class Scoreboard:
         "reordering",
         "retrans",
         "rtt_rec",
+        "rtx_acked_xmit",
         "sacked",
         "tsq",
     )
@@ -98,6 +100,9 @@ class Scoreboard:
         self.rack_rec: Record | None = None
         self.rtt_rec: Record | None = None
         self.reordering = False
+        #: Latest transmission time of a retransmitted record this ACK acknowledged
+        #: cumulatively (-1: none), for Eifel (RFC 3522).
+        self.rtx_acked_xmit = -1.0
         #: The minimum RTT, to tell which delivered retransmissions are unambiguous.
         self.guard_rtt = 0.0
 
@@ -204,14 +209,26 @@ class Scoreboard:
             if flags & LOST and not flags & RETRANS:
                 rec[FLAGS] = flags & ~LOST
                 self.lost -= rec[END] - rec[START]
+        self._rebuild_tsq()
 
     def clear_sacked(self) -> None:
         """The receiver reneged (RFC 2018 §8): SACK marks no longer mean delivered."""
         for rec in self.recs[self.head :]:
             if rec[FLAGS] & SACKED:
                 rec[FLAGS] &= ~SACKED
-                self.tsq.append((rec[XMIT], rec))
         self.sacked = 0
+        self._rebuild_tsq()
+
+    def _rebuild_tsq(self) -> None:
+        """Records that became candidates for RACK again (loss marks or SACK marks
+        cleared) left the send-time queue earlier: rebuild it, in send-time order."""
+        live = [
+            (rec[XMIT], rec)
+            for rec in self.recs[self.head :]
+            if not rec[FLAGS] & (SACKED | ACKED) and rec[FLAGS] & (LOST | RETRANS) != LOST
+        ]
+        live.sort(key=_xmit_of_entry)
+        self.tsq = deque(live)
 
     # -------------------------------------------------------- acknowledgment
     def begin_ack(self, guard_rtt: float) -> None:
@@ -221,6 +238,7 @@ class Scoreboard:
         self.newly_acked = 0
         self.rate_rec = self.rack_rec = self.rtt_rec = None
         self.reordering = False
+        self.rtx_acked_xmit = -1.0
 
     def _delivered(self, rec: Record, now: float) -> None:
         """``rec`` reached the receiver (first time): delivery and RACK bookkeeping."""
@@ -274,8 +292,11 @@ class Scoreboard:
                     if flags & RETRANS:
                         self.retrans -= size
                 self._delivered(rec, now)
-                if not flags & EVER_RETRANS and self.rtt_rec is None:
-                    self.rtt_rec = rec  # the oldest unambiguous one (RFC 6298 §3)
+                if not flags & EVER_RETRANS:
+                    if self.rtt_rec is None:
+                        self.rtt_rec = rec  # the oldest unambiguous one (RFC 6298 §3)
+                elif rec[XMIT] > self.rtx_acked_xmit:
+                    self.rtx_acked_xmit = rec[XMIT]
             self.newly_acked += size
             rec[FLAGS] = flags | ACKED
             head += 1
