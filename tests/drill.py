@@ -153,7 +153,7 @@ class Drill:
     # ---------------------------------------------------------------- time
     def _collect(self) -> None:
         c = self.ep.connections.get(self.key)  # type: ignore[arg-type]
-        if c is not None:
+        if isinstance(c, Connection):
             self._conn = c
         for data, addr in self.ep.datagrams_to_send(self.now):
             self.sent.append(Sent(self.now, data, tuple(addr)))
@@ -370,7 +370,7 @@ class Drill:
     def conn(self) -> Connection:
         """The connection to PEER (the last one seen, after it is gone)."""
         c = self.ep.connections.get(self.key)  # type: ignore[arg-type]
-        if c is not None:
+        if isinstance(c, Connection):  # (not its compact TIME-WAIT record)
             self._conn = c
         assert self._conn is not None, "no connection yet"
         return self._conn

@@ -155,6 +155,10 @@ class ConnectionHost(Protocol):
         """The connection reached CLOSED: forget its identity (it may still hold one
         last RST for the next :meth:`Connection.flush`)."""
 
+    def entered_time_wait(self, conn: Connection) -> None:
+        """The connection is in TIME-WAIT and its application has been told it is
+        over: the host may replace it by a compact record after its next flush."""
+
 
 class Connection:
     """A TCP connection (RFC 9293) inside an :class:`~rudp.engine.Endpoint`.
@@ -166,6 +170,7 @@ class Connection:
     """
 
     __slots__ = (
+        "__weakref__",
         "_ack_now",
         "_acks_owed",
         "_adv_field",
@@ -474,6 +479,33 @@ class Connection:
     def ts_recent(self) -> int:
         """TS.Recent: the peer's timestamp to echo (RFC 7323 §4.3)."""
         return self._ts_recent
+
+    @property
+    def ts_offset(self) -> int:
+        """The offset of our timestamp clock (RFC 7323 §5.4)."""
+        return self._ts_offset
+
+    @property
+    def last_window_field(self) -> int:
+        """The window field of the last ACK sent."""
+        return self._adv_field
+
+    @property
+    def time_wait_until(self) -> float:
+        """When TIME-WAIT ends (inf unless in TIME-WAIT)."""
+        return self._timer_at[_T_TIME_WAIT]
+
+    def detach(self) -> None:
+        """Host API: the host replaced this connection by a compact TIME-WAIT record;
+        this object stops running timers (its state stays TIME-WAIT)."""
+        for t in Timer:
+            self._timer_at[t] = INF
+        self.deadline = INF
+
+    def time_wait_ended(self, now: float) -> None:
+        """Host API: the compact TIME-WAIT record that replaced this connection ended."""
+        if self.state is S.TIME_WAIT:
+            self.set_state(S.CLOSED, now)
 
     @property
     def fast_retransmits(self) -> int:
@@ -1416,6 +1448,7 @@ class Connection:
             timers[t] = INF
         timers[_T_TIME_WAIT] = now + 2 * self.config.msl
         self._report_done()
+        self.host.entered_time_wait(self)
 
     # ---------------------------------------------------------------- timers
     def _update_deadline(self) -> None:

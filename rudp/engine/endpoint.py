@@ -44,6 +44,10 @@ from .events import (
 from .isn import isn_rfc6528
 from .states import State
 from .timers import INF
+from .timewait import TimeWait
+
+#: What the endpoint holds per identity: a connection, or its compacted TIME-WAIT.
+Held = Connection | TimeWait
 
 Address = tuple[Any, ...]
 ConnKey = tuple[Address, int, int]
@@ -89,18 +93,20 @@ class Endpoint:
     ) -> None:
         self.config = config if config is not None else _DEFAULT_CONFIG
         lookup(self.config.congestion_control)  # ConfigError now, not at the first SYN
-        self.connections: dict[ConnKey, Connection] = {}
+        #: Identity -> connection (or its compacted TIME-WAIT, :mod:`.timewait`).
+        self.connections: dict[ConnKey, Held] = {}
         #: (local TCP port, remote TCP port) -> connections, for NAT rebinding.
-        self._by_ports: dict[tuple[int, int], set[Connection]] = {}
+        self._by_ports: dict[tuple[int, int], set[Held]] = {}
+        self._to_compact: list[Connection] = []
         self.listeners: dict[int, Listener] = {}
         self._isn: IsnFunc = isn if isn is not None else isn_rfc6528
         self._seed = seed
         self._rng: random.Random | None = None  # created on first use (ephemeral ports)
         #: Datagrams waiting for :meth:`datagrams_to_send` (drained in place).
         self.output: list[tuple[bytes, Address]] = []
-        self._dirty: dict[Connection, None] = {}
+        self._dirty: dict[Held, None] = {}
         self._events: deque[Event] = deque()
-        self._heap: list[tuple[float, int, Connection]] = []
+        self._heap: list[tuple[float, int, Held]] = []
         self._tie = itertools.count()
         #: Endpoint-wide counters: datagrams, drops by reason, RSTs sent, …
         self.counters: dict[str, int] = {
@@ -216,7 +222,7 @@ class Endpoint:
         if not candidates or seg.flags & (SYN | ACK) == SYN:
             return False  # nothing to move; a SYN goes to the listener
         for conn in list(candidates):
-            if conn.migration_acceptable(seg, addr, now):
+            if isinstance(conn, Connection) and conn.migration_acceptable(seg, addr, now):
                 old_key = conn.key
                 conn.migrate(addr, now)
                 if self.connections.get(old_key) is conn:
@@ -232,7 +238,7 @@ class Endpoint:
         self._drop("migration_rejected")
         return True
 
-    def _index(self, conn: Connection) -> None:
+    def _index(self, conn: Held) -> None:
         self.connections[conn.key] = conn
         self._by_ports.setdefault((conn.local_port, conn.remote_port), set()).add(conn)
 
@@ -245,6 +251,8 @@ class Endpoint:
             self._dirty = {}
             for conn in dirty:
                 conn.flush(now)  # a CLOSED one may still owe its last RST
+        if self._to_compact:
+            self._compact()
         out = self.output
         if not out:
             return []
@@ -312,10 +320,10 @@ class Endpoint:
         return out
 
     # ------------------------------------------- ConnectionHost (for connections)
-    def wake(self, conn: Connection) -> None:
+    def wake(self, conn: Held) -> None:
         self._dirty[conn] = None
 
-    def schedule(self, conn: Connection, at: float) -> None:
+    def schedule(self, conn: Held, at: float) -> None:
         conn.sched_at = at
         heapq.heappush(self._heap, (at, next(self._tie), conn))
 
@@ -342,7 +350,28 @@ class Endpoint:
     def terminated(self, conn: Connection, error: BaseException | None) -> None:
         self._events.append(ConnectionTerminated(conn, error))
 
-    def released(self, conn: Connection) -> None:
+    def entered_time_wait(self, conn: Connection) -> None:
+        self._to_compact.append(conn)
+        self.wake(conn)  # its final ACK (if owed) leaves before it is compacted
+
+    def _compact(self) -> None:
+        """Replace connections in TIME-WAIT by compact records (their final ACKs have
+        been flushed)."""
+        for conn in self._to_compact:
+            if conn.state is not State.TIME_WAIT or self.connections.get(conn.key) is not conn:
+                continue
+            tw = TimeWait(conn, self, conn.time_wait_until)
+            conn.detach()
+            self.connections[conn.key] = tw
+            same = self._by_ports.get((conn.local_port, conn.remote_port))
+            if same is not None:
+                same.discard(conn)
+                same.add(tw)
+            self._dirty.pop(conn, None)
+            self.schedule(tw, tw.deadline)
+        self._to_compact.clear()
+
+    def released(self, conn: Held) -> None:
         if self.connections.get(conn.key) is conn:
             del self.connections[conn.key]
         ports = (conn.local_port, conn.remote_port)
@@ -377,7 +406,7 @@ class Endpoint:
         (RFC 7323 §7.1)."""
         return self._isn((key, "tsoffset"), 0.0)
 
-    def _time_wait_reuse(self, conn: Connection, seg: Segment, now: float) -> bool:
+    def _time_wait_reuse(self, conn: Held, seg: Segment, now: float) -> bool:
         """RFC 6191: a new SYN for an identity in TIME-WAIT may end it and open a new
         incarnation through the listener when it cannot be an old duplicate: its
         TSval is above the old connection's TS.Recent (both used timestamps), or,
