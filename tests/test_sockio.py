@@ -154,11 +154,16 @@ def pattern(dest: Any, other: Any) -> list[SendItem]:
     return items
 
 
-async def test_gso_groups_and_gro_splits() -> None:
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", pytest.param("::1", marks=pytest.mark.skipif(not have_ipv6(), reason="no IPv6"))],
+    ids=["ipv4", "ipv6"],
+)
+async def test_gso_groups_and_gro_splits(host: str) -> None:
     c_tx, c_rx, c_other = Collector(), Collector(), Collector()
-    rx = c_rx.io(udp())
-    other = c_other.io(udp())
-    tx = c_tx.io(udp())
+    rx = c_rx.io(udp(host))
+    other = c_other.io(udp(host))
+    tx = c_tx.io(udp(host))
     if not (tx.features.gso and rx.features.gro):
         pytest.skip(f"kernel lacks UDP GSO/GRO: {tx.features}")
     dest, to_other = rx.socket.getsockname(), other.socket.getsockname()
@@ -562,6 +567,27 @@ async def test_gso_emsgsize_splits_but_keeps_gso() -> None:
     await c_rx.until(lambda: len(c_rx.got) == 10)
     assert c_rx.payloads() == [p for p, _d, _s in items]
     assert tx.features.gso and tx.stats.gso_failures == 1 and tx.stats.sends == 10
+    tx.close()
+    rx.close()
+
+
+async def test_paused_even_when_the_queue_holds_nothing() -> None:
+    """max_queue=0: what meets EAGAIN is dropped, but the producer still waits."""
+    c_rx, c_tx = Collector(), Collector()
+    rx = c_rx.io(udp())
+    w = WrappedSocket(udp())
+    tx = c_tx.io(cast(socket.socket, w), max_queue=0)
+    dest = rx.socket.getsockname()
+    w.blocked_after = 0
+    assert tx.send([(b"lost", dest, None)]) is False
+    assert tx.writing_paused and tx.queued == 0 and tx.stats.dropped_queue_full == 1
+    assert tx.send([(b"lost too", dest, None)]) is False
+    assert tx.stats.dropped_queue_full == 2
+    w.blocked_after = None
+    await c_tx.until(lambda: c_tx.writable == 1)
+    assert not tx.writing_paused and tx.send([(b"kept", dest, None)])
+    await c_rx.until(lambda: len(c_rx.got) == 1)
+    assert c_rx.payloads() == [b"kept"]
     tx.close()
     rx.close()
 

@@ -451,7 +451,7 @@ class UdpSocketIO:
     @property
     def writing_paused(self) -> bool:
         """True from the ``send`` that met EAGAIN until the queue has drained."""
-        return bool(self._queue)
+        return self._writer
 
     @property
     def queued(self) -> int:
@@ -693,7 +693,7 @@ class UdpSocketIO:
         """
         if self._closing:
             raise InvalidStateError("send() on a closed UdpSocketIO")
-        if self._queue:  # paused: keep the order behind what is queued
+        if self._writer:  # paused: keep the order behind what is queued
             self._enqueue(items, 0)
             return False
         sent = self._send_items(items, 0)
@@ -907,6 +907,8 @@ class UdpSocketIO:
             if self._queued_bytes + size > limit:
                 self.stats.dropped_queue_full += len(items) - k
                 break
+            if src is not None and not self.features.pktinfo:
+                raise InvalidStateError("a source address needs features.pktinfo")
             if type(payload) is not bytes:
                 payload = bytes(payload)  # the caller's buffer may change after send()
             queue.append((payload, dest, src))
@@ -915,7 +917,7 @@ class UdpSocketIO:
             self.stats.queued_max = len(queue)
 
     def _pause(self) -> None:
-        if not self._writer and self._queue:
+        if not self._writer:
             self._writer = True
             self.stats.pauses += 1
             self._loop.add_writer(self._sock, self._on_write_ready)
