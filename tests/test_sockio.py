@@ -647,6 +647,11 @@ async def test_misuse_raises() -> None:
     with pytest.raises(InvalidStateError, match="pktinfo"):
         io.send([(b"x", ("127.0.0.1", 9), ("127.0.0.1", 1))])
     io.close()
+    connected = udp("0.0.0.0")
+    connected.connect(("127.0.0.1", 9))
+    io = Collector().io(connected)
+    assert not io.features.pktinfo  # like api.py's client sockets: wildcard-bound, then connected
+    io.close()
 
 
 @pytest.mark.skipif(not LINUX, reason="Linux constants")

@@ -323,7 +323,8 @@ class UdpSocketIO:
             and the queue has drained: the caller may produce again.
         gso, gro, recverr: Use the feature if the system has it (default True).
         pktinfo: Report local addresses and accept source addresses; None
-            (default) enables it when the socket is bound to a wildcard address.
+            (default) enables it when the socket is bound to a wildcard address
+            and not connected.
         batch: Most datagrams per ``on_datagrams`` call.
         max_queue: Most bytes queued while writing is paused.
     """
@@ -416,8 +417,8 @@ class UdpSocketIO:
                 features.recverr = True
             except OSError:
                 pass
-        if pktinfo is None:
-            pktinfo = _is_wildcard(str(name[0]))
+        if pktinfo is None:  # a connected socket's local address is fixed already
+            pktinfo = self._peer is None and _is_wildcard(str(name[0]))
         if pktinfo and not _env_off("RUDP_NO_PKTINFO"):
             try:
                 if v6:  # also covers IPv4 datagrams on a dual-stack socket (v4-mapped)
@@ -563,13 +564,14 @@ class UdpSocketIO:
                 off = end
         stats.recvs += recvs
         stats.bytes_received += nbytes_total
+        if recvs == 0 or count >= budget or off > limit:
+            # Nothing to read: an EPOLLERR wakeup for entries left in the error
+            # queue (epoll reports EPOLLERR while it is not empty). Or the batch
+            # is full: look at the queue too, so a busy socket cannot starve it.
+            check_errqueue = True
         if batch:
             stats.datagrams_received += len(batch)
             self._on_datagrams(batch)
-        elif recvs == 0:
-            # Nothing to read: an EPOLLERR wakeup for entries left in the error
-            # queue (epoll reports EPOLLERR while it is not empty).
-            check_errqueue = True
         if check_errqueue and features.recverr and not self._closing:
             self._drain_errqueue()
         if self._errors and not self._closing:
@@ -780,6 +782,8 @@ class UdpSocketIO:
                         self._drain_errqueue()
                     continue
                 stats.gso_failures += 1
+                if self.features.recverr:
+                    self._drain_errqueue()  # it may have consumed a pending error
                 if code == _errno.EIO:
                     # No checksum offload on the route's device (or IPsec): Linux
                     # cannot segment this socket's datagrams; never try again.
