@@ -82,8 +82,8 @@ _LINUX: Final = sys.platform.startswith("linux")
 # --------------------------------------------------------------- constants
 # Linux UAPI values, used where the socket module lacks them (checked against
 # include/uapi/linux/udp.h, in.h, in6.h; the tests compare them with the socket
-# module where it has them). Only used on Linux: other systems number them
-# differently (macOS: IP_PKTINFO 26, IPV6_PKTINFO 46).
+# module where it has them). Only used on Linux: other systems (macOS, the BSDs)
+# number the PKTINFO options differently.
 SOL_UDP: Final[int] = getattr(socket, "SOL_UDP", 17)
 UDP_SEGMENT: Final[int] = getattr(socket, "UDP_SEGMENT", 103)  # udp.h, Linux 4.18
 UDP_GRO: Final[int] = getattr(socket, "UDP_GRO", 104)  # udp.h, Linux 5.0
@@ -96,7 +96,6 @@ MSG_ERRQUEUE: Final[int] = getattr(socket, "MSG_ERRQUEUE", 0x2000)
 _IPPROTO_IP: Final[int] = socket.IPPROTO_IP
 _IPPROTO_IPV6: Final[int] = socket.IPPROTO_IPV6
 _MSG_TRUNC: Final[int] = getattr(socket, "MSG_TRUNC", 0x20)
-_MSG_CTRUNC: Final[int] = getattr(socket, "MSG_CTRUNC", 0x08)
 
 #: Most datagrams in one GSO ``sendmsg``. The kernel's ``UDP_MAX_SEGMENTS`` was
 #: 64 from Linux 4.18 and is 128 since 6.9 (commit 1382e3b6a350, "net: change
