@@ -6,9 +6,11 @@ A sans-IO TCP engine (:mod:`rudp.engine`), a deterministic network simulator
 
 from .aio import (
     STATS_KEY,
+    Endpoint,
     RudpTransport,
     Server,
     create_connection,
+    create_endpoint,
     create_server,
     open_connection,
     start_server,
@@ -32,6 +34,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConnectTimeoutError",
+    "Endpoint",
     "InvalidStateError",
     "KeepaliveTimeoutError",
     "RudpError",
@@ -40,6 +43,7 @@ __all__ = [
     "UserTimeoutError",
     "__version__",
     "create_connection",
+    "create_endpoint",
     "create_server",
     "open_connection",
     "start_server",

@@ -38,7 +38,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from . import __version__, log
-from .aio import open_connection, start_server
+from .aio import create_endpoint, open_connection, start_server
 from .config import MAX_MSS, MIN_MSS, Config
 from .errors import ConfigError, ConnectTimeoutError, KeepaliveTimeoutError, UserTimeoutError
 
@@ -438,55 +438,63 @@ async def _serve(args: argparse.Namespace) -> int:
     console = _Console(loop)
     port: int = args.port
     status = EXIT_OK
+    try:
+        # One endpoint for the whole run: between clients only the listener stops
+        # and starts again (no rebinding gap; TIME-WAIT stays on the socket).
+        endpoint = await create_endpoint((args.host, port), config=cfg)
+    except (OSError, ConfigError) as exc:
+        raise CliError(_describe(exc, args.host, port, "listen")) from None
+    port = int(endpoint.local_address[1])
     first = True
-    while True:
-        accepted: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
-        accepted = loop.create_future()
+    try:
+        while True:
+            if first or args.verbose:
+                _say(f"listening on {_addresses([endpoint.local_address])} (UDP)")
+            first = False
+            accepted: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+            accepted = loop.create_future()
 
-        def on_client(
-            reader: asyncio.StreamReader,
-            writer: asyncio.StreamWriter,
-            accepted: asyncio.Future[Any] = accepted,
-        ) -> None:
-            if accepted.done():  # arrived in the same instant as the first: no room
-                writer.transport.abort()
-            else:
-                accepted.set_result((reader, writer))
+            def on_client(
+                reader: asyncio.StreamReader,
+                writer: asyncio.StreamWriter,
+                accepted: asyncio.Future[Any] = accepted,
+            ) -> None:
+                if accepted.done():  # arrived in the same instant as the first: no room
+                    writer.transport.abort()
+                else:
+                    accepted.set_result((reader, writer))
 
-        try:
-            server = await start_server(on_client, args.host, port, config=cfg)
-        except (OSError, ConfigError) as exc:
-            raise CliError(_describe(exc, args.host, port, "listen")) from None
-        if first or args.verbose:
-            _say(f"listening on {_addresses(server.addresses)} (UDP)")
-        first = False
-        port = int(server.addresses[0][1])
-        writer: asyncio.StreamWriter | None = None
-        try:
-            reader, writer = await accepted
-            # One client at a time: stop listening, so others are refused (a RST
-            # to their SYN: "connection refused") rather than accepted and reset.
-            server.close()
-            peer = writer.get_extra_info("peername")
+            server = await endpoint.start_server(on_client)
+            writer: asyncio.StreamWriter | None = None
+            try:
+                reader, writer = await accepted
+                # One client at a time: stop listening, so others are refused (a RST
+                # to their SYN: "connection refused") rather than accepted and reset.
+                server.close()
+                peer = writer.get_extra_info("peername")
+                if args.verbose:
+                    _say(f"connection from {_where(str(peer[0]), int(peer[1]))}")
+                await _session(reader, writer, console)
+                status = EXIT_OK
+            except (OSError, TimeoutError) as exc:
+                if not args.keep_listening:
+                    raise CliError(_describe(exc, args.host, port, "listen")) from None
+                _say(_describe(exc, args.host, port, "listen"))
+                status = EXIT_ERROR
+            finally:
+                server.close()
+                if writer is not None and not writer.transport.is_closing():
+                    writer.transport.abort()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(server.wait_closed(), 5)
             if args.verbose:
-                _say(f"connection from {_where(str(peer[0]), int(peer[1]))}")
-            await _session(reader, writer, console)
-            status = EXIT_OK
-        except (OSError, TimeoutError) as exc:
+                _say("connection closed")
             if not args.keep_listening:
-                raise CliError(_describe(exc, args.host, port, "listen")) from None
-            _say(_describe(exc, args.host, port, "listen"))
-            status = EXIT_ERROR
-        finally:
-            server.close()
-            if writer is not None and not writer.transport.is_closing():
-                writer.transport.abort()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 5)
-        if args.verbose:
-            _say("connection closed")
-        if not args.keep_listening:
-            return status
+                return status
+    finally:
+        endpoint.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(endpoint.wait_closed(), 5)
 
 
 async def _connect(args: argparse.Namespace) -> int:
@@ -496,11 +504,7 @@ async def _connect(args: argparse.Namespace) -> int:
             args.host, args.port, config=_config(args), timeout=args.timeout
         )
     except (OSError, TimeoutError, ConfigError) as exc:
-        if (
-            isinstance(exc, TimeoutError)
-            and not isinstance(exc, ConnectTimeoutError)
-            and args.timeout is not None
-        ):
+        if isinstance(exc, ConnectTimeoutError) and exc.timeout is not None:
             exc = TimeoutError(f"gave up after --timeout {args.timeout:g} s")
         raise CliError(_describe(exc, args.host, args.port, "connect")) from None
     if args.verbose:

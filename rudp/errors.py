@@ -34,4 +34,10 @@ class UserTimeoutError(TimeoutError):
 
 
 class ConnectTimeoutError(TimeoutError):
-    """The opening handshake did not complete within ``syn_retries`` retransmissions."""
+    """The opening handshake did not complete: no answer within ``syn_retries``
+    retransmissions, or within the caller's ``timeout`` (then :attr:`timeout`)."""
+
+    def __init__(self, *args: object, timeout: float | None = None) -> None:
+        super().__init__(*args)
+        #: The ``timeout=`` argument that expired, or None (SYN retries exhausted).
+        self.timeout = timeout

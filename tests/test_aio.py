@@ -248,7 +248,7 @@ async def test_write_after_close_raises() -> None:
 
 
 async def test_server_close_with_clients_attached() -> None:
-    server = await echo_server()
+    server = await echo_server(config=rudp.Config(msl=0.5))
     port = port_of(server)
     clients = [await rudp.open_connection(HOST, port) for _ in range(3)]
     for r, w in clients:  # accepted by the server (not just in its accept queue)
@@ -267,7 +267,13 @@ async def test_server_close_with_clients_attached() -> None:
         await w.wait_closed()
     # Done once every connection's FIN exchange has finished.
     await asyncio.wait_for(server.wait_closed(), 10)
-    assert all(s.fileno() == -1 for s in server.sockets) or not server.sockets
+    # The server closed first, so it holds TIME-WAIT: its socket stays open 2 MSL
+    # after wait_closed() returned (as kernel TCP), then closes.
+    (ep,) = server.endpoints
+    assert ep.socket.fileno() != -1
+    assert ep.stats()["state_TIME-WAIT"] == 3
+    await asyncio.wait_for(ep.wait_socket_closed(), 5)
+    assert ep.socket.fileno() == -1
 
 
 async def test_drain_blocks_until_peer_reads() -> None:
@@ -418,13 +424,18 @@ async def test_cancelled_open_leaves_nothing_behind() -> None:
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind((HOST, 0))
     try:
-        before = len(asyncio.all_tasks())
+        before = asyncio.all_tasks()
         with pytest.raises(asyncio.TimeoutError):  # the builtin TimeoutError from 3.11 on
             await asyncio.wait_for(rudp.open_connection(HOST, silent.getsockname()[1]), 0.3)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(rudp.ConnectTimeoutError, match=r"port \d+: no answer within 0.3 s"):
             await rudp.open_connection(HOST, silent.getsockname()[1], timeout=0.3)
         await asyncio.sleep(0)
-        assert len(asyncio.all_tasks()) == before
+        # Only the loop's shared client endpoint remains (its keeper task closes it
+        # with the loop); no connection is left in it.
+        new = asyncio.all_tasks() - before
+        assert all(t.get_name().startswith("rudp shared endpoint") for t in new)
+        (ep,) = rudp.aio.shared_endpoints()
+        assert not ep.engine.connections
     finally:
         silent.close()
 

@@ -1,16 +1,26 @@
-"""The asyncio layer: UDP endpoint, transports, streams and servers."""
+"""The asyncio layer: endpoints, transports, streams and servers."""
 
-from .api import Server, create_connection, create_server, open_connection, start_server
-from .endpoint import UdpEndpoint
+from .api import (
+    create_connection,
+    create_endpoint,
+    create_server,
+    open_connection,
+    shared_endpoints,
+    start_server,
+)
+from .endpoint import Endpoint
+from .server import Server
 from .transport import STATS_KEY, RudpTransport
 
 __all__ = [
     "STATS_KEY",
+    "Endpoint",
     "RudpTransport",
     "Server",
-    "UdpEndpoint",
     "create_connection",
+    "create_endpoint",
     "create_server",
     "open_connection",
+    "shared_endpoints",
     "start_server",
 ]

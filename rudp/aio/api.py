@@ -1,42 +1,45 @@
 """Public asyncio API, mirroring asyncio's names and semantics.
 
-``open_connection``/``start_server`` (streams) and ``create_connection``/
-``create_server`` (protocols) behave like their asyncio namesakes, over UDP.
+* :func:`create_endpoint` — one UDP socket on which to listen and connect, any number
+  of times, in both directions (docs/endpoints.md);
+* :func:`open_connection`/:func:`start_server` (streams) and
+  :func:`create_connection`/:func:`create_server` (protocols), like their asyncio
+  namesakes, over UDP, built on endpoints.
 
-Ports: a rudp server listens on TCP port = its UDP port; a client connection's
-local TCP port is its UDP socket's port. Each client connection has its own UDP
-socket (``connect()``-ed to the server, so an ICMP "port unreachable" fails the
-open at once); a server's connections all share the server's socket(s).
+Client connections opened without ``local_addr`` share one endpoint per event loop and
+address family (one UDP socket for all of them, distinct TCP ports), so TIME-WAIT and
+connection churn cost no file descriptors. A server listens on TCP port "any" by
+default: a SYN's ports are mirrored, so port mappings between the two ends are
+transparent (docs/wire.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+import weakref
+from collections.abc import Iterable
 from typing import Any
 
 from .. import log
 from ..config import Config
-from ..engine import Connection
-from .endpoint import ProtocolFactory, UdpEndpoint
+from ..engine.congestion import lookup as lookup_congestion_control
+from ..errors import ConnectTimeoutError
+from .endpoint import Endpoint, ProtocolFactory
+from .server import ClientConnectedCallback, Server, stream_factory
 from .transport import RudpTransport
-
-ClientConnectedCallback = Callable[
-    [asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None] | None
-]
 
 _DEFAULT_LIMIT = 2**16  # asyncio.streams._DEFAULT_LIMIT
 _DEFAULT_CONFIG = Config()  # frozen, so one instance serves every connection
 #: UDP socket buffer size requested (the kernel may cap it at net.core.rmem_max).
 SOCKET_BUFFER = 4 * 1024 * 1024
 
-
-def _factory_of(ep: UdpEndpoint) -> Callable[[], UdpEndpoint]:
-    return lambda: ep
+#: Per event loop: the shared client endpoint of each (address family, config).
+_shared: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[int, Config], Endpoint]
+] = weakref.WeakKeyDictionary()
 
 
 def _tune(sock: socket.socket) -> None:
@@ -49,7 +52,9 @@ def _tune(sock: socket.socket) -> None:
 async def _resolve(
     loop: asyncio.AbstractEventLoop, host: str | None, port: int, family: int, passive: bool
 ) -> list[tuple[int, tuple[Any, ...]]]:
-    if host and not passive and family == 0:
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 0xFFFF:
+        raise ValueError(f"port must be an int in 0..65535, not {port!r}")
+    if host and family == 0:
         # A numeric address needs no resolver round trip (the executor thread
         # behind getaddrinfo costs more than a whole rudp handshake on loopback).
         try:
@@ -81,6 +86,136 @@ async def _resolve(
     return seen
 
 
+def _bind(
+    family: int, addr: tuple[Any, ...], *, reuse_port: bool = False, dual_stack: bool = False
+) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        _tune(sock)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+        sock.bind(addr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def create_endpoint(
+    local_addr: tuple[str, int] | None = None,
+    *,
+    config: Config | None = None,
+    family: int = 0,
+    reuse_port: bool = False,
+) -> Endpoint:
+    """Bind a UDP socket and return the :class:`Endpoint` that owns it.
+
+    ``local_addr`` defaults to all IPv4 addresses and an ephemeral port; an IPv6
+    wildcard (``("::", port)``) gives a dual-stack socket that also serves IPv4 (as
+    IPv4-mapped addresses). On the endpoint, ``create_server``/``start_server`` and
+    ``create_connection``/``open_connection`` may be used any number of times.
+    """
+    loop = asyncio.get_running_loop()
+    cfg = config if config is not None else _DEFAULT_CONFIG
+    lookup_congestion_control(cfg.congestion_control)  # ConfigError now
+    host, port = local_addr if local_addr is not None else ("0.0.0.0", 0)
+    fam, addr = (await _resolve(loop, host, port, family, passive=True))[0]
+    dual = fam == socket.AF_INET6 and addr[0] in ("::", "")
+    sock = _bind(fam, addr, reuse_port=reuse_port, dual_stack=dual)
+    return Endpoint(loop, sock, cfg)
+
+
+def _shared_endpoint(loop: asyncio.AbstractEventLoop, family: int, config: Config) -> Endpoint:
+    """The loop's shared client endpoint for ``family`` (created on first use).
+
+    It lives as long as the loop: a keeper task closes it when the loop's tasks are
+    cancelled (``asyncio.run`` does that on exit), so TIME-WAIT lasts at most as long
+    as the program (docs/endpoints.md).
+    """
+    per_loop = _shared.setdefault(loop, {})
+    ep = per_loop.get((family, config))
+    if ep is not None and not ep.is_closing():
+        return ep
+    wildcard = ("0.0.0.0", 0) if family == socket.AF_INET else ("::", 0, 0, 0)
+    ep = Endpoint(loop, _bind(family, wildcard), config)
+    per_loop[(family, config)] = ep
+
+    async def keeper() -> None:
+        try:
+            await asyncio.Future()
+        finally:
+            ep.abort()
+
+    ep.keeper = loop.create_task(keeper(), name=f"rudp shared endpoint {ep.local_address}")
+    return ep
+
+
+def shared_endpoints() -> list[Endpoint]:
+    """The running loop's shared client endpoints (one per address family in use),
+    e.g. for their ``stats()``."""
+    per_loop = _shared.get(asyncio.get_running_loop(), {})
+    return [ep for ep in per_loop.values() if not ep.is_closing()]
+
+
+async def connect_to(
+    ep: Endpoint,
+    protocol_factory: ProtocolFactory,
+    host: str,
+    port: int,
+    tcp_port: int | None,
+    local_tcp_port: int | None,
+    timeout: float | None,
+    *,
+    addresses: list[tuple[int, tuple[Any, ...]]] | None = None,
+) -> tuple[RudpTransport, asyncio.BaseProtocol]:
+    """Open a connection from ``ep``, trying each resolved address in turn."""
+    loop = ep.loop
+    if addresses is None:
+        addresses = await _resolve(loop, host, port, 0, passive=False)
+    errors: list[BaseException] = []
+    for _fam, sockaddr in addresses:
+        protocol: asyncio.BaseProtocol | None = None
+
+        def factory() -> asyncio.BaseProtocol:
+            nonlocal protocol
+            protocol = protocol_factory()
+            return protocol
+
+        peer = ep.peer_address(sockaddr)
+        fut = ep.open(peer, tcp_port if tcp_port is not None else port, factory, local_tcp_port)
+        try:
+            if timeout is not None:
+                tr = await asyncio.wait_for(asyncio.shield(fut), timeout)
+            else:
+                tr = await asyncio.shield(fut)
+        except ConnectTimeoutError as exc:  # the engine gave up (SYN retransmissions)
+            ep.cancel_open(fut)
+            raise ConnectTimeoutError(f"connect to {host} port {port}: {exc}") from None
+        except (asyncio.TimeoutError, TimeoutError):  # wait_for's own timeout
+            ep.cancel_open(fut)
+            raise ConnectTimeoutError(
+                f"connect to {host} port {port}: no answer within {timeout:g} s",
+                timeout=timeout,
+            ) from None
+        except (ConnectionError, OSError) as exc:
+            ep.cancel_open(fut)
+            errors.append(exc)
+            continue
+        except BaseException:
+            ep.cancel_open(fut)
+            raise
+        assert protocol is not None
+        if log.debug_enabled:
+            log.logger.debug("connected", conn=tr.get_extra_info("rudp_connection").name)
+        return tr, protocol
+    if len(errors) == 1 or all(type(e) is type(errors[0]) for e in errors):
+        raise errors[0]
+    raise OSError(f"multiple errors connecting to {host} port {port}: {errors}")
+
+
 async def create_connection(
     protocol_factory: ProtocolFactory,
     host: str,
@@ -90,69 +225,39 @@ async def create_connection(
     local_addr: tuple[str, int] | None = None,
     family: int = 0,
     timeout: float | None = None,
+    tcp_port: int | None = None,
 ) -> tuple[RudpTransport, asyncio.BaseProtocol]:
     """Open a rudp connection to ``host``:``port`` (UDP); like ``loop.create_connection``.
 
-    Raises ``ConnectionRefusedError`` (RST, or nothing listening on the UDP port),
-    ``TimeoutError`` (no answer within ``config.syn_retries`` SYN retransmissions,
-    or ``timeout`` seconds if given), ``OSError`` for resolution/socket errors.
+    Without ``local_addr`` the connection shares its loop's client endpoint (one
+    socket for every such connection); with it, it gets its own endpoint bound
+    there, closed after the connection (and its TIME-WAIT).
+
+    Raises ``ConnectionRefusedError`` (RST, or ICMP port unreachable where the
+    platform reports it), :class:`rudp.ConnectTimeoutError` (no answer within
+    ``config.syn_retries`` SYN retransmissions, or ``timeout`` seconds), ``OSError``
+    for resolution, unreachable hosts and socket errors.
     """
     loop = asyncio.get_running_loop()
     cfg = config if config is not None else _DEFAULT_CONFIG
-    errors: list[BaseException] = []
-    for fam, sockaddr in await _resolve(loop, host, port, family, passive=False):
-        sock = socket.socket(fam, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            _tune(sock)
-            if local_addr is not None:
-                sock.bind(local_addr)
-            elif fam == socket.AF_INET6:
-                sock.bind(("::", 0))
-            else:
-                sock.bind(("0.0.0.0", 0))
-            sock.connect(sockaddr)
-        except OSError as exc:
-            sock.close()
-            errors.append(exc)
-            continue
-        ep = UdpEndpoint(loop, cfg, sock, connected=True)
-        _transport, _ = await loop.create_datagram_endpoint(_factory_of(ep), sock=sock)
-        # The peer address as recvfrom() reports it, so engine identities match.
-        peer = sock.getpeername()
-        local_port = sock.getsockname()[1]
-        protocol: asyncio.BaseProtocol | None = None
-
-        def factory() -> asyncio.BaseProtocol:
-            nonlocal protocol
-            protocol = protocol_factory()
-            return protocol
-
-        fut = ep.open(tuple(peer), sockaddr[1], factory, local_port)
-        ep.on_idle = ep.close
-        try:
-            if timeout is not None:
-                tr = await asyncio.wait_for(asyncio.shield(fut), timeout)
-            else:
-                tr = await asyncio.shield(fut)
-        except BaseException as exc:
-            ep.cancel_open(fut)
-            ep.close()
-            if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, TimeoutError):
-                raise TimeoutError(f"connect to {host}:{port} timed out") from None
-            if isinstance(exc, (ConnectionRefusedError, TimeoutError, ConnectionError)):
-                errors.append(exc)
-                if isinstance(exc, TimeoutError):
-                    raise
-                continue
-            raise
-        assert protocol is not None
-        if log.debug_enabled:
-            log.logger.debug("connected", conn=tr._conn.name, host=host, port=port)
-        return tr, protocol
-    if len(errors) == 1 or all(type(e) is type(errors[0]) for e in errors):
-        raise errors[0]
-    raise OSError(f"multiple errors connecting to {host}:{port}: {errors}")
+    lookup_congestion_control(cfg.congestion_control)
+    addresses = await _resolve(loop, host, port, family, passive=False)
+    if local_addr is None:
+        fam = addresses[0][0]
+        ep = _shared_endpoint(loop, fam, cfg)
+        return await connect_to(
+            ep, protocol_factory, host, port, tcp_port, None, timeout, addresses=addresses
+        )
+    lfam, laddr = (await _resolve(loop, local_addr[0], local_addr[1], family, passive=True))[0]
+    ep = Endpoint(loop, _bind(lfam, laddr), cfg, close_when_idle=True)
+    try:
+        same = [a for a in addresses if a[0] == lfam]
+        return await connect_to(
+            ep, protocol_factory, host, port, tcp_port, None, timeout, addresses=same or addresses
+        )
+    except BaseException:
+        ep.abort()
+        raise
 
 
 async def open_connection(
@@ -164,6 +269,7 @@ async def open_connection(
     local_addr: tuple[str, int] | None = None,
     family: int = 0,
     timeout: float | None = None,
+    tcp_port: int | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Open a connection and return asyncio's ``(StreamReader, StreamWriter)``."""
     loop = asyncio.get_running_loop()
@@ -177,134 +283,10 @@ async def open_connection(
         local_addr=local_addr,
         family=family,
         timeout=timeout,
+        tcp_port=tcp_port,
     )
     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     return reader, writer
-
-
-class Server:
-    """A rudp server: one UDP socket per bound address, like ``asyncio.Server``.
-
-    ``close()`` stops accepting (existing connections continue, as in asyncio);
-    ``close_clients()``/``abort_clients()`` end them; ``wait_closed()`` returns
-    once the server is closed and every connection has finished.
-    """
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        endpoints: list[UdpEndpoint],
-        protocol_factory: ProtocolFactory,
-        backlog: int,
-    ) -> None:
-        self._loop = loop
-        self._endpoints = endpoints
-        self._factory = protocol_factory
-        self._backlog = backlog
-        self._serving = False
-        self._closed = False
-        self._serving_forever: asyncio.Future[None] | None = None
-        self._closed_fut: asyncio.Future[None] = loop.create_future()
-
-    @property
-    def sockets(self) -> tuple[socket.socket, ...]:
-        """The bound UDP sockets."""
-        return tuple(ep.sock for ep in self._endpoints if ep.sock is not None)
-
-    @property
-    def addresses(self) -> list[tuple[Any, ...]]:
-        """The bound (host, port[, …]) addresses."""
-        return [s.getsockname() for s in self.sockets]
-
-    def get_loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
-    def is_serving(self) -> bool:
-        return self._serving
-
-    async def start_serving(self) -> None:
-        if self._closed:
-            raise RuntimeError("server is closed")
-        if self._serving:
-            return
-        self._serving = True
-        for ep in self._endpoints:
-            assert ep.sock is not None
-            port = ep.sock.getsockname()[1]
-            ep.listen(port, self._backlog, functools.partial(self._accept, ep))
-
-    def _accept(self, ep: UdpEndpoint, conn: Connection) -> None:
-        try:
-            protocol = self._factory()
-        except Exception as exc:
-            conn.abort(self._loop.time())
-            self._loop.call_exception_handler(
-                {"message": "rudp server protocol factory failed", "exception": exc}
-            )
-            return
-        ep.attach(conn, protocol)
-
-    def close(self) -> None:
-        """Stop accepting new connections; established ones continue."""
-        if self._closed:
-            return
-        self._closed = True
-        self._serving = False
-        self._closed_fut.set_result(None)
-        for ep in self._endpoints:
-            assert ep.sock is not None
-            ep.stop_listening(ep.sock.getsockname()[1])
-            ep.on_idle = ep.close
-            ep._schedule()
-        if self._serving_forever is not None and not self._serving_forever.done():
-            self._serving_forever.cancel()
-
-    def close_clients(self) -> None:
-        """Close (FIN) every connection of this server."""
-        for ep in self._endpoints:
-            for tr in ep.connections:
-                tr.close()
-
-    def abort_clients(self) -> None:
-        """Reset (RST) every connection of this server."""
-        for ep in self._endpoints:
-            for tr in ep.connections:
-                tr.abort()
-
-    async def wait_closed(self) -> None:
-        """Wait until the server is closed and all its connections are done."""
-        # Like asyncio: waiting on an open server waits for close() first.
-        await asyncio.shield(self._closed_fut)
-        for ep in self._endpoints:
-            await ep.wait_closed()
-
-    async def serve_forever(self) -> None:
-        if self._serving_forever is not None:
-            raise RuntimeError("serve_forever() is already running")
-        if self._closed:
-            raise RuntimeError("server is closed")
-        await self.start_serving()
-        self._serving_forever = self._loop.create_future()
-        try:
-            await self._serving_forever
-        except asyncio.CancelledError:
-            try:
-                self.close()
-                await self.wait_closed()
-            finally:
-                raise
-        finally:
-            self._serving_forever = None
-
-    async def __aenter__(self) -> Server:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
-        await self.wait_closed()
-
-    def __repr__(self) -> str:
-        return f"<rudp.Server {self.addresses}>"
 
 
 async def create_server(
@@ -317,45 +299,37 @@ async def create_server(
     family: int = 0,
     reuse_port: bool = False,
     start_serving: bool = True,
+    tcp_port: int | None = None,
 ) -> Server:
     """Listen on ``host``:``port`` (UDP); like ``loop.create_server``.
 
     ``host=None`` binds all IPv4 and IPv6 addresses. ``port=0`` picks a free port
-    (the same one for every bound address where possible).
+    (the same one for every bound address where possible). The listener accepts a
+    SYN for any TCP port unless ``tcp_port`` is given. The server owns its
+    endpoints: after :meth:`Server.close` they close when their connections (and
+    TIME-WAIT) are done.
     """
     loop = asyncio.get_running_loop()
     cfg = config if config is not None else _DEFAULT_CONFIG
+    lookup_congestion_control(cfg.congestion_control)
     hosts: list[str | None]
     hosts = [host or None] if host is None or isinstance(host, str) else list(host)
-    endpoints: list[UdpEndpoint] = []
+    endpoints: list[Endpoint] = []
     try:
         for h in hosts:
             for fam, sockaddr in await _resolve(loop, h, port, family, passive=True):
-                sock = socket.socket(fam, socket.SOCK_DGRAM)
-                try:
-                    sock.setblocking(False)
-                    _tune(sock)
-                    if reuse_port:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                    if fam == socket.AF_INET6:
-                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                    if port == 0 and endpoints:
-                        # Same port on every address, as asyncio does for TCP.
-                        bound = endpoints[0].sock
-                        assert bound is not None
-                        sockaddr = (sockaddr[0], bound.getsockname()[1], *sockaddr[2:])
-                    sock.bind(sockaddr)
-                except OSError:
-                    sock.close()
-                    raise
-                ep = UdpEndpoint(loop, cfg, sock)
-                await loop.create_datagram_endpoint(_factory_of(ep), sock=sock)
-                endpoints.append(ep)
+                if port == 0 and endpoints:
+                    # Same port on every address, as asyncio does for TCP.
+                    bound = endpoints[0].local_address[1]
+                    sockaddr = (sockaddr[0], bound, *sockaddr[2:])
+                endpoints.append(Endpoint(loop, _bind(fam, sockaddr, reuse_port=reuse_port), cfg))
     except BaseException:
         for ep in endpoints:
-            ep.close()
+            ep.abort()
         raise
-    server = Server(loop, endpoints, protocol_factory, backlog)
+    server = Server(
+        loop, [(ep, tcp_port) for ep in endpoints], protocol_factory, backlog, owned=True
+    )
     if start_serving:
         await server.start_serving()
     return server
@@ -372,16 +346,12 @@ async def start_server(
     family: int = 0,
     reuse_port: bool = False,
     start_serving: bool = True,
+    tcp_port: int | None = None,
 ) -> Server:
     """Start a stream server; ``client_connected_cb(reader, writer)`` per connection."""
     loop = asyncio.get_running_loop()
-
-    def factory() -> asyncio.BaseProtocol:
-        reader = asyncio.StreamReader(limit=limit, loop=loop)
-        return asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
-
     return await create_server(
-        factory,
+        stream_factory(loop, client_connected_cb, limit),
         host,
         port,
         config=config,
@@ -389,4 +359,5 @@ async def start_server(
         family=family,
         reuse_port=reuse_port,
         start_serving=start_serving,
+        tcp_port=tcp_port,
     )

@@ -1,182 +1,409 @@
-"""The asyncio adapter: one UDP socket, one sans-IO :class:`~rudp.engine.Endpoint`.
+"""The asyncio adapter: one UDP socket, one sans-IO engine, many connections.
 
-:class:`UdpEndpoint` is the ``asyncio.DatagramProtocol`` of a UDP socket. It feeds
-datagrams to the engine, turns engine events into protocol callbacks on each
-connection's :class:`~rudp.aio.transport.RudpTransport`, sends what the engine
-produces, and drives every engine deadline with a single re-armed ``call_at``
-timer (as aioquic's adapter does).
+:class:`Endpoint` owns a UDP socket (through :class:`~rudp.aio.sockio.UdpSocketIO`:
+batched receives, GSO sends, the source address each peer reached, ICMP errors from
+the error queue) and one :class:`rudp.engine.Endpoint`. On it the application listens
+(:meth:`Endpoint.create_server`, :meth:`Endpoint.start_server`) and connects
+(:meth:`Endpoint.create_connection`, :meth:`Endpoint.open_connection`), any number of
+each, both directions at once — which is what peer-to-peer hole punching needs.
 
-Batching: datagrams that arrive in one loop iteration are processed together in
-one ``call_soon`` callback, so ACKs are coalesced and writes made in one
-iteration leave as full segments. On the default loop, where the selector
-transport reads one datagram per readiness event, the endpoint drains the
-socket itself with ``recvfrom`` until it would block; uvloop already batches
-receives inside libuv.
+Driving: each batch of datagrams is fed to the engine, then application events are
+dispatched and whatever the engine has to send leaves in one batch (ACKs coalesce,
+segments to one peer leave as one GSO call). Every engine deadline is served by one
+re-armed ``loop.call_at`` timer (as aioquic's adapter does).
+
+Lifetime: :meth:`Endpoint.close` stops listening and closes the connections (FIN);
+the socket stays open while any connection needs it — TIME-WAIT included, which
+re-ACKs a retransmitted FIN for 2 MSL (RFC 9293 §3.3.2) — but
+:meth:`Endpoint.wait_closed` does not wait for TIME-WAIT, as with kernel TCP.
+TIME-WAIT cannot outlive the event loop or the process: when the loop stops, the
+socket goes and with it the state (docs/endpoints.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
+import struct
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from .. import log
 from ..config import Config
 from ..engine import (
+    ANY_PORT,
     Connection,
     ConnectionAccepted,
     ConnectionEstablished,
     ConnectionTerminated,
     DataReceived,
-    Endpoint,
     PeerClosed,
     State,
     WritingResumed,
 )
+from ..engine import Endpoint as EngineEndpoint
+from ..errors import InvalidStateError
+from .sockio import DatagramError, ReceivedDatagram, UdpSocketIO
 from .transport import RudpTransport
 
 Address = tuple[Any, ...]
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
+AcceptCallback = Callable[[Connection], None]
 
-#: Most extra datagrams read per wakeup when draining the socket ourselves.
-DRAIN_BUDGET = 256
+_PORTS = struct.Struct("!HH")
+#: Most peers whose local (destination) address is remembered for replies.
+MAX_LOCAL_ADDRESSES = 65536
+_OPENING = frozenset({State.SYN_SENT, State.SYN_RECEIVED})
 
 
-class UdpEndpoint(asyncio.DatagramProtocol):
-    """Owns one UDP socket and every rudp connection and listener on it."""
+class Endpoint:
+    """One UDP socket and every rudp connection and listener on it.
+
+    Create one with :func:`rudp.create_endpoint`. Use it with ``async with``, or
+    call :meth:`close` then ``await`` :meth:`wait_closed`.
+    """
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        config: Config,
         sock: socket.socket,
+        config: Config,
         *,
-        connected: bool = False,
+        close_when_idle: bool = False,
     ) -> None:
         self.loop = loop
         self.config = config
-        self.engine = Endpoint(config)
-        self.transport: asyncio.DatagramTransport | None = None
-        self.sock: socket.socket | None = sock
-        self._connected = connected  # the UDP socket is connect()ed to one peer
-        self._drain = False
+        #: The sans-IO engine (``rudp.engine.Endpoint``) behind this socket.
+        self.engine = EngineEndpoint(config)
+        self._sock = sock
+        self._family = sock.family
+        self._dual_stack = sock.family == socket.AF_INET6 and not sock.getsockopt(
+            socket.IPPROTO_IPV6, socket.IPV6_V6ONLY
+        )
+        self._sockname: Address = sock.getsockname()
+        self._io = UdpSocketIO(
+            loop,
+            sock,
+            self._on_datagrams,
+            on_error=self._on_udp_error,
+            on_writable=self._on_writable,
+        )
+        #: Peer UDP address -> the local address it sent to (PKTINFO), to reply from it.
+        self._local_for: dict[Address, Address] = {}
         self._transports: dict[Connection, RudpTransport] = {}
-        self._opening: dict[Connection, asyncio.Future[RudpTransport]] = {}
-        self._opening_factories: dict[Connection, ProtocolFactory] = {}
-        self._accept: dict[int, Callable[[Connection], None]] = {}
+        self._opening: dict[Connection, tuple[asyncio.Future[RudpTransport], ProtocolFactory]] = {}
+        self._accept: dict[int, AcceptCallback] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._process_scheduled = False
         self._paused = False
-        self._closed = False
-        self._closing = False
-        self._lost: asyncio.Future[None] = loop.create_future()
-        #: Called when no connection or listener remains (used to close sockets).
-        self.on_idle: Callable[[], None] | None = None
+        self._closing = False  # close(): no new connections; socket closes when idle
+        self._closed = False  # the socket is closed
+        self._idle_close = close_when_idle
+        self._done: asyncio.Future[None] = loop.create_future()  # all but TIME-WAIT done
+        self._lost: asyncio.Future[None] = loop.create_future()  # the socket is closed
+        #: Soft errors (ICMP for established connections), counted.
+        self.soft_errors = 0
+        #: For a loop's shared client endpoint: the task that closes it with the loop.
+        self.keeper: asyncio.Task[None] | None = None
 
-    # ------------------------------------------------- DatagramProtocol API
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-        # The selector loop reads one datagram per wakeup; drain the rest here.
-        # (uvloop reads in libuv's loop already.)
-        self._drain = type(transport).__module__.startswith("asyncio.")
+    # -------------------------------------------------------------- public API
+    @property
+    def local_address(self) -> Address:
+        """The UDP address the socket is bound to."""
+        return self._sockname
 
-    def datagram_received(self, data: bytes, addr: Address) -> None:
+    @property
+    def socket(self) -> socket.socket:
+        """The UDP socket (owned by the endpoint: do not read from or close it)."""
+        return self._sock
+
+    @property
+    def connections(self) -> list[RudpTransport]:
+        """Transports of the connections the application holds on this endpoint."""
+        return list(self._transports.values())
+
+    def is_closing(self) -> bool:
+        return self._closing or self._closed
+
+    def stats(self) -> dict[str, Any]:
+        """Engine counters, connections by state, and the socket layer's counters."""
+        out: dict[str, Any] = dict(self.engine.stats())
+        out["socket"] = self._io.stats.as_dict()
+        out["features"] = {
+            name: getattr(self._io.features, name) for name in ("gso", "gro", "pktinfo", "recverr")
+        }
+        out["soft_errors"] = self.soft_errors
+        return out
+
+    async def create_connection(
+        self,
+        protocol_factory: ProtocolFactory,
+        host: str,
+        port: int,
+        *,
+        tcp_port: int | None = None,
+        local_tcp_port: int | None = None,
+        timeout: float | None = None,
+    ) -> tuple[RudpTransport, asyncio.BaseProtocol]:
+        """Open a connection to ``host``:``port`` (UDP) from this endpoint.
+
+        ``tcp_port``: the destination TCP port (default: ``port``; a server accepts
+        any, see docs/wire.md); ``local_tcp_port``: ours (default: an unused
+        ephemeral one). Errors as :func:`rudp.create_connection`.
+        """
+        from .api import connect_to  # the shared resolve-and-try loop
+
+        return await connect_to(
+            self, protocol_factory, host, port, tcp_port, local_tcp_port, timeout
+        )
+
+    async def open_connection(
+        self,
+        host: str,
+        port: int,
+        *,
+        limit: int = 2**16,
+        tcp_port: int | None = None,
+        local_tcp_port: int | None = None,
+        timeout: float | None = None,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """:meth:`create_connection` returning asyncio's ``(StreamReader, StreamWriter)``."""
+        loop = self.loop
+        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await self.create_connection(
+            lambda: protocol,
+            host,
+            port,
+            tcp_port=tcp_port,
+            local_tcp_port=local_tcp_port,
+            timeout=timeout,
+        )
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+    async def create_server(
+        self,
+        protocol_factory: ProtocolFactory,
+        *,
+        tcp_port: int | None = None,
+        backlog: int = 128,
+        start_serving: bool = True,
+    ) -> Any:
+        """Listen on this endpoint: for SYNs to TCP ``tcp_port``, or to any TCP port
+        no other listener here has (the default: port mappings are transparent)."""
+        from .server import Server
+
+        server = Server(self.loop, [(self, tcp_port)], protocol_factory, backlog, owned=False)
+        if start_serving:
+            await server.start_serving()
+        return server
+
+    async def start_server(
+        self,
+        client_connected_cb: Any,
+        *,
+        tcp_port: int | None = None,
+        limit: int = 2**16,
+        backlog: int = 128,
+        start_serving: bool = True,
+    ) -> Any:
+        """:meth:`create_server` with asyncio's streams (``cb(reader, writer)``)."""
+        from .server import stream_factory
+
+        return await self.create_server(
+            stream_factory(self.loop, client_connected_cb, limit),
+            tcp_port=tcp_port,
+            backlog=backlog,
+            start_serving=start_serving,
+        )
+
+    def close(self) -> None:
+        """Stop listening and close every connection (FIN after its data). The socket
+        closes once no connection needs it; :meth:`wait_closed` returns before
+        TIME-WAIT ends (it lasts 2 MSL in the background)."""
+        if self._closing or self._closed:
+            return
+        self._closing = True
+        for port in list(self._accept):
+            self.stop_listening(port)
+        for tr in list(self._transports.values()):
+            tr.close()
         now = self.loop.time()
-        engine = self.engine
-        engine.receive_datagram(data, addr, now)
-        if self._drain:
-            self._drain_socket(now)
-        if not self._process_scheduled:
-            self._process_scheduled = True
-            self.loop.call_soon(self._process)
+        for conn in list(self._opening):
+            self._fail_open(conn, ConnectionAbortedError("endpoint closed while opening"))
+            conn.abort(now)
+        self._schedule()
+        self._check_idle()
 
-    def _drain_socket(self, now: float) -> None:
-        sock = self.sock
-        assert sock is not None
-        engine = self.engine
-        try:
-            for _ in range(DRAIN_BUDGET):
-                data, addr = sock.recvfrom(65536)
-                engine.receive_datagram(data, addr, now)
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError as exc:  # e.g. ICMP errors on a connected socket
-            self.error_received(exc)
+    def close_when_idle(self) -> None:
+        """Close the socket once nothing needs it (used by servers that own it)."""
+        self._idle_close = True
+        self._check_idle()
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable on a connected socket: RFC 1122 §4.2.3.9 makes it a
-        # hard error only while opening (Linux does the same): fail the open now.
-        if isinstance(exc, ConnectionRefusedError):
-            for conn, fut in list(self._opening.items()):
-                if not fut.done():
-                    conn.abort(self.loop.time())
-                    fut.set_exception(
-                        ConnectionRefusedError(f"connection to {conn.addr} refused (ICMP)")
-                    )
-                    self._opening.pop(conn, None)
-                    self._opening_factories.pop(conn, None)
-            self._schedule()
-        elif log.info_enabled:
-            log.logger.info("udp_error", error=repr(exc))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def abort(self) -> None:
+        """Reset every connection (RST) and close the socket now (TIME-WAIT is lost)."""
+        if self._closed:
+            return
+        self._closing = True
         now = self.loop.time()
-        err = exc or ConnectionAbortedError("UDP socket closed")
-        for fut in list(self._opening.values()):
-            if not fut.done():
-                fut.set_exception(err)
-        self._opening.clear()
         for conn in list(self.engine.connections.values()):
             conn.abort(now)
         self._process_events()
-        for tr in list(self._transports.values()):
-            tr._connection_lost(err)
-        self._transports.clear()
-        if not self._lost.done():
-            self._lost.set_result(None)
+        if not self._paused:
+            self._io.send(self._out_items(now))
+        self._close_socket(ConnectionAbortedError("endpoint aborted"))
 
-    def pause_writing(self) -> None:
-        # The UDP transport's buffer is full: stop producing datagrams; the engine
-        # keeps the data (and its timers) until resume_writing.
-        self._paused = True
+    async def wait_closed(self) -> None:
+        """Wait until :meth:`close` is done: every connection but TIME-WAIT finished."""
+        await asyncio.shield(self._done)
 
-    def resume_writing(self) -> None:
+    async def __aenter__(self) -> Endpoint:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "closing" if self._closing else "open"
+        return f"<rudp.Endpoint {self._sockname} {state} connections={len(self._transports)}>"
+
+    # ------------------------------------------------------ used by servers/api
+    def listen(self, tcp_port: int | None, backlog: int, on_accept: AcceptCallback) -> None:
+        if self.is_closing():
+            raise InvalidStateError("endpoint is closed")
+        port = ANY_PORT if tcp_port is None else tcp_port
+        self.engine.listen(port, backlog)
+        self._accept[port] = on_accept
+
+    def stop_listening(self, tcp_port: int | None) -> None:
+        port = ANY_PORT if tcp_port is None else tcp_port
+        self.engine.stop_listening(port)
+        self._accept.pop(port, None)
+        self._schedule()
+        self._check_idle()
+
+    def open(
+        self,
+        addr: Address,
+        tcp_port: int,
+        factory: ProtocolFactory,
+        local_tcp_port: int | None,
+    ) -> asyncio.Future[RudpTransport]:
+        """Start an active open; the future resolves to the connection's transport."""
+        if self.is_closing():
+            raise InvalidStateError("endpoint is closed")
+        conn = self.engine.connect(addr, tcp_port, self.loop.time(), local_port=local_tcp_port)
+        fut: asyncio.Future[RudpTransport] = self.loop.create_future()
+        self._opening[conn] = (fut, factory)
+        self._transmit()
+        return fut
+
+    def cancel_open(self, fut: asyncio.Future[RudpTransport]) -> None:
+        for conn, (f, _factory) in list(self._opening.items()):
+            if f is fut:
+                del self._opening[conn]
+                conn.abort(self.loop.time())
+                self._schedule()
+
+    def attach(self, conn: Connection, protocol: asyncio.BaseProtocol) -> RudpTransport:
+        """Create the transport of an established connection and call connection_made."""
+        tr = RudpTransport(self, conn, protocol)
+        self._transports[conn] = tr
+        protocol.connection_made(tr)
+        if conn.readable:
+            tr._deliver()
+        return tr
+
+    def peer_address(self, host_addr: Address) -> Address:
+        """An address from getaddrinfo in this socket's format (IPv4 on a dual-stack
+        IPv6 socket becomes IPv4-mapped)."""
+        if self._dual_stack and len(host_addr) == 2:
+            return (f"::ffff:{host_addr[0]}", host_addr[1], 0, 0)
+        return tuple(host_addr)
+
+    # ------------------------------------------------------------ socket I/O
+    def _on_datagrams(self, batch: list[ReceivedDatagram]) -> None:
+        now = self.loop.time()
+        receive = self.engine.receive_datagram
+        local_for = self._local_for
+        for payload, src, local in batch:
+            if local is not None and local_for.get(src) != local:
+                if len(local_for) >= MAX_LOCAL_ADDRESSES:
+                    local_for.clear()
+                local_for[src] = local
+            receive(payload, src, now)
+        self._process()
+
+    def _on_udp_error(self, err: DatagramError) -> None:
+        """An ICMP error for a datagram we sent (from the error queue). RFC 1122
+        §4.2.3.9: port unreachable is a hard error while opening; Linux also fails
+        an opening connection on host/network unreachable. For established
+        connections these are soft errors: counted, never fatal."""
+        dest = err.dest
+        now = self.loop.time()
+        matched = False
+        if dest is not None:
+            key_ports: tuple[int, int] | None = None
+            if len(err.payload) >= 4:
+                key_ports = _PORTS.unpack_from(err.payload)
+            for conn in list(self._opening):
+                if conn.addr != tuple(dest):
+                    continue
+                if key_ports is not None and key_ports != (conn.local_port, conn.remote_port):
+                    continue
+                matched = True
+                exc = _error_for(err, conn)
+                self._fail_open(conn, exc)
+                conn.abort(now)
+        if not matched:
+            self.soft_errors += 1
+            if log.info_enabled:
+                log.logger.info("udp_error", dest=dest, errno=err.errno, origin=int(err.origin))
+        self._schedule()
+
+    def _on_writable(self) -> None:
         self._paused = False
         self._schedule()
 
     # ------------------------------------------------------------- driving
+    def wake(self) -> None:
+        """Process events and send what is due, soon (transports call this)."""
+        self._schedule()
+
     def _schedule(self) -> None:
         if not self._process_scheduled and not self._closed:
             self._process_scheduled = True
-            self.loop.call_soon(self._process)
+            self.loop.call_soon(self._process_soon)
+
+    def _process_soon(self) -> None:
+        self._process_scheduled = False
+        self._process()
 
     def _process(self) -> None:
-        self._process_scheduled = False
         if self._closed:
             return
         self._process_events()
         self._transmit()
 
-    def _transmit(self) -> None:
-        if self._paused or self._closed or self.transport is None:
-            return
-        now = self.loop.time()
+    def _out_items(self, now: float) -> list[tuple[bytes, Address, Address | None]]:
         out = self.engine.datagrams_to_send(now)
-        if out:
-            sendto = self.transport.sendto
-            if self._connected:
-                for data, _addr in out:
-                    sendto(data)
-            else:
-                for data, addr in out:
-                    sendto(data, addr)
+        local_for = self._local_for
+        if not local_for:
+            return [(data, addr, None) for data, addr in out]
+        return [(data, addr, local_for.get(addr)) for data, addr in out]
+
+    def _transmit(self) -> None:
+        if self._closed:
+            return
+        if not self._paused:
+            items = self._out_items(self.loop.time())
+            if items and not self._io.send(items):
+                self._paused = True  # the socket is full: the engine keeps the rest
         self._rearm()
+        self._check_idle()
 
     def _rearm(self) -> None:
         t = self.engine.get_timer()
@@ -199,8 +426,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if t is not None and t > now:
             now = t  # the loop may fire a hair early; never run a timer before it is due
         self.engine.handle_timer(now)
-        self._process_events()
-        self._transmit()
+        self._process()
 
     def _process_events(self) -> None:
         engine = self.engine
@@ -232,99 +458,70 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             elif tp is ConnectionTerminated:
                 assert isinstance(ev, ConnectionTerminated)
                 self._terminated(conn, ev.error)
-        if (
-            self.on_idle is not None
-            and not transports
-            and not self._opening
-            and not self._accept
-            and self._lingering_done()
-        ):
-            self.on_idle()
-
-    def _lingering_done(self) -> bool:
-        """True when no connection still needs this socket.
-
-        Connections the application has closed keep the socket open until their
-        FIN exchange completes (or the FIN-WAIT-2 timeout); TIME-WAIT alone does
-        not hold it (closing the socket then drops the TIME-WAIT state).
-        """
-        return all(c.state is State.TIME_WAIT for c in self.engine.connections.values())
-
-    # ------------------------------------------------------- connections
-    def open(
-        self, addr: Address, remote_port: int, factory: ProtocolFactory, local_port: int | None
-    ) -> asyncio.Future[RudpTransport]:
-        """Start an active open; the future resolves to the connection's transport."""
-        conn = self.engine.connect(addr, remote_port, self.loop.time(), local_port=local_port)
-        fut: asyncio.Future[RudpTransport] = self.loop.create_future()
-        self._opening[conn] = fut
-        self._opening_factories[conn] = factory
-        self._transmit()
-        return fut
-
-    def cancel_open(self, fut: asyncio.Future[RudpTransport]) -> None:
-        for conn, f in list(self._opening.items()):
-            if f is fut:
-                del self._opening[conn]
-                self._opening_factories.pop(conn, None)
-                conn.abort(self.loop.time())
-                self._schedule()
 
     def _established(self, conn: Connection) -> None:
-        fut = self._opening.pop(conn, None)
-        factory = self._opening_factories.pop(conn, None)
-        if fut is None or factory is None or fut.done():
+        entry = self._opening.pop(conn, None)
+        if entry is None or entry[0].done():
             conn.abort(self.loop.time())
             return
-        tr = self.attach(conn, factory())
-        fut.set_result(tr)
+        fut, factory = entry
+        fut.set_result(self.attach(conn, factory()))
 
-    def attach(self, conn: Connection, protocol: asyncio.BaseProtocol) -> RudpTransport:
-        """Create the transport of an established connection and call connection_made."""
-        tr = RudpTransport(self, conn, protocol)
-        self._transports[conn] = tr
-        protocol.connection_made(tr)
-        if conn.readable:
-            tr._deliver()
-        return tr
+    def _fail_open(self, conn: Connection, exc: BaseException) -> None:
+        entry = self._opening.pop(conn, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(exc)
 
     def _terminated(self, conn: Connection, error: BaseException | None) -> None:
-        fut = self._opening.pop(conn, None)
-        self._opening_factories.pop(conn, None)
-        if fut is not None and not fut.done():
-            fut.set_exception(error or ConnectionAbortedError("connection closed while opening"))
+        self._fail_open(conn, error or ConnectionAbortedError("connection closed while opening"))
         tr = self._transports.pop(conn, None)
         if tr is not None:
             tr._connection_lost(error)
 
-    def listen(self, port: int, backlog: int, on_accept: Callable[[Connection], None]) -> None:
-        self.engine.listen(port, backlog)
-        self._accept[port] = on_accept
+    # ------------------------------------------------------------- lifetime
+    def _busy(self) -> bool:
+        """Something other than TIME-WAIT needs this endpoint."""
+        if self._transports or self._opening or self._accept:
+            return True
+        return any(c.state is not State.TIME_WAIT for c in self.engine.connections.values())
 
-    def stop_listening(self, port: int) -> None:
-        self.engine.stop_listening(port)
-        self._accept.pop(port, None)
-        self._schedule()
-
-    @property
-    def connections(self) -> list[RudpTransport]:
-        """Transports of the live connections on this socket."""
-        return list(self._transports.values())
-
-    def close(self) -> None:
-        """Close the UDP socket; connections still open are reset (RST) first."""
-        if self.transport is None or self._closed or self._closing:
+    def _check_idle(self) -> None:
+        if not (self._closing or self._idle_close) or self._closed:
             return
-        self._closing = True
-        self.on_idle = None
-        now = self.loop.time()
-        for conn in list(self.engine.connections.values()):
-            if conn.state is not State.TIME_WAIT:
-                conn.abort(now)
-        self._process_events()
-        self._paused = False
-        self._transmit()
-        self.transport.close()
+        if self._busy():
+            return
+        if not self._done.done():
+            self._done.set_result(None)
+        if not self.engine.connections:
+            # Nothing left, not even TIME-WAIT: the socket can go.
+            self._close_socket(None)
 
-    async def wait_closed(self) -> None:
+    def _close_socket(self, exc: BaseException | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._io.close()
+        err = exc or ConnectionAbortedError("endpoint closed")
+        for conn in list(self._opening):
+            self._fail_open(conn, err)
+        for tr in list(self._transports.values()):
+            tr._connection_lost(err if exc is not None else None)
+        self._transports.clear()
+        if not self._done.done():
+            self._done.set_result(None)
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    async def wait_socket_closed(self) -> None:
+        """Wait until the socket itself is closed (after TIME-WAIT, if any)."""
         await asyncio.shield(self._lost)
+
+
+def _error_for(err: DatagramError, conn: Connection) -> OSError:
+    where = f"{conn.addr[0]} port {conn.addr[1]}"
+    if err.errno == errno.ECONNREFUSED:
+        return ConnectionRefusedError(errno.ECONNREFUSED, f"connection to {where} refused (ICMP)")
+    return OSError(err.errno, f"connect to {where}: {errno.errorcode.get(err.errno, err.errno)}")

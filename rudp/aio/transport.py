@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 from ..engine import Connection
 
 if TYPE_CHECKING:
-    from .endpoint import UdpEndpoint
+    from collections.abc import Callable
+
+    from .endpoint import Endpoint
 
 #: ``get_extra_info`` key of the live per-connection statistics dictionary.
 STATS_KEY = "rudp_stats"
@@ -32,7 +34,7 @@ STATS_KEY = "rudp_stats"
 class RudpTransport(asyncio.Transport):
     """The transport of one rudp connection (see the module docstring)."""
 
-    def __init__(self, endpoint: UdpEndpoint, conn: Connection, protocol: asyncio.BaseProtocol):
+    def __init__(self, endpoint: Endpoint, conn: Connection, protocol: asyncio.BaseProtocol):
         super().__init__()
         self._endpoint = endpoint
         self._loop = endpoint.loop
@@ -45,19 +47,25 @@ class RudpTransport(asyncio.Transport):
         self._eof_delivered = False
         self._protocol_paused = False
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
-        sock = endpoint.sock
+        self._lost_callbacks: list[Callable[[RudpTransport], None]] = []
         self._extra: dict[str, Any] = {
-            "peername": conn.addr,
-            "sockname": sock.getsockname() if sock is not None else None,
-            "socket": sock,
+            "sockname": endpoint.local_address,
+            "socket": endpoint.socket,
             "rudp_connection": conn,
+            "rudp_endpoint": endpoint,
         }
 
     # ----------------------------------------------------------- BaseTransport
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == STATS_KEY:
             return self._conn.stats()
+        if name == "peername":
+            return self._conn.addr  # current: it follows a NAT rebinding
         return self._extra.get(name, default)
+
+    def add_lost_callback(self, callback: Callable[[RudpTransport], None]) -> None:
+        """Call ``callback(transport)`` when the connection is lost (used by servers)."""
+        self._lost_callbacks.append(callback)
 
     def is_closing(self) -> bool:
         return self._closing or self._lost
@@ -69,7 +77,7 @@ class RudpTransport(asyncio.Transport):
         self._closing = True
         conn = self._conn
         conn.close(self._loop.time())
-        self._endpoint._schedule()
+        self._endpoint.wake()
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
@@ -97,7 +105,7 @@ class RudpTransport(asyncio.Transport):
         self._deliver()
         if self._eof_pending:
             self._peer_closed()
-        self._endpoint._schedule()  # reading may have opened the window
+        self._endpoint.wake()  # reading may have opened the window
 
     # ---------------------------------------------------------- WriteTransport
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -112,7 +120,7 @@ class RudpTransport(asyncio.Transport):
         if not data:
             return
         paused = self._conn.send(data, self._loop.time())
-        self._endpoint._schedule()
+        self._endpoint.wake()
         if paused and not self._protocol_paused:
             self._protocol_paused = True
             try:
@@ -130,7 +138,7 @@ class RudpTransport(asyncio.Transport):
         if self._lost:
             raise BrokenPipeError("connection is closed")
         self._conn.shutdown(self._loop.time())
-        self._endpoint._schedule()
+        self._endpoint.wake()
 
     def can_write_eof(self) -> bool:
         return True
@@ -141,7 +149,7 @@ class RudpTransport(asyncio.Transport):
             return
         self._closing = True
         self._conn.abort(self._loop.time())
-        self._endpoint._schedule()
+        self._endpoint.wake()
 
     def get_write_buffer_size(self) -> int:
         return self._conn.send_buffered
@@ -219,3 +227,5 @@ class RudpTransport(asyncio.Transport):
             error = None  # our own abort(): asyncio reports connection_lost(None)
         exc = error if isinstance(error, Exception) else None
         self._loop.call_soon(self._protocol.connection_lost, exc)
+        for callback in self._lost_callbacks:
+            self._loop.call_soon(callback, self)

@@ -1282,7 +1282,7 @@ class Connection:
             self.host.wake(self)
 
     # ------------------------------------------------------ receive data path
-    def _accept_in_order(self, data: bytes | bytearray, now: float) -> None:
+    def _accept_in_order(self, data: bytes | bytearray | memoryview, now: float) -> None:
         """Fast path: ``data`` starts exactly at RCV.NXT and fits the window."""
         n = len(data)
         buf = self._rcvq.data
@@ -1331,7 +1331,7 @@ class Connection:
         if self._fin_rcvd_abs is not None and self._fin_rcvd_abs == self._rcv_nxt_abs:
             self._on_fin(now)
 
-    def _insert(self, start: int, data: bytes, now: float) -> None:
+    def _insert(self, start: int, data: bytes | bytearray | memoryview, now: float) -> None:
         """Reassembly: place ``data`` at unwrapped position ``start`` (§3.10.7.4, seventh)."""
         nxt = self._rcv_nxt_abs
         end = start + len(data)

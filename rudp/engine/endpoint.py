@@ -181,8 +181,11 @@ class Endpoint:
         conn.open_active(now)
         return conn
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        """Process one UDP payload from ``addr``. Never raises for any input."""
+    def receive_datagram(self, data: bytes | memoryview, addr: Address, now: float) -> None:
+        """Process one UDP payload from ``addr``. Never raises for any input.
+
+        ``data`` may be a borrowed view of a receive buffer reused after the call:
+        the engine copies what it keeps (received data, out-of-order runs)."""
         counters = self.counters
         counters["datagrams_received"] += 1
         try:

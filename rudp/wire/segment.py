@@ -97,7 +97,7 @@ class Segment:
         ack: int,
         flags: int,
         wnd: int,
-        payload: bytes = _EMPTY,
+        payload: bytes | bytearray | memoryview = _EMPTY,
         urp: int = 0,
     ) -> None:
         self.sport = sport
@@ -139,7 +139,7 @@ class Segment:
         )
 
 
-def _parse_options(seg: Segment, data: bytes, end: int) -> None:
+def _parse_options(seg: Segment, data: bytes | bytearray | memoryview, end: int) -> None:
     i = HEADER_LEN
     while i < end:
         kind = data[i]
@@ -169,8 +169,12 @@ def _parse_options(seg: Segment, data: bytes, end: int) -> None:
         i += length
 
 
-def parse_segment(data: bytes, *, check: bool = True) -> Segment:
-    """Parse one segment from a UDP payload; raise :class:`ParseError` if malformed."""
+def parse_segment(data: bytes | bytearray | memoryview, *, check: bool = True) -> Segment:
+    """Parse one segment from a UDP payload; raise :class:`ParseError` if malformed.
+
+    ``data`` may be a borrowed ``memoryview``: the payload is then a view of it too,
+    valid only while the caller's buffer is (the engine copies what it keeps).
+    """
     n = len(data)
     if n < HEADER_LEN:
         raise ParseError("short")
