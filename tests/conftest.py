@@ -22,4 +22,6 @@ def pytest_asyncio_loop_factories(
     if uvloop is None:  # pragma: no cover
         raise pytest.UsageError("uvloop (from the [test] extra) is not installed")
     factories["uvloop"] = uvloop.new_event_loop
+    if item.get_closest_marker("uvloop_only"):  # long tests: the reference loop only
+        del factories["asyncio"]
     return factories

@@ -489,3 +489,61 @@ def test_fuzz_endpoint_survives_garbage_from_many_addresses() -> None:
         ep.datagrams_to_send(i * 0.01)
     assert ep.counters["internal_errors"] == 0
     assert ep.counters["datagrams_received"] == 400
+
+
+# ---------------------------------------------------------------------------
+# FreeBSD TCP-over-UDP compatibility (docs/wire.md)
+
+
+def test_zero_checksum_means_not_computed() -> None:
+    seg = build_segment(1, 2, 3, 4, ACK, 5, b"payload", compute_checksum=False)
+    assert seg[16:18] == b"\0\0"
+    assert parse_segment(seg).payload == b"payload"  # accepted: nothing to verify
+    damaged = bytearray(seg)
+    damaged[-1] ^= 0xFF
+    assert parse_segment(bytes(damaged)).payload != b"payload"  # (UDP's checksum's job)
+
+
+def test_a_computed_zero_checksum_is_sent_as_ffff() -> None:
+    """0 on the wire means "not computed", so a sum that comes out 0 is sent as its
+    one's-complement twin 0xFFFF (as UDP does, RFC 768), and still verifies."""
+    for i in range(1 << 16):
+        seg = build_segment(1, 2, 3, i, ACK, 5, b"")
+        if seg[16:18] == b"\xff\xff":
+            break
+    else:  # pragma: no cover
+        raise AssertionError("no segment with a zero sum among 65536")
+    assert parse_segment(seg).ack == i  # verifies
+    tampered = bytearray(seg)
+    tampered[13] ^= 0x10  # the ACK flag
+    with pytest.raises(ParseError):
+        parse_segment(bytes(tampered))
+
+
+def test_freebsd_style_peer_transfer() -> None:
+    """TEST-MATRIX F1: a peer that sends TCP checksum 0 and TCP ports unrelated to
+    its UDP ports; 1 MB, hash checked; the server saw only zero checksums."""
+    from rudp import Config
+    from rudp.engine import ANY_PORT
+    from rudp.sim import LinkConfig, Network
+    from rudp.sim.host import BulkApp, Host
+
+    net = Network(seed=9)
+    client = Host(Endpoint(Config(checksum=False), seed=1))
+    server = Host(Endpoint(Config(), seed=2))
+    a, b = ("10.0.0.1", 4000), ("10.0.0.2", 5000)
+    net.add_node(client, a)
+    net.add_node(server, b)
+    net.set_default_link(LinkConfig(delay=0.005, loss=0.01))
+    server.endpoint.listen(ANY_PORT)
+    server.accept_factory = lambda: BulkApp(b"")
+    zero = []
+    net.add_tap(lambda t, s, d, data, fate: zero.append(data[16:18] == b"\0\0") if s == a else None)
+    payload = bytes(range(256)) * 4096
+    app = BulkApp(payload)
+    conn = client.connect(app, b, 9, 0.0)  # TCP port 9 on UDP port 5000
+    assert net.run_until(lambda: app.terminated and server.accepted[0].terminated, 120)
+    assert bytes(server.accepted[0].received) == payload and app.error is None
+    assert conn.remote_port == 9 and server.accepted[0].conn.local_port == 9
+    assert zero and all(zero)
+    assert net.total_stats().lost > 0

@@ -57,6 +57,9 @@ IsnFunc = Callable[[Any, float], int]
 EPHEMERAL_PORTS = (49152, 65535)
 #: ``Endpoint.listen(ANY_PORT)``: a listener for every TCP port without its own.
 ANY_PORT = 0
+#: An identity in TIME-WAIT may be reused for an active open after this long, if the
+#: old connection used timestamps (Linux tcp_tw_reuse waits one second).
+TW_REUSE_DELAY = 1.0
 _DEFAULT_CONFIG = Config()
 
 
@@ -117,6 +120,7 @@ class Endpoint:
             "syn_dropped": 0,
             "internal_errors": 0,
             "migrations": 0,
+            "time_wait_reused": 0,
         }
 
     # ------------------------------------------------------------ public API
@@ -158,7 +162,7 @@ class Endpoint:
             raise ValueError(f"remote_port must be in 1..65535, not {remote_port!r}")
         addr = tuple(addr)
         if local_port is None:
-            local_port = self._pick_port(addr, remote_port)
+            local_port = self._pick_port(addr, remote_port, now)
         elif not 0 < local_port <= 0xFFFF:
             raise ValueError(f"local_port must be in 1..65535, not {local_port!r}")
         key = (addr, local_port, remote_port)
@@ -390,16 +394,36 @@ class Endpoint:
         # Stays in the dirty set if it still owes its last RST (flush sends it).
 
     # ------------------------------------------------------------- internals
-    def _pick_port(self, addr: Address, remote_port: int) -> int:
+    def _pick_port(self, addr: Address, remote_port: int, now: float) -> int:
+        """An ephemeral TCP port whose identity towards ``addr``/``remote_port`` is
+        free. When every port is held, an identity in TIME-WAIT may be reused if the
+        old connection used timestamps and ended over a second ago (Linux's
+        ``tcp_tw_reuse``): our new SYN's timestamp and ISN are then above anything
+        the old incarnation sent, so the peer tells them apart (RFC 6191)."""
         lo, hi = EPHEMERAL_PORTS
         if self._rng is None:
             self._rng = random.Random(self._seed)
+        connections = self.connections
         for _ in range(64):
             port = self._rng.randint(lo, hi)
-            if (addr, port, remote_port) not in self.connections:
+            if (addr, port, remote_port) not in connections:
                 return port
-        for port in range(lo, hi + 1):
-            if (addr, port, remote_port) not in self.connections:
+        # One pass from a random start: the first free identity, or one in TIME-WAIT
+        # that may be reused.
+        start = self._rng.randint(lo, hi)
+        span = hi - lo + 1
+        for i in range(span):
+            port = lo + (start - lo + i) % span
+            held = connections.get((addr, port, remote_port))
+            if held is None:
+                return port
+            if (
+                isinstance(held, TimeWait)
+                and held.timestamps_ok
+                and now - held.entered >= TW_REUSE_DELAY
+            ):
+                held.discard(now)
+                self.counters["time_wait_reused"] += 1
                 return port
         raise AddressInUseError(f"no free local port towards {addr} port {remote_port}")
 

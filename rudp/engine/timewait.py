@@ -52,6 +52,7 @@ class TimeWait:
         "_wnd",
         "addr",
         "deadline",
+        "entered",
         "host",
         "key",
         "local_port",
@@ -91,6 +92,8 @@ class TimeWait:
         self._ack_owed = False
         self._oow_ack_at = -1.0
         self.deadline = expires
+        #: When TIME-WAIT began (2 MSL before its first deadline).
+        self.entered = expires - 2 * self.msl
         self.sched_at = INF
 
     def __repr__(self) -> str:
