@@ -110,17 +110,31 @@ async def create_endpoint(
     config: Config | None = None,
     family: int = 0,
     reuse_port: bool = False,
+    sock: socket.socket | None = None,
 ) -> Endpoint:
     """Bind a UDP socket and return the :class:`Endpoint` that owns it.
 
     ``local_addr`` defaults to all IPv4 addresses and an ephemeral port; an IPv6
     wildcard (``("::", port)``) gives a dual-stack socket that also serves IPv4 (as
-    IPv4-mapped addresses). On the endpoint, ``create_server``/``start_server`` and
+    IPv4-mapped addresses). Or pass ``sock``, an already bound UDP socket — e.g. one
+    used for a rendezvous and hole punching (examples/p2p.py) — that the endpoint
+    takes over (and closes). On the endpoint, ``create_server``/``start_server`` and
     ``create_connection``/``open_connection`` may be used any number of times.
     """
     loop = asyncio.get_running_loop()
     cfg = config if config is not None else _DEFAULT_CONFIG
     lookup_congestion_control(cfg.congestion_control)  # ConfigError now
+    if sock is not None:
+        if local_addr is not None:
+            raise ValueError("pass local_addr or sock, not both")
+        if sock.type != socket.SOCK_DGRAM or sock.family not in (
+            socket.AF_INET,
+            socket.AF_INET6,
+        ):
+            raise ValueError("sock must be an IPv4 or IPv6 SOCK_DGRAM socket")
+        sock.setblocking(False)
+        _tune(sock)
+        return Endpoint(loop, sock, cfg)
     host, port = local_addr if local_addr is not None else ("0.0.0.0", 0)
     fam, addr = (await _resolve(loop, host, port, family, passive=True))[0]
     dual = fam == socket.AF_INET6 and addr[0] in ("::", "")
