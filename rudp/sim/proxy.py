@@ -26,6 +26,7 @@ import contextlib
 import heapq
 import ipaddress
 import itertools
+import math
 import random
 import signal
 import socket
@@ -105,6 +106,15 @@ async def _resolve(
     raise OSError(f"getaddrinfo({host!r}, {port!r}) returned no IPv4/IPv6 address")
 
 
+def _link(direction: str, cfg: LinkConfig | None, seed: int) -> Link:
+    # A stream named by seed and direction: the proxy's addresses (ephemeral
+    # ports) must not change the fates.
+    client, target = ("client", 0), ("target", 0)
+    src, dst = (client, target) if direction == "up" else (target, client)
+    cfg = cfg if cfg is not None else LinkConfig()
+    return Link(src, dst, cfg, seed, rng=random.Random(f"{seed}|{direction}"))
+
+
 class UdpProxy:
     """Forward UDP between clients of ``listen`` and ``target``, with impairments.
 
@@ -141,8 +151,8 @@ class UdpProxy:
         idle_timeout: float | None = None,
         batch_window: float = 0.0005,
     ) -> None:
-        if idle_timeout is not None and not idle_timeout > 0:
-            raise ValueError(f"idle_timeout must be > 0 or None, got {idle_timeout!r}")
+        if idle_timeout is not None and not 0 < idle_timeout < math.inf:
+            raise ValueError(f"idle_timeout must be > 0 (finite) or None, got {idle_timeout!r}")
         if not 0 <= batch_window < 1:
             raise ValueError(f"batch_window must be in [0, 1) seconds, got {batch_window!r}")
         self._listen = listen
@@ -150,17 +160,8 @@ class UdpProxy:
         self.seed = seed
         self.idle_timeout = idle_timeout
         self.batch_window = batch_window
-        # Named streams: addresses (ephemeral ports) must not change the fates.
-        self._up = Link(
-            ("client", 0), ("target", 0), up or LinkConfig(), seed, rng=random.Random(f"{seed}|up")
-        )
-        self._down = Link(
-            ("target", 0),
-            ("client", 0),
-            down or LinkConfig(),
-            seed,
-            rng=random.Random(f"{seed}|down"),
-        )
+        self._up = _link("up", up, seed)
+        self._down = _link("down", down, seed)
         self.stats = ProxyStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
@@ -238,13 +239,15 @@ class UdpProxy:
 
     async def start(self) -> None:
         """Resolve the addresses, bind the listening socket and start forwarding."""
-        if self._loop is not None:
-            raise RuntimeError("the proxy was already started")
+        if self._loop is not None or self._closed:
+            raise RuntimeError("the proxy was already started (or closed)")
         loop = asyncio.get_running_loop()
         lhost, lport = self._listen
         thost, tport = self._target_spec
         fam, laddr = await _resolve(loop, lhost, lport, passive=True)
         self._target_family, self._target = await _resolve(loop, thost, tport, passive=False)
+        if self._closed:
+            raise RuntimeError("the proxy was closed while starting")
         sock = socket.socket(fam, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
