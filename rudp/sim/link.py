@@ -1,4 +1,9 @@
-"""Link impairment configuration, per-link counters and per-link state."""
+"""Link impairment configuration, per-link counters and per-link state.
+
+:meth:`Link.decide` is the one place that applies a :class:`LinkConfig` to a
+datagram; the simulator (:class:`rudp.sim.Network`, virtual time) and the UDP
+proxy (:class:`rudp.sim.proxy.UdpProxy`, the event loop's clock) both call it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 Address = tuple[str, int]
+
+#: One copy to deliver: ``(arrival time, bytes)``, see :meth:`Link.decide`.
+Copy = tuple[float, bytes]
+_NO_COPIES: tuple[Copy, ...] = ()
+
+# Tolerance (bytes) when comparing a float-derived backlog with queue_limit.
+_QUEUE_EPS = 1e-6
 
 #: Every fate a tap can report, see :meth:`rudp.sim.Network.add_tap`.
 FATES = frozenset(
@@ -49,9 +61,11 @@ def _check_count(name: str, value: int | None, allow_none: bool = True) -> None:
 
 @dataclass(frozen=True, slots=True)
 class LinkConfig:
-    """Impairments of one direction of a path. All times are virtual seconds.
+    """Impairments of one direction of a path. Times are seconds: virtual time in
+    the simulator, time since the proxy started for :class:`rudp.sim.proxy.UdpProxy`.
 
-    A datagram offered to a link at time ``t`` goes through these stages, in order:
+    A datagram offered to a link at time ``t`` goes through these stages, in order
+    (:meth:`Link.decide` applies them):
 
     1. ``mtu``: larger datagrams are dropped (``mtu_drops``).
     2. ``blackhole``: dropped if ``t`` falls in a window ``[start, end)``; with
@@ -182,7 +196,11 @@ class LinkStats:
 
 
 class Link:
-    """One direction ``src -> dst``: its config, counters and impairment state."""
+    """One direction ``src -> dst``: its config, counters and impairment state.
+
+    ``rng`` replaces the random stream derived from ``seed``, the realm and the
+    addresses (the proxy, whose addresses are not stable, names its own streams).
+    """
 
     __slots__ = (
         "busy_until",
@@ -197,20 +215,100 @@ class Link:
     )
 
     def __init__(
-        self, src: Address, dst: Address, cfg: LinkConfig, seed: int, realm: str = ""
+        self,
+        src: Address,
+        dst: Address,
+        cfg: LinkConfig,
+        seed: int,
+        realm: str = "",
+        *,
+        rng: random.Random | None = None,
     ) -> None:
         self.src = src
         self.dst = dst
         self.cfg = cfg
         self.explicit = False  # set by set_link/set_path; else follows the default
         self.stats = LinkStats()
-        # A string seed is hashed with SHA-512 by random.Random, so it is stable
-        # across processes (unlike hash()). Each link draws from its own stream:
-        # traffic on one link does not perturb the impairments of another. A link
-        # inside a NAT also mixes in its realm (the same private addresses may exist
-        # behind several NATs).
-        key = f"{seed}|{realm}|{src!r}|{dst!r}" if realm else f"{seed}|{src!r}|{dst!r}"
-        self.rng = random.Random(key)
+        if rng is None:
+            # A string seed is hashed with SHA-512 by random.Random, so it is stable
+            # across processes (unlike hash()). Each link draws from its own stream:
+            # traffic on one link does not perturb the impairments of another. A link
+            # inside a NAT also mixes in its realm (the same private addresses may
+            # exist behind several NATs).
+            key = f"{seed}|{realm}|{src!r}|{dst!r}" if realm else f"{seed}|{src!r}|{dst!r}"
+            rng = random.Random(key)
+        self.rng = rng
         self.busy_until = -math.inf  # when the rate limiter finishes its backlog
         self.last_arrival = -math.inf  # FIFO floor for non-reordered datagrams
         self.loss_run = 0  # consecutive losses so far
+
+    def decide(self, now: float, data: bytes) -> tuple[str, tuple[Copy, ...]]:
+        """Offer ``data`` to the link at time ``now``: the stages of :class:`LinkConfig`.
+
+        Returns ``(fate, copies)``. ``fate`` is a drop reason (``"mtu_drop"``,
+        ``"blackholed"``, ``"queue_drop"``, ``"lost"``) or, for a datagram that will
+        be delivered, the first of ``"corrupted"``, ``"reordered"``, ``"duplicated"``
+        that applies, else ``"delivered"``. ``copies`` lists what to deliver as
+        ``(arrival time, bytes)`` in delivery order: none for a drop, two equal
+        copies for a duplicate; the bytes differ from ``data`` when corrupted.
+
+        Every counter of :attr:`stats` is updated here except ``delivered`` and
+        ``bytes_delivered``: the caller counts a copy when it actually arrives.
+        """
+        cfg = self.cfg
+        st = self.stats
+        st.sent += 1
+        size = len(data)
+        if cfg.mtu is not None and size > cfg.mtu:
+            st.mtu_drops += 1
+            return "mtu_drop", _NO_COPIES
+        if cfg.blackhole and cfg.is_blackholed(now):
+            st.blackholed += 1
+            return "blackholed", _NO_COPIES
+        t = now
+        rate = cfg.rate
+        if rate is not None:
+            busy = self.busy_until
+            if busy > now:
+                limit = cfg.queue_limit
+                if limit is not None and (busy - now) * rate + size > limit + _QUEUE_EPS:
+                    st.queue_drops += 1
+                    return "queue_drop", _NO_COPIES
+                t = busy
+            t += size / rate
+            self.busy_until = t  # the datagram occupies the link even if lost later
+        rng = self.rng
+        if cfg.loss and rng.random() < cfg.loss:
+            burst = cfg.loss_max_burst
+            if burst is None or self.loss_run < burst:
+                self.loss_run += 1
+                st.lost += 1
+                return "lost", _NO_COPIES
+        self.loss_run = 0
+        fate = "delivered"
+        if cfg.corrupt and size and rng.random() < cfg.corrupt:
+            buf = bytearray(data)
+            for i in rng.sample(range(size), min(cfg.corrupt_bytes, size)):
+                buf[i] ^= rng.randrange(1, 256)
+            st.corrupted += 1
+            fate = "corrupted"
+            data = bytes(buf)
+        arrival = t + cfg.delay
+        if cfg.jitter:
+            arrival += rng.random() * cfg.jitter
+        if arrival < self.last_arrival:
+            arrival = self.last_arrival  # jitter must not reorder
+        if cfg.reorder and rng.random() < cfg.reorder:
+            # Held back without raising the FIFO floor, so later datagrams overtake.
+            arrival += cfg.reorder_delay
+            st.reordered += 1
+            if fate == "delivered":
+                fate = "reordered"
+        else:
+            self.last_arrival = arrival
+        if cfg.duplicate and rng.random() < cfg.duplicate:
+            st.duplicated += 1
+            if fate == "delivered":
+                fate = "duplicated"
+            return fate, ((arrival, data), (arrival, data))
+        return fate, ((arrival, data),)

@@ -20,9 +20,6 @@ _TIMER = 1
 _CALL = 2
 _NAT_TIMER = 3
 
-# Tolerance (bytes) when comparing a float-derived backlog with queue_limit.
-_QUEUE_EPS = 1e-6
-
 
 class SimNode(Protocol):
     """Anything the network can drive; :class:`rudp.engine.Endpoint` is one.
@@ -291,7 +288,7 @@ class Network:
         self, realm: _Realm, src: Address, dst: Address, data: bytes, from_nat: bool = False
     ) -> None:
         """Push one datagram through the link ``src -> dst`` of ``realm`` (see
-        :class:`LinkConfig`) towards the node at ``dst``, or towards a NAT: the one
+        :meth:`Link.decide`) towards the node at ``dst``, or towards a NAT: the one
         whose public IP ``dst`` has, else (from an inside host, not from the NAT
         itself) the one ``realm`` is behind."""
         now = self.now
@@ -308,72 +305,14 @@ class Network:
         link = realm.links.get((src, dst))
         if link is None:
             link = self._link(realm, src, dst)
-        cfg = link.cfg
-        st = link.stats
-        st.sent += 1
-        size = len(data)
-        if cfg.mtu is not None and size > cfg.mtu:
-            st.mtu_drops += 1
-            self._tap(now, src, dst, data, "mtu_drop")
-            return
-        if cfg.blackhole and cfg.is_blackholed(now):
-            st.blackholed += 1
-            self._tap(now, src, dst, data, "blackholed")
-            return
-        t = now
-        rate = cfg.rate
-        if rate is not None:
-            busy = link.busy_until
-            if busy > now:
-                limit = cfg.queue_limit
-                if limit is not None and (busy - now) * rate + size > limit + _QUEUE_EPS:
-                    st.queue_drops += 1
-                    self._tap(now, src, dst, data, "queue_drop")
-                    return
-                t = busy
-            t += size / rate
-            link.busy_until = t  # the datagram occupies the link even if lost later
-        rng = link.rng
-        if cfg.loss and rng.random() < cfg.loss:
-            burst = cfg.loss_max_burst
-            if burst is None or link.loss_run < burst:
-                link.loss_run += 1
-                st.lost += 1
-                self._tap(now, src, dst, data, "lost")
-                return
-        link.loss_run = 0
-        fate = "delivered"
-        if cfg.corrupt and size and rng.random() < cfg.corrupt:
-            buf = bytearray(data)
-            for i in rng.sample(range(size), min(cfg.corrupt_bytes, size)):
-                buf[i] ^= rng.randrange(1, 256)
-            st.corrupted += 1
-            fate = "corrupted"
-            self._tap(now, src, dst, data, fate)
-            data = bytes(buf)
-        arrival = t + cfg.delay
-        if cfg.jitter:
-            arrival += rng.random() * cfg.jitter
-        if arrival < link.last_arrival:
-            arrival = link.last_arrival  # jitter must not reorder
-        if cfg.reorder and rng.random() < cfg.reorder:
-            # Held back without raising the FIFO floor, so later datagrams overtake.
-            arrival += cfg.reorder_delay
-            st.reordered += 1
-            if fate == "delivered":
-                fate = "reordered"
-        else:
-            link.last_arrival = arrival
-        heap = self._heap
-        item = (link, data, realm, via)
-        heapq.heappush(heap, (arrival, next(self._seq), _DELIVER, item))
-        if cfg.duplicate and rng.random() < cfg.duplicate:
-            heapq.heappush(heap, (arrival, next(self._seq), _DELIVER, item))
-            st.duplicated += 1
-            if fate == "delivered":
-                fate = "duplicated"
-        if fate != "corrupted":
-            self._tap(now, src, dst, data, fate)
+        fate, copies = link.decide(now, data)
+        if copies:
+            heap = self._heap
+            for arrival, copy in copies:
+                item = (link, copy, realm, via)
+                heapq.heappush(heap, (arrival, next(self._seq), _DELIVER, item))
+        if self._taps:
+            self._tap(now, src, dst, data, fate)  # the bytes as sent, even if corrupted
 
     def _through_nat(
         self, entry: _NatEntry, realm: _Realm, src: Address, dst: Address, data: bytes
