@@ -26,7 +26,6 @@ from typing import Any, cast
 import pytest
 
 import rudp
-from rudp.aio.endpoint import UdpEndpoint
 from rudp.engine.congestion import ALGORITHMS
 from rudp.sim import LinkConfig
 from rudp.sim.proxy import UdpProxy
@@ -573,61 +572,33 @@ async def echo_server() -> AsyncIterator[rudp.Server]:
         await server.wait_closed()
 
 
-async def open_with_tcp_port(
-    host: str, udp_port: int, tcp_port: int
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """rudp.open_connection, except that the TCP destination port is ``tcp_port``
-    rather than the UDP port (through rudp's adapter internals: the public API has
-    no such option yet)."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setblocking(False)
-    sock.connect((host, udp_port))
-    ep = UdpEndpoint(loop, rudp.Config(), sock, connected=True)
-    await loop.create_datagram_endpoint(lambda: ep, sock=sock)
-    reader = asyncio.StreamReader()
-    protocol = asyncio.StreamReaderProtocol(reader)
-    fut = ep.open(sock.getpeername(), tcp_port, lambda: protocol, sock.getsockname()[1])
-    ep.on_idle = ep.close
-    transport = await asyncio.wait_for(fut, 10)
-    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
-
-
 async def test_echo_through_port_mapping_forwarder_with_tcp_port() -> None:
-    """P1 at the transport level: a forwarder on UDP port A in front of the server's
-    port B (``docker -p A:B/udp``), 1 MB echoed, with some loss. The client names
-    the server's TCP port B itself (see the xfail test below for why)."""
+    """P1 with the client naming the server's TCP port B itself (``tcp_port=``): a
+    forwarder on UDP port A in front of the server's port B, 1 MB echoed, some loss."""
     async with echo_server() as server:
         port = server.addresses[0][1]
         cfg = LinkConfig(loss=0.01, delay=0.001)
         async with UdpProxy((HOST, 0), (HOST, port), up=cfg, down=cfg, seed=3) as proxy:
             assert proxy.address[1] != port
-            reader, writer = await open_with_tcp_port(HOST, proxy.address[1], port)
+            reader, writer = await rudp.open_connection(HOST, proxy.address[1], tcp_port=port)
             await echo_1mb(reader, writer)
             assert proxy.up_stats.lost + proxy.down_stats.lost > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConnectionRefusedError,
-    reason="rudp puts the UDP port it connects to (A) in the TCP header; the server "
-    "listens on TCP port B only and answers the SYN with RST",
-)
 async def test_echo_through_port_mapping_forwarder() -> None:
-    """P1 (matrix): the client knows only the forwarder's port A."""
+    """P1 (matrix): the client knows only the forwarder's port A (``docker -p
+    A:B/udp``); its SYN carries TCP port A, which the server's listener accepts and
+    mirrors (docs/wire.md)."""
     async with echo_server() as server:
         port = server.addresses[0][1]
         async with UdpProxy((HOST, 0), (HOST, port)) as proxy:
             assert proxy.address[1] != port
             reader, writer = await rudp.open_connection(HOST, proxy.address[1])
             await echo_1mb(reader, writer)
+            conn = writer.get_extra_info("rudp_connection")
+            assert conn.remote_port == proxy.address[1]  # TCP port A, end to end
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(ConnectionError, TimeoutError, asyncio.TimeoutError),
-    reason="connection migration not implemented yet",
-)
 @pytest.mark.parametrize("when", ["idle", "busy"])
 async def test_transfer_survives_nat_rebinding(when: str) -> None:
     """P2 (matrix, real): the forwarder's source port towards the server changes
@@ -744,7 +715,9 @@ async def test_s1_soak() -> None:
         for i in range(len(sizes)):
             assert got[i] == hashlib.sha256(data(i, 1)).digest(), i
             assert server_got[i] == hashlib.sha256(data(i, 0)).digest(), i
-        assert [p.stats.clients for p in proxies] == [67, 67, 66]
+        # The 200 client connections share the loop's client endpoint: one UDP
+        # source per proxy (they had one socket each before endpoints).
+        assert [p.stats.clients for p in proxies] == [1, 1, 1]
         for p in proxies[1:]:
             assert p.up_stats.lost > 0 and p.down_stats.lost > 0 and p.up_stats.reordered > 0
 
@@ -761,3 +734,56 @@ def test_docs_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert lost and int(lost[1]) + int(lost[2]) > 0, out
     retrans = re.search(r"retransmissions: (\d+)", out)
     assert retrans and int(retrans[1]) > 0, out
+
+
+async def test_w2_time_wait_reacks_the_retransmitted_fin() -> None:
+    """W2 (matrix, real): the closer's last ACK is lost; the passive side
+    retransmits its FIN, the closer's TIME-WAIT (held on the shared client
+    endpoint, no file descriptor of its own) re-ACKs it and the passive side's
+    connection closes, well within 2 MSL."""
+    from rudp.wire import ACK, FIN, parse_segment
+
+    seen = {"server_fin": False, "dropped": 0, "acks_after": 0}
+
+    def drop_last_ack(up: bool, data: bytes) -> bool:
+        seg = parse_segment(data)
+        if not up:
+            seen["server_fin"] |= bool(seg.flags & FIN)
+            return False
+        if seen["server_fin"] and seg.flags == ACK and not seg.payload:
+            if not seen["dropped"]:
+                seen["dropped"] = 1
+                return True  # the client's ACK of the server's FIN
+            seen["acks_after"] += 1
+        return False
+
+    server_conn: list[rudp.engine.Connection] = []
+    lost = asyncio.get_running_loop().create_future()
+
+    class Passive(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            server_conn.append(transport.get_extra_info("rudp_connection"))
+
+        def eof_received(self) -> bool:
+            return False  # close on the client's FIN: FIN back (LAST-ACK)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            lost.set_result(exc)
+
+    cfg = rudp.Config(msl=5.0)
+    server = await rudp.create_server(Passive, HOST, 0, config=cfg)
+    port = server.addresses[0][1]
+    async with UdpProxy((HOST, 0), (HOST, port), drop=drop_last_ack) as proxy:
+        _r, w = await rudp.open_connection(HOST, proxy.address[1], config=cfg)
+        assert w.get_extra_info("socket") is rudp.aio.shared_endpoints()[0].socket
+        w.close()  # the client closes first: it will hold TIME-WAIT
+        await w.wait_closed()
+        assert await asyncio.wait_for(lost, 5) is None  # the retransmitted FIN was re-ACKed
+        assert proxy.stats.rule_drops == 1 and seen["acks_after"] >= 1
+        assert server_conn[0].state is rudp.engine.State.CLOSED
+        st = server_conn[0].stats()
+        assert st["retransmissions"] >= 1  # it retransmitted its FIN (by TLP or RTO)
+        (ep,) = [e for e in rudp.aio.shared_endpoints() if e.config is cfg]
+        assert ep.stats()["state_TIME-WAIT"] == 1  # still within 2 MSL = 10 s
+    server.close()
+    await server.wait_closed()

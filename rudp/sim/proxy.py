@@ -31,7 +31,7 @@ import random
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from types import TracebackType
 from typing import Any
@@ -62,6 +62,7 @@ class ProxyStats:
     client_errors: int = 0  #: datagrams dropped: no upstream socket could be opened
     send_errors: int = 0  #: copies not sent: the socket refused them (or was closed)
     recv_errors: int = 0  #: socket errors while reading (e.g. ICMP port unreachable)
+    rule_drops: int = 0  #: datagrams the ``drop`` rule discarded
 
 
 class _Client:
@@ -137,6 +138,10 @@ class UdpProxy:
     ``idle_timeout`` (seconds): forget a client, and close its upstream socket,
     after that long without a datagram either way (None: never).
 
+    ``drop(up, data)``: a rule called for every datagram (``up``: client to target)
+    before the impairments; True discards it (counted in ``stats.rule_drops``) —
+    for losing one chosen segment in a test.
+
     Use ``async with UdpProxy(...) as proxy:`` or :meth:`start` and :meth:`close`.
     """
 
@@ -150,6 +155,7 @@ class UdpProxy:
         seed: int = 0,
         idle_timeout: float | None = None,
         batch_window: float = 0.0005,
+        drop: Callable[[bool, bytes], bool] | None = None,
     ) -> None:
         if idle_timeout is not None and not 0 < idle_timeout < math.inf:
             raise ValueError(f"idle_timeout must be > 0 (finite) or None, got {idle_timeout!r}")
@@ -158,6 +164,9 @@ class UdpProxy:
         self._listen = listen
         self._target_spec = target
         self.seed = seed
+        #: ``drop(up, data)``: True discards that datagram before any impairment
+        #: (``up``: client -> target). For targeted losses in tests.
+        self.drop = drop
         self.idle_timeout = idle_timeout
         self.batch_window = batch_window
         self._up = _link("up", up, seed)
@@ -414,6 +423,9 @@ class UdpProxy:
         self._arm()
 
     def _offer(self, link: Link, client: _Client, up: bool, data: bytes, now: float) -> None:
+        if self.drop is not None and self.drop(up, data):
+            self.stats.rule_drops += 1
+            return
         t0 = self._t0
         _fate, copies = link.decide(now - t0, data)
         heap = self._heap
