@@ -53,8 +53,9 @@ class Config:
     rcv_buf: int = 256 * 1024
     #: Send buffer: unacknowledged plus unsent data the engine holds per connection.
     snd_buf: int = 256 * 1024
-    #: Lower and upper bounds of the retransmission timeout (RFC 6298 §2.4, §2.5;
-    #: rudp uses Linux's 200 ms floor rather than the RFC's conservative 1 s).
+    #: Lower and upper bounds of the retransmission timeout (RFC 6298 §2.4, §2.5).
+    #: As Linux (tcp_rto_min, 200 ms rather than the RFC's 1 s), the floor bounds
+    #: the variance term: RTO = SRTT + max(4 x RTTVAR, rto_min), capped at rto_max.
     rto_min: float = 0.2
     rto_max: float = 60.0
     #: RTO before any RTT sample (RFC 6298 §2.1).

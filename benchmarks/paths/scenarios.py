@@ -312,9 +312,15 @@ def _flow_result(
         "goodput_pct": 100 * goodput / max_goodput,
         "goodput_raw_pct": 100 * goodput / path.rate,
         "retx_pct": 100 * wire["retx_bytes"] / sent if sent else None,
-        "spurious_bytes": wire["dup_bytes"],
-        "spurious_segments": wire["dup_segs"],
-        "spurious_pct": 100 * wire["dup_bytes"] / sent if sent else None,
+        # Unneeded retransmissions: data segments the receiving TCP already had
+        # (what it reports with D-SACK). The wire meter's count also includes
+        # originals that arrived but that the receiver discarded, e.g. by PAWS
+        # (RFC 7323 §5.3) after a retransmission filled the hole before them.
+        "spurious_segments": receiver.get("dup_data_segments", 0),
+        "paws_discarded": receiver.get("paws_drops", 0),
+        "wire_dup_bytes": wire["dup_bytes"],
+        "wire_dup_segments": wire["dup_segs"],
+        "wire_dup_pct": 100 * wire["dup_bytes"] / sent if sent else None,
         "rtt_p50_s": p50,
         "rtt_p90_s": percentile(samples, 90),
         "rtt_p99_s": percentile(samples, 99),

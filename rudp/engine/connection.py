@@ -118,6 +118,11 @@ def _wscale_for(buf: int) -> int:
     return shift
 
 
+def default_write_low(high: int) -> int:
+    """The resume mark that goes with ``high`` when none is given: 2/3 of it."""
+    return high * 2 // 3
+
+
 class ConnectionHost(Protocol):
     """What a :class:`Connection` needs from the endpoint that owns it.
 
@@ -240,6 +245,7 @@ class Connection:
         "dropped_segments",
         "dsacks_sent",
         "dup_acks_received",
+        "dup_data_segments",
         "duplicate_segments",
         "error",
         "host",
@@ -337,9 +343,12 @@ class Connection:
         self._rcv_wscale_ok = False  # both sides sent WS (RFC 7323 §2.2)
         self._rcvq = ReceiveBuffer(MAX_OOO_RUNS)
         self._fin_rcvd_abs: int | None = None  # position of the peer's FIN, once seen
-        # "Full-sized" for ACK-every-second-segment (RFC 1122 §4.2.3.2): what we
-        # advertised; data the reassembly queue releases at once is not one segment.
-        self._rcv_mss = config.mss
+        # "Full-sized" for ACK-every-second-segment (RFC 1122 §4.2.3.2): as Linux's
+        # tcp_measure_rcv_mss, the largest segment received so far, at most what we
+        # advertised (a peer with timestamps sends MSS - 12 bytes), starting from
+        # the RFC 9293 default of 536. Data the reassembly queue releases at once
+        # is not one segment and is not measured.
+        self._rcv_mss = min(config.mss, DEFAULT_PEER_MSS)
         self._peer_fin = False
         self._read_closed = False  # application will not read any more (close())
         self._write_closed = False  # application will not write any more
@@ -400,8 +409,13 @@ class Connection:
         self._migrate_mark = 0  # TSval / position the new address must acknowledge
 
         # --- flow control towards the application ---
+        # The send buffer holds unacknowledged data too (a kernel socket buffer,
+        # not asyncio's user-space one), so the writer is resumed as Linux wakes
+        # one (sk_stream_min_wspace): once free space is half the used space, i.e.
+        # at 2/3 full. A lower mark starves a bulk sender whose unacknowledged
+        # data is held behind a hole during recovery.
         self.write_high = config.snd_buf
-        self.write_low = config.snd_buf // 4
+        self.write_low = default_write_low(config.snd_buf)
         self._writing_paused = False
         self._terminated_sent = False
 
@@ -421,6 +435,9 @@ class Connection:
         self.challenge_acks = 0
         self.ooo_segments = 0
         self.duplicate_segments = 0
+        #: Data segments whose bytes had all been received already (what a D-SACK
+        #: reports; Linux's DelayedACKLost/TCPDSACKOldSent): unneeded retransmissions.
+        self.dup_data_segments = 0
         self.dropped_segments = 0
         self.dsacks_sent = 0
         self.acks_merged = 0
@@ -677,6 +694,7 @@ class Connection:
             "challenge_acks": self.challenge_acks,
             "ooo_segments": self.ooo_segments,
             "duplicate_segments": self.duplicate_segments,
+            "dup_data_segments": self.dup_data_segments,
             "dropped_segments": self.dropped_segments,
             "paws_drops": self.paws_drops,
             "migrations": self.migrations,
@@ -897,6 +915,17 @@ class Connection:
         if self.config.keepalive:
             self._timer_at[_T_KEEPALIVE] = self._last_rx + self.config.keepalive_idle
 
+    def _note_duplicate(self, seg: Segment) -> None:
+        """RFC 2883 §4: remember the part of ``seg`` below RCV.NXT (data already
+        received) to report it in the next ACK's first SACK block (D-SACK)."""
+        if seq_lt(seg.seq, self.rcv_nxt):
+            self.dup_data_segments += 1
+            if self._sack_ok:
+                start = self._rcv_nxt_abs + seq_sub(seg.seq, self.rcv_nxt)
+                end = min(start + len(seg.payload), self._rcv_nxt_abs)
+                if end > start:
+                    self._dsack = (start, end)
+
     def _segment_acceptable(self, seg: Segment) -> bool:
         """RFC 9293 §3.10.7.4, first check: the four cases of segment acceptability."""
         seg_len = seg.seg_len
@@ -1017,6 +1046,12 @@ class Connection:
                 # (rate limited like every reply to an unacceptable segment), drop.
                 self.paws_drops += 1
                 self.dropped_segments += 1
+                if seg.payload:
+                    # As Linux's tcp_send_dupack: a rejected old duplicate of data
+                    # already received is reported with a D-SACK (RFC 2883 §4), so
+                    # the sender learns its retransmission was spurious (typically a
+                    # reordered original that arrived after its retransmission).
+                    self._note_duplicate(seg)
                 if now - self._oow_ack_at >= OOW_ACK_INTERVAL or seg.payload:
                     self._oow_ack_at = now
                     self._owe_ack()
@@ -1037,12 +1072,8 @@ class Connection:
                 # to data-less segments are rate limited, as Linux's
                 # tcp_invalid_ratelimit, so two confused ends cannot ping-pong ACKs.
                 self.duplicate_segments += 1
-                if seg.payload and self._sack_ok and seq_lt(seg.seq, self.rcv_nxt):
-                    # RFC 2883 §4: report the duplicate with a D-SACK block.
-                    start = self._rcv_nxt_abs + seq_sub(seg.seq, self.rcv_nxt)
-                    end = min(start + len(seg.payload), self._rcv_nxt_abs)
-                    if end > start:
-                        self._dsack = (start, end)
+                if seg.payload:
+                    self._note_duplicate(seg)
                 if seg.payload or now - self._oow_ack_at >= OOW_ACK_INTERVAL:
                     self._oow_ack_at = now
                     self._owe_ack()
@@ -1282,9 +1313,14 @@ class Connection:
             self.host.wake(self)
 
     # ------------------------------------------------------ receive data path
-    def _accept_in_order(self, data: bytes | bytearray | memoryview, now: float) -> None:
-        """Fast path: ``data`` starts exactly at RCV.NXT and fits the window."""
+    def _accept_in_order(
+        self, data: bytes | bytearray | memoryview, now: float, segment: bool = True
+    ) -> None:
+        """Fast path: ``data`` starts exactly at RCV.NXT and fits the window
+        (``segment``: it is one received segment's payload)."""
         n = len(data)
+        if n > self._rcv_mss and segment:
+            self._rcv_mss = min(n, self.config.mss)
         buf = self._rcvq.data
         was_empty = not buf
         if not self._read_closed:
@@ -1345,6 +1381,7 @@ class Connection:
             if end <= nxt:
                 # All of it arrived before: RFC 2883 D-SACK, immediate ACK.
                 self.duplicate_segments += 1
+                self.dup_data_segments += 1
                 if self._sack_ok:
                     self._dsack = (start, end)
                 self._owe_distinct_ack()
@@ -1359,7 +1396,7 @@ class Connection:
             self._accept_in_order(data, now)
             if had_ooo:
                 for piece in rcvq.take_in_order(self._rcv_nxt_abs):
-                    self._accept_in_order(piece, now)
+                    self._accept_in_order(piece, now, False)
                 # RFC 5681 §4.2: ACK immediately when a segment fills a hole.
                 self._owe_ack()
             return
@@ -1368,9 +1405,11 @@ class Connection:
         kept = rcvq.store(start, data)
         if kept < 0:
             self.dropped_segments += 1
-        elif kept == 0 and self._sack_ok:
+        elif kept == 0:
             self.duplicate_segments += 1
-            self._dsack = (start, end)  # RFC 2883 §4.1.2: a duplicate of held data
+            self.dup_data_segments += 1
+            if self._sack_ok:
+                self._dsack = (start, end)  # RFC 2883 §4.1.2: a duplicate of held data
         recent = self._sack_recent
         recent.insert(0, start)
         if len(recent) > SACK_RECENT:
@@ -1743,9 +1782,12 @@ class Connection:
             self._amp_tx += len(data)
         self._out.append((data, self.addr))
         self.segments_sent += 1
-        if flags & ACK:
+        if flags & ACK and ack == self.rcv_nxt:
+            # An ACK of everything received so far settles what is owed. The
+            # duplicate ACKs queued for out-of-order segments carry an older
+            # RCV.NXT when a later segment of the same batch filled the hole: they
+            # settle nothing, and the ACK of the filled hole must still go out.
             self._last_ack_sent = ack
-            # Any ACK we send acknowledges everything so far.
             self._ack_now = False
             if self._unacked_bytes:
                 self._unacked_bytes = 0
@@ -1922,6 +1964,12 @@ class Connection:
                 if room <= 0 or (room < size and in_flight > 0):
                     break
                 self._resend(now, lost, in_flight)
+                if lost[START] == self._una_abs:
+                    # As Linux (tcp_xmit_retransmit_queue): resending the first
+                    # unacknowledged segment restarts the RTO, so a recovery whose
+                    # repair takes longer than one RTO from the last cumulative ACK
+                    # (a long queue ahead of the retransmission) does not time out.
+                    timers[_T_RTO] = now + self.rtt.rto
             else:
                 nxt = self.snd_max
                 unsent = (buf_end - nxt) & SEQ_MASK if seq_lt(nxt, buf_end) else 0
