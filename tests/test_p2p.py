@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import importlib.util
 import io
+import json
 import logging
 import os
 import random
@@ -381,16 +382,39 @@ def test_rendezvous_drops_and_counts_bad_requests(data: bytes) -> None:
     assert rdv.counters["dropped"] == 1 and not rdv.rooms and not replies(rdv)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=200), st.dictionaries(st.text(max_size=8), st.integers() | st.text()))
-def test_nothing_from_the_network_raises(data: bytes, fields: dict[str, Any]) -> None:
-    for payload in (data, p2p.MAGIC + data, p2p.encode("register", **fields)):
-        rdv = p2p.Rendezvous()
-        rdv.receive_datagram(payload, R1, 0.0)
-        finder = p2p.PeerFinder("r", R1, ("10.0.0.1", 1), 0.0)
-        finder.receive_datagram(payload, R1, 0.0)
-        finder.receive_datagram(payload, R2, 0.0)
-        assert finder.phase is Phase.REGISTERING
+FIELDS = ["op", "room", "id", "local", "you", "peer", "peer_id", "peer_local", "seen"]
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.binary(max_size=200),
+    op=st.sampled_from(["register", "wait", "peer", "punch"]) | st.text(max_size=5),
+    fields=st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=5), JSON, max_size=6),
+)
+def test_nothing_from_the_network_raises(data: bytes, op: str, fields: dict[str, Any]) -> None:
+    """Any bytes, any JSON, from anyone: dropped and counted, or a well-formed answer."""
+    message = p2p.MAGIC + json.dumps({"op": op, **fields}).encode()
+    rdv = p2p.Rendezvous()
+    finder = p2p.PeerFinder("r", RDV, ("10.0.0.1", 1), 0.0, ident="a" * 16)
+    finder.receive_datagram(
+        p2p.encode(
+            "peer", room="r", you=list(R1), peer=list(R2), peer_local=list(R2), peer_id="b" * 16
+        ),
+        RDV,
+        0.0,
+    )
+    assert finder.phase is Phase.PUNCHING
+    for payload in (data, p2p.MAGIC + data, message):
+        for src in (R1, R2, RDV):
+            rdv.receive_datagram(payload, src, 0.0)
+            finder.receive_datagram(payload, src, 0.0)
+    for out, _dst in [*rdv.datagrams_to_send(0.0), *finder.datagrams_to_send(0.0)]:
+        assert p2p.decode(out) is not None
 
 
 def test_messages_are_never_mistaken_for_tcp_segments() -> None:
