@@ -102,9 +102,12 @@ def valid_address(value: Any) -> Address | None:
     if not isinstance(host, str) or type(port) is not int or not 0 < port <= 0xFFFF:
         return None
     try:
-        return (str(ipaddress.ip_address(host)), port)
+        ip = ipaddress.ip_address(host)
     except ValueError:
         return None
+    if ip.version == 6 and ip.ipv4_mapped:  # from a dual-stack rendezvous server
+        ip = ip.ipv4_mapped
+    return (str(ip), port)
 
 
 def format_address(addr: tuple[Any, ...]) -> str:

@@ -477,6 +477,8 @@ def test_address_helpers() -> None:
         with pytest.raises(ValueError):
             p2p.parse_address(bad)
     assert p2p.format_address(("::1", 9, 0, 0)) == "[::1]:9"
+    assert p2p.valid_address(["::ffff:192.0.2.1", 5]) == ("192.0.2.1", 5)  # dual-stack server
+    assert p2p.valid_address(["2001:db8::1", 5]) == ("2001:db8::1", 5)
     assert 1024 <= p2p.tcp_port_for("x") <= 65535
     assert p2p.tcp_port_for("x") == p2p.tcp_port_for("x") != p2p.tcp_port_for("y")
     with pytest.raises(ValueError, match="room"):
