@@ -735,7 +735,8 @@ def test_loss_rudp_sender_recovers_with_kernel_sack(kernel: TunHost) -> None:
     assert sacks > lost  # the kernel told rudp what arrived
     assert stats["fast_retransmits"] > 0
     assert lost <= stats["retransmissions"] <= lost + lost // 4 + 5, (lost, stats)
-    assert stats["rto_expiries"] <= 1, stats
+    # An RTO is legitimate when an ACK and the loss probe after it are both lost.
+    assert stats["rto_expiries"] <= 2, stats
     check_conversation(rig)
 
 
@@ -769,6 +770,12 @@ def test_loss_kernel_sender_recovers_with_rudp_sack(kernel: TunHost) -> None:
     assert sacks > lost
     assert info.sack
     assert lost <= info.total_retrans <= lost + lost // 4 + 5, (lost, info)
+    # No RTO storm. (Today one or two RTOs are common here: rudp sends no ACK for a
+    # hole-filling segment that arrives in the same batch as out-of-order ones,
+    # see docs/interop-linux.md; when that ACK's successor is lost, the kernel
+    # times out.)
+    if info.total_rto is not None:
+        assert info.total_rto <= 3, info
     check_conversation(rig)
 
 

@@ -30,6 +30,7 @@ import platform
 import resource
 import socket
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -409,10 +410,11 @@ def kernel_info(ns_host: TunHost) -> JSONDict:
 
 
 def _row_stats(run: Run) -> tuple[str, str, str, str]:
-    """Retransmissions, RTOs, srtt (ms), data packets lost/sent."""
+    """Retransmissions, RTOs, srtt (ms), data packets dropped (lost or queue
+    overflow) / sent."""
     st = run.sender_stats
     data = run.bridge.get("a2b", {})
-    lost = f"{data.get('lost', 0)}/{data.get('sent', 0)}"
+    lost = f"{data.get('lost', 0) + data.get('queue_drops', 0)}/{data.get('sent', 0)}"
     if run.sender.startswith("linux"):
         rtos = st.get("total_rto")
         srtt = st.get("rtt")
@@ -444,7 +446,7 @@ def table(runs: Sequence[Run], reference: str = "linux-bbr") -> str:
     ref = _mean([r.mb_per_s for r in ref_runs]) if ref_runs else None
     head = (
         f"{'sender':<13} {'MB/s':>7} {'x ' + reference:>13} {'retrans':>8} {'RTOs':>5} "
-        f"{'srtt ms':>8} {'data lost/sent':>15} {'CPU':>5}  ok"
+        f"{'srtt ms':>8} {'data drop/sent':>15} {'CPU':>5}  ok"
     )
     lines = [head, "-" * len(head)]
     for sender, group in by.items():
@@ -481,7 +483,10 @@ def capacity_table(runs: Sequence[Run]) -> str:
 # --------------------------------------------------------------------- main
 
 
-async def run_all(settings: Settings, say: Callable[[str], None]) -> JSONDict:
+async def run_all(
+    settings: Settings, say: Callable[[str], None]
+) -> tuple[JSONDict, list[Run], list[Run]]:
+    """Every run of ``settings``: the JSON document, the capacity runs, the runs."""
     port = PORT_BASE
     with TunHost.side_a() as a, TunHost.side_b() as b:
         kinfo = kernel_info(a)
@@ -515,7 +520,7 @@ async def run_all(settings: Settings, say: Callable[[str], None]) -> JSONDict:
                     + (f" ({r.error})" if r.error else "")
                     + f" [{time.monotonic() - t:.1f} s]"
                 )
-    return {
+    doc = {
         "settings": {
             **{k: v for k, v in dataclasses.asdict(settings).items() if k != "path"},
             "path": dataclasses.asdict(settings.path),
@@ -523,6 +528,7 @@ async def run_all(settings: Settings, say: Callable[[str], None]) -> JSONDict:
         },
         "kernel": kinfo,
         "machine": machine_info(ROOT),
+        "git_commit": _git_head(),
         "sample_fields": list(SAMPLE_FIELDS),
         "capacity": [r.as_json() for r in capacity],
         "runs": [r.as_json() for r in runs],
@@ -530,8 +536,20 @@ async def run_all(settings: Settings, say: Callable[[str], None]) -> JSONDict:
             s: _mean([r.mb_per_s for r in runs if r.sender == s and r.error is None])
             for s in dict.fromkeys(r.sender for r in runs)
         },
-        "_objects": (capacity, runs),
     }
+    return doc, capacity, runs
+
+
+def _git_head() -> str | None:
+    """The checkout's commit (``benchmarks.machine`` reads ``.git`` as a directory,
+    which a git worktree does not have)."""
+    try:
+        res = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
 
 
 def _names(text: str) -> list[str]:
@@ -624,10 +642,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.loop == "uvloop":
         import uvloop
 
-        doc = uvloop.run(run_all(settings, say))
+        doc, capacity, runs = uvloop.run(run_all(settings, say))
     else:
-        doc = asyncio.run(run_all(settings, say))
-    capacity, runs = doc.pop("_objects")
+        doc, capacity, runs = asyncio.run(run_all(settings, say))
     if capacity:
         print("Bridge capacity, no impairment:")
         print(capacity_table(capacity))
