@@ -13,9 +13,9 @@ Throughput is what B's application (:mod:`.peer`, a process of its own) read
 between ``accept()`` returning and ``duration`` seconds later, divided by
 ``duration``; the stream is a repeating pseudo-random pattern the receiver checks
 as it reads. The sender's state (cwnd, ssthresh, srtt, retransmissions...) is
-sampled every 0.25 s. The bridge is Python on
-one core, so a "capacity" part first measures the largest rate it forwards with no
-impairment (kernel to kernel, and with the rudp engine), for reading the rest.
+sampled every 0.25 s. The bridge is Python on one core, so a "capacity" part first
+measures the largest rate it forwards with no impairment (kernel to kernel, and
+with the rudp engine), for reading the rest. See docs/interop-linux.md.
 """
 
 from __future__ import annotations
