@@ -228,6 +228,8 @@ def _describe(exc: BaseException, host: str, port: int, action: str) -> str:
         return f"connection closed: {exc}"
     if isinstance(exc, ConfigError):
         return str(exc)
+    if isinstance(exc, OSError) and exc.filename:  # the --pcap file
+        return f"cannot write {exc.filename}: {exc.strerror or exc}"
     if isinstance(exc, OSError):
         action = f"cannot {action} {'on' if action == 'listen' else 'to'}"
         if exc.errno == errno.EADDRINUSE:
@@ -425,6 +427,7 @@ def _config(args: argparse.Namespace) -> Config:
         keepalive_interval=args.keepalive_interval,
         keepalive_count=args.keepalive_count,
         user_timeout=args.user_timeout,
+        pcap=args.pcap,
     )
 
 
@@ -529,7 +532,9 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
-async def _demo(size: int, mss: int, rounds: int, host: str) -> dict[str, Any]:
+async def _demo(
+    size: int, mss: int, rounds: int, host: str, pcap: str | None = None
+) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -579,7 +584,9 @@ async def _demo(size: int, mss: int, rounds: int, host: str) -> dict[str, Any]:
 
     server = await start_server(on_client, host, 0, config=cfg)
     port = server.addresses[0][1]
-    reader, writer = await open_connection(host, port, config=cfg)
+    # Only the client records: both ends share this process, and a file written by
+    # both would hold every datagram twice (once sent, once received).
+    reader, writer = await open_connection(host, port, config=Config(mss=mss, pcap=pcap))
 
     rtts = []
     msg = os.urandom(64)
@@ -689,7 +696,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {}
 
     async def run() -> int:
-        result.update(await _demo(size, args.mss, args.rounds, args.host))
+        result.update(await _demo(size, args.mss, args.rounds, args.host, args.pcap))
         return EXIT_OK
 
     try:
@@ -725,6 +732,17 @@ def _verbosity(p: argparse.ArgumentParser, dest: str, default: Any) -> None:
     )
 
 
+def _pcap_option(sp: argparse.ArgumentParser, what: str = "") -> None:
+    sp.add_argument(
+        "--pcap",
+        metavar="FILE",
+        default=None,
+        help="write every segment sent and received to FILE as a pcap capture that "
+        "Wireshark and tshark dissect as TCP, with the real UDP addresses"
+        f"{what} (default: none)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="rudp",
@@ -753,6 +771,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"maximum segment size, {MIN_MSS}..{MAX_MSS} bytes; the default fits a "
             "1500-byte path over IPv4 and IPv6 (default: %(default)s)",
         )
+        _pcap_option(sp)
 
     d = sub.add_parser(
         "demo",
