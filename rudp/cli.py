@@ -911,6 +911,96 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return _run(_bench_client(args), args.loop)
 
 
+# ------------------------------------------------------------------- tunnel
+def _host_port(what: str, *, need_host: bool) -> Callable[[str], tuple[str, int]]:
+    """``HOST:PORT``, ``[V6]:PORT`` or (when the host may be omitted) ``:PORT``."""
+
+    def parse(text: str) -> tuple[str, int]:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"{what} must be HOST:PORT, not {text!r}")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if need_host and not host:
+            raise argparse.ArgumentTypeError(f"{what} needs a host: HOST:PORT, not {text!r}")
+        port = _port(allow_zero=not need_host)(port_text)
+        return host, port
+
+    return parse
+
+
+def _tunnel_log(line: str) -> None:
+    _say(f"{time.strftime('%H:%M:%S')} {line}")
+
+
+async def _tunnel_server(args: argparse.Namespace) -> int:
+    from .tools.tunnel import TunnelServer
+
+    cfg = _config(args)
+    host, port = args.listen
+    hosts = [host] if host else ["::", "0.0.0.0"]
+    ep: Endpoint | None = None
+    for i, h in enumerate(hosts):
+        try:
+            ep = await create_endpoint((h, port), config=cfg)
+            break
+        except OSError as exc:
+            if i == len(hosts) - 1 or exc.errno == errno.EADDRINUSE:
+                raise CliError(_describe(exc, h, port, "listen")) from None
+    assert ep is not None
+    tunnel = TunnelServer(ep, args.target, _tunnel_log, connect_timeout=args.timeout)
+    await tunnel.start()
+    bound = ep.local_address
+    _tunnel_log(
+        f"tunnel server on {_where(str(bound[0]), int(bound[1]))} (UDP) -> TCP "
+        f"{_where(*args.target)}"
+    )
+    try:
+        await asyncio.Future()  # until interrupted
+    finally:
+        await tunnel.close()
+        ep.abort()
+    return EXIT_OK  # pragma: no cover - only a signal ends it
+
+
+async def _tunnel_client(args: argparse.Namespace) -> int:
+    from .tools.tunnel import TunnelClient
+
+    cfg = _config(args)
+    rhost, rport = args.remote
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(rhost, rport, type=socket.SOCK_DGRAM)
+        family = infos[0][0]
+        ep = await create_endpoint(
+            ("::" if family == socket.AF_INET6 else "0.0.0.0", 0), config=cfg
+        )
+    except OSError as exc:
+        raise CliError(_describe(exc, rhost, rport, "connect")) from None
+    lhost, lport = args.listen
+    tunnel = TunnelClient(
+        ep, (lhost, lport), args.remote, _tunnel_log, connect_timeout=args.timeout
+    )
+    try:
+        await tunnel.start()
+    except OSError as exc:
+        ep.abort()
+        raise CliError(_describe(exc, lhost or "*", lport, "listen")) from None
+    where = ", ".join(_where(str(a[0]), int(a[1])) for a in tunnel.addresses)
+    _tunnel_log(f"tunnel client on {where} (TCP) -> rudp {_where(rhost, rport)}")
+    try:
+        await asyncio.Future()
+    finally:
+        await tunnel.close()
+        ep.abort()
+    return EXIT_OK  # pragma: no cover
+
+
+def cmd_tunnel(args: argparse.Namespace) -> int:
+    if args.mode == "server":
+        return _run(_tunnel_server(args), args.loop)
+    return _run(_tunnel_client(args), args.loop)
+
+
 # ----------------------------------------------------------------- parser
 class _Parser(argparse.ArgumentParser):
     """argparse with usage errors on one line (exit status 2)."""
@@ -1141,6 +1231,69 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _liveness_options(b)
     b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser(
+        "tunnel",
+        help="carry TCP connections over rudp: 'tunnel server' near the target, "
+        "'tunnel client' near the application (like kcptun)",
+        description="Carries TCP connections over rudp: 'rudp tunnel client' accepts TCP "
+        "connections and opens one rudp connection for each to 'rudp tunnel server', "
+        "which opens a TCP connection to its target. Half-close, resets and "
+        "backpressure pass through. Connections are logged on stderr with byte counts.",
+    )
+    tsub = t.add_subparsers(dest="mode", required=True, metavar="MODE")
+    ts = tsub.add_parser(
+        "server",
+        help="rudp on --listen (UDP) -> TCP to --target",
+        description="Accepts rudp connections on --listen (UDP) and connects each to "
+        "--target over TCP. Example: rudp tunnel server --listen :4000 --target 127.0.0.1:22",
+    )
+    tc = tsub.add_parser(
+        "client",
+        help="TCP on --listen -> rudp to --remote",
+        description="Accepts TCP connections on --listen and carries each over its own rudp "
+        "connection to the tunnel server at --remote. Example: rudp tunnel client "
+        "--listen 127.0.0.1:2222 --remote HOST:4000, then ssh -p 2222 127.0.0.1",
+    )
+    for sp in (ts, tc):
+        common(sp)
+        sp.add_argument(
+            "--listen",
+            required=True,
+            type=_host_port("--listen", need_host=False),
+            metavar="[HOST]:PORT",
+            help="UDP address to accept rudp connections on (no HOST: every address)"
+            if sp is ts
+            else "TCP address to accept connections on (no HOST: every address; "
+            "127.0.0.1 keeps it local)",
+        )
+        if sp is ts:
+            sp.add_argument(
+                "--target",
+                required=True,
+                type=_host_port("--target", need_host=True),
+                metavar="HOST:PORT",
+                help="TCP address every connection is carried to",
+            )
+        else:
+            sp.add_argument(
+                "--remote",
+                required=True,
+                type=_host_port("--remote", need_host=True),
+                metavar="HOST:PORT",
+                help="the tunnel server (UDP)",
+            )
+        sp.add_argument(
+            "--timeout",
+            type=_positive("timeout"),
+            default=10.0,
+            metavar="SECONDS",
+            help="give up opening a connection to the "
+            + ("target" if sp is ts else "tunnel server")
+            + " after this long; the tunnelled connection is then reset (default: %(default)g)",
+        )
+        _liveness_options(sp)
+        sp.set_defaults(func=cmd_tunnel)
 
     for name, func in (("serve", cmd_serve), ("connect", cmd_connect)):
         listening = name == "serve"
