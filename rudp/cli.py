@@ -823,11 +823,11 @@ async def _bench_server(args: argparse.Namespace) -> int:
 
 
 async def _bench_client(args: argparse.Namespace) -> int:
-    from .tools.bench import BenchError, TestParams, run_client
+    from .tools.bench import BenchError, BenchParams, run_client
     from .tools.benchfmt import LiveDisplay, PlainDisplay, plot
 
     try:
-        params = TestParams(
+        params = BenchParams(
             time=args.time,
             bytes=args.bytes,
             parallel=args.parallel,

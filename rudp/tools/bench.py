@@ -9,7 +9,7 @@ one JSON object on one line (UTF-8, ``\\n``-terminated, at most 64 KiB):
 
 1. The client opens the **control connection** to the server's UDP port and sends
    ``{"op": "hello", "version": 1, "cookie": C, "params": {...}}``; ``C`` is 32 hex
-   digits naming the test, ``params`` the test's settings (:class:`TestParams`).
+   digits naming the test, ``params`` the test's settings (:class:`BenchParams`).
 2. The server answers ``{"op": "ready", "data_port": P, "server": {...}}``, or
    ``{"op": "error", "message": ...}`` (busy with another test, bad settings) and
    closes. ``P`` is the server's UDP port for the data connections: the control
@@ -55,8 +55,8 @@ __all__ = [
     "DEFAULT_PORT",
     "PROTOCOL_VERSION",
     "BenchError",
+    "BenchParams",
     "BenchServer",
-    "TestParams",
     "run_client",
 ]
 
@@ -87,7 +87,7 @@ class BenchError(RudpError):
 
 # ------------------------------------------------------------------ settings
 @dataclass(frozen=True)
-class TestParams:
+class BenchParams:
     """One test's settings (the ``params`` of ``hello``)."""
 
     #: Seconds each sender sends (ignored when ``bytes`` is set).
@@ -143,7 +143,7 @@ class TestParams:
             raise bad("cc", f"unknown congestion control; known: {', '.join(sorted(ALGORITHMS))}")
 
     @classmethod
-    def from_json(cls, data: Any) -> TestParams:
+    def from_json(cls, data: Any) -> BenchParams:
         """Parameters from a ``hello`` message; :class:`BenchError` when invalid."""
         if not isinstance(data, dict):
             raise BenchError("params must be an object")
@@ -198,8 +198,13 @@ async def read_message(reader: asyncio.StreamReader, timeout: float | None) -> d
     return msg
 
 
+def encode(msg: dict[str, Any]) -> bytes:
+    """One control message as it goes on the wire."""
+    return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+
+
 def write_message(writer: asyncio.StreamWriter, msg: dict[str, Any]) -> None:
-    writer.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+    writer.write(encode(msg))
 
 
 # ---------------------------------------------------------------- streams
@@ -237,8 +242,12 @@ class Stream:
         sending: bool,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        header: int = 0,
     ) -> None:
         self.id = sid
+        #: Bytes this side sent before the payload (its ``stream`` line): acknowledged
+        #: with it, not part of it.
+        self.header = header
         self.direction = direction
         #: True if this side sends on this stream.
         self.sending = sending
@@ -262,7 +271,7 @@ class Stream:
     def progress(self) -> int:
         """Bytes delivered so far: acknowledged (sender) or read (receiver)."""
         if self.sending:
-            return int(self.stats().get("bytes_acked", 0))
+            return max(0, int(self.stats().get("bytes_acked", 0)) - self.header)
         return self.bytes_read
 
     def addresses(self) -> dict[str, Any]:
@@ -327,7 +336,8 @@ class Stream:
         st = self.final_stats if self.final_stats is not None else self.stats()
         end = self.end if self.end is not None else self.start
         seconds = max(end - self.start, 1e-9)
-        nbytes = int(st.get("bytes_acked", 0)) if self.sending else self.bytes_read
+        acked = max(0, int(st.get("bytes_acked", 0)) - self.header)
+        nbytes = acked if self.sending else self.bytes_read
         out: dict[str, Any] = {
             "id": self.id,
             "direction": self.direction,
@@ -491,7 +501,7 @@ def sums(rows: list[dict[str, Any]], start: float, end: float) -> dict[str, dict
 
 
 async def _run_streams(
-    streams: list[Stream], params: TestParams, t0: float, sampler: Sampler
+    streams: list[Stream], params: BenchParams, t0: float, sampler: Sampler
 ) -> None:
     """Run every stream of one side; the first failure aborts the others."""
     deadline = None if params.bytes is not None else t0 + params.time
@@ -519,7 +529,7 @@ Report = Callable[[str, dict[str, Any]], None]
 @dataclass
 class _ServerTest:
     cookie: str
-    params: TestParams
+    params: BenchParams
     peer: Any
     streams: dict[int, Stream]
     attached: asyncio.Event
@@ -606,7 +616,7 @@ class BenchServer:
         if len(test.streams) == len(test.params.directions()):
             test.attached.set()
 
-    async def _data_endpoint(self, params: TestParams) -> Endpoint:
+    async def _data_endpoint(self, params: BenchParams) -> Endpoint:
         cfg = replace(self.config, mss=params.mss, congestion_control=params.cc)
         ep = self._data.get(cfg)
         if ep is None or ep.is_closing():
@@ -629,7 +639,7 @@ class BenchServer:
                 )
             if not isinstance(cookie, str) or len(cookie) != 32:
                 raise BenchError("bad cookie")
-            params = TestParams.from_json(hello.get("params"))
+            params = BenchParams.from_json(hello.get("params"))
             if self._test is not None:
                 raise BenchError("the server is busy running a test; try again later")
         except BenchError as exc:
@@ -738,7 +748,7 @@ async def _family(host: str, port: int) -> int:
 async def run_client(
     host: str,
     port: int,
-    params: TestParams,
+    params: BenchParams,
     config: Config,
     *,
     bind: str | None = None,
@@ -788,8 +798,9 @@ async def run_client(
         for sid, (direction, (r, w)) in enumerate(
             zip(params.directions(), pairs, strict=True), start=1
         ):
-            write_message(w, {"op": "stream", "cookie": cookie, "id": sid, "direction": direction})
-            streams.append(Stream(sid, direction, direction == "up", r, w))
+            line = encode({"op": "stream", "cookie": cookie, "id": sid, "direction": direction})
+            w.write(line)
+            streams.append(Stream(sid, direction, direction == "up", r, w, header=len(line)))
         msg = await read_message(reader, CONTROL_TIMEOUT)
         if msg["op"] != "start":
             raise BenchError(f"unexpected message from the server: {msg['op']!r}")
