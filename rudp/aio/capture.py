@@ -17,6 +17,7 @@ it and closed when the last one closes its socket.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -34,7 +35,7 @@ __all__ = ["Capture", "open_capture"]
 class Capture:
     """One pcap file shared by every endpoint of this process that names it."""
 
-    __slots__ = ("_routes", "key", "users", "writer")
+    __slots__ = ("_flush_at", "_routes", "key", "users", "writer")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -44,6 +45,19 @@ class Capture:
         self.users = 0
         #: Peer host -> our source address towards it (wildcard-bound sockets).
         self._routes: dict[Any, Address] = {}
+        self._flush_at: asyncio.TimerHandle | None = None
+
+    def _written(self) -> None:
+        """Flush within FLUSH_DELAY of a write, so a running capture can be read
+        (``tail -f``, ``tshark -r``) while costing one write per period, not per packet."""
+        if self._flush_at is None:
+            with contextlib.suppress(RuntimeError):  # no running loop: flushed at close
+                self._flush_at = asyncio.get_running_loop().call_later(FLUSH_DELAY, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_at = None
+        with contextlib.suppress(OSError):
+            self.writer.flush()
 
     def _local(self, me: Address, peer: Address) -> Address:
         """Our address towards ``peer`` when the socket is bound to a wildcard."""
@@ -68,6 +82,7 @@ class Capture:
         t = time.time()
         for payload, src, local in batch:
             write(t, src, local or self._local(me, src), payload)
+        self._written()
 
     def sent(self, items: Iterable[tuple[bytes, Address, Address | None]], me: Address) -> None:
         """Record datagrams ``(payload, destination, local address or None)``."""
@@ -75,6 +90,7 @@ class Capture:
         t = time.time()
         for payload, dst, local in items:
             write(t, local or self._local(me, dst), dst, payload)
+        self._written()
 
     def release(self) -> None:
         """One endpoint is done with the file; the last one closes it."""
@@ -82,9 +98,14 @@ class Capture:
         if self.users <= 0:
             if _open.get(self.key) is self:
                 del _open[self.key]
+            if self._flush_at is not None:
+                self._flush_at.cancel()
+                self._flush_at = None
             self.writer.close()
 
 
+#: Seconds after a write within which the file is flushed.
+FLUSH_DELAY = 0.2
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 _MAX_ROUTES = 4096  # cached peers (bounded memory whatever the peers)
 
