@@ -2,7 +2,7 @@
 
 * ``rudp demo`` -- a real transfer between a server and a client that share this
   one process, over UDP, with a progress bar and a throughput/latency summary
-  (needs the ``cli`` extra: rich, uvloop).
+  (needs the ``cli`` extra: rich).
 * ``rudp serve HOST PORT`` / ``rudp connect HOST PORT`` -- netcat-like: standard
   input goes to the peer, the peer's data to standard output. EOF on standard
   input sends FIN (half-close); the peer's FIN ends standard output. The program
@@ -11,6 +11,12 @@
   ``serve`` takes one client (others are refused while it is busy: their connect
   fails with "connection refused") and exits after it, or with ``-k`` goes on to
   the next.
+* ``rudp bench --server`` / ``rudp bench HOST`` -- measure a path between two
+  machines, as iperf3 does (:mod:`rudp.tools.bench`, docs/bench.md).
+* ``rudp tunnel server|client`` -- carry TCP connections over rudp, as kcptun does
+  (:mod:`rudp.tools.tunnel`, docs/tunnel.md).
+
+Every command takes ``--pcap FILE`` (docs/pcap.md).
 
 Diagnostics go to stderr, one line each, prefixed ``rudp:``; data alone goes to
 stdout. Exit status: 0 success, 1 error (as netcat), 2 usage error, 128+N when
@@ -78,7 +84,10 @@ def _loop_factory(name: str) -> tuple[Callable[[], asyncio.AbstractEventLoop], s
         import uvloop
     except ImportError:
         if name == "uvloop":
-            raise CliError(f"uvloop is not installed: {CLI_EXTRA}") from None
+            raise CliError(
+                "uvloop is not installed (a dependency of rudp-asyncio where it builds: "
+                "not on Windows or PyPy): pip install uvloop"
+            ) from None
         return asyncio.new_event_loop, "asyncio"
     return uvloop.new_event_loop, "uvloop"
 
@@ -692,7 +701,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         from rich.console import Console
     except ImportError:
-        raise CliError(f"the demo needs the 'cli' extra (rich, uvloop): {CLI_EXTRA}") from None
+        raise CliError(f"the demo needs the 'cli' extra (rich): {CLI_EXTRA}") from None
     _, loop_name = _loop_factory(args.loop)
     size = max(1, int(args.size * 2**20))
     result: dict[str, Any] = {}
@@ -1056,8 +1065,8 @@ def _liveness_options(sp: argparse.ArgumentParser) -> None:
         type=_count("keepalive count", 1),
         default=KEEPALIVE_COUNT,
         metavar="N",
-        help="unanswered probes after which the peer is declared dead and the "
-        "program exits with status 1 (default: %(default)s)",
+        help="unanswered probes after which the peer is declared dead and its "
+        "connection dropped (serve/connect exit with status 1) (default: %(default)s)",
     )
     sp.add_argument(
         "--user-timeout",

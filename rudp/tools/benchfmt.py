@@ -22,6 +22,8 @@ __all__ = [
 ]
 
 SEPARATOR = "- " * 25
+#: Seconds over which the plot's throughput is averaged (from the fine trace).
+RATE_WINDOW = 0.25
 HEADER = "[ ID] Interval           Transfer     Bitrate"
 SENDER_COLUMNS = "         Retr  Cwnd        SRTT"
 
@@ -123,12 +125,11 @@ def summary_lines(result: dict[str, Any], *, client: bool = True) -> list[str]:
     for st in end["streams"]:
         out.append(line(str(st["id"]), st.get("sender") or {}, "sender"))
         out.append(line(str(st["id"]), st.get("receiver") or {}, "receiver"))
-    if len(end["streams"]) > 1:
-        for direction in ("up", "down"):
-            agg = end.get(f"sum_{direction}")
-            if agg:
-                out.append(line("SUM", agg["sender"], "sender"))
-                out.append(line("SUM", agg["receiver"], "receiver"))
+    for direction in ("up", "down"):
+        agg = end.get(f"sum_{direction}")
+        if agg and sum(st["direction"] == direction for st in end["streams"]) > 1:
+            out.append(line("SUM", agg["sender"], "sender"))
+            out.append(line("SUM", agg["receiver"], "receiver"))
     errors = []
     for st in end["streams"]:
         for role in ("sender", "receiver"):
@@ -285,15 +286,29 @@ def plot(result: dict[str, Any], path: str, title: str | None = None) -> None:
     fig, (ax_rate, ax_cwnd, ax_rtt) = plt.subplots(3, 1, sharex=True, figsize=(9, 8))
     for intervals, trace in sides:
         series: dict[int, list[tuple[float, float]]] = {}
-        for report in intervals:
-            for row in report["streams"]:
-                if row.get("role") == "sender":
-                    mid = (row["start"] + row["end"]) / 2
-                    series.setdefault(row["id"], []).append((mid, row["bits_per_second"] / 1e6))
+        fine_rows: dict[int, list[dict[str, Any]]] = {}
+        for row in trace:
+            if row.get("role") == "sender":
+                fine_rows.setdefault(row["id"], []).append(row)
+        if fine_rows:  # from the trace: acknowledged bytes over a sliding RATE_WINDOW
+            for sid, rows in fine_rows.items():
+                j = 0
+                for i, row in enumerate(rows):
+                    while row["t"] - rows[j]["t"] > RATE_WINDOW:
+                        j += 1
+                    dt = row["t"] - rows[j]["t"]
+                    if i > j and dt > 0:
+                        rate = (row["progress"] - rows[j]["progress"]) * 8 / dt / 1e6
+                        series.setdefault(sid, []).append((row["t"] - dt / 2, rate))
+        else:
+            for report in intervals:
+                for row in report["streams"]:
+                    if row.get("role") == "sender":
+                        mid = (row["start"] + row["end"]) / 2
+                        rate = row["bits_per_second"] / 1e6
+                        series.setdefault(row["id"], []).append((mid, rate))
         for sid, points in sorted(series.items()):
-            ax_rate.plot(
-                [p[0] for p in points], [p[1] for p in points], marker=".", label=f"stream {sid}"
-            )
+            ax_rate.plot([p[0] for p in points], [p[1] for p in points], label=f"stream {sid}")
         fine: dict[int, list[dict[str, Any]]] = {}
         for row in trace:
             if row.get("role") == "sender":
