@@ -154,7 +154,7 @@ class Endpoint:
         return self._closing or self._closed
 
     def stats(self) -> dict[str, Any]:
-        """A snapshot of this endpoint's counters (docs/stats.md, "Endpoint counters").
+        """A snapshot of this endpoint's counters (docs/stats.md, "An endpoint").
 
         Flat keys (monotonic counters unless said otherwise): the engine's
         ``datagrams_received``, ``datagrams_sent``, ``dropped`` (every datagram
