@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 
 from .errors import ConfigError
@@ -85,6 +86,11 @@ class Config:
     #: in docs/migration.md; the new address gets at most 3x the bytes it sent until it
     #: proves it receives. False: segments from another address are dropped.
     migration: bool = True
+    #: Record every segment sent and received to this pcap file (docs/pcap.md), with
+    #: the real UDP endpoints' addresses, for Wireshark/tshark. Endpoints of one
+    #: process that name the same file share one writer; ``None`` (the default)
+    #: records nothing and costs nothing.
+    pcap: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -95,6 +101,11 @@ class Config:
             if f.name in ("keepalive", "sack", "timestamps", "pacing", "checksum", "migration"):
                 if not isinstance(value, bool):
                     raise bad(f.name, "must be a bool")
+            elif f.name == "pcap":
+                if value is not None and (
+                    not isinstance(value, (str, os.PathLike)) or not os.fspath(value)
+                ):
+                    raise bad(f.name, "must be None or a non-empty path")
             elif f.name == "congestion_control":
                 # The name is checked against the registry when a connection uses it
                 # (rudp.engine.congestion), so controllers can be registered later.

@@ -642,13 +642,64 @@ class Connection:
         self._read_closed = self._write_closed = True
         self._terminate(now, ConnectionAbortedError("connection aborted locally"))
 
-    def stats(self) -> dict[str, Any]:
-        """Live statistics (the asyncio layer exposes them as ``rudp_stats``)."""
+    def stats(self, now: float | None = None) -> dict[str, Any]:
+        """Live statistics (the asyncio layer exposes them as ``rudp_stats``).
+
+        What Linux reports in ``TCP_INFO`` (``ss -ti``), under RFC 9293/Linux names;
+        docs/stats.md maps every field. Sizes in bytes, times in seconds, rates in
+        bytes per second. With ``now`` (the engine's clock) the ages are included:
+        ``last_send_age`` (since data last left), ``last_receive_age`` (since the
+        last acceptable segment arrived), ``unacked_age`` (since the last forward
+        progress while data is outstanding: the user timeout's clock, None when all
+        is acknowledged) and ``time_wait_left``.
+        """
+        from .recovery.scoreboard import FLAGS, LOST, RETRANS, SACKED
+
         rec = self.recovery
         sb = rec.sb
         rtt = self.rtt
+        sacked_segs = lost_segs = retrans_segs = 0
+        records = sb.outstanding_records()
+        if sb.sacked or sb.lost:
+            for r in records:
+                flags = r[FLAGS]
+                if flags & SACKED:
+                    sacked_segs += 1
+                elif flags & LOST:
+                    lost_segs += 1
+                    if flags & RETRANS:
+                        retrans_segs += 1
+        outstanding = self._max_abs - self._una_abs
+        ages: dict[str, Any] = {}
+        if now is not None:
+            since = self._unacked_since
+            tw_end = self._timer_at[_T_TIME_WAIT]
+            ages = {
+                "last_send_age": max(0.0, now - self._last_send),
+                "last_receive_age": max(0.0, now - self._last_rx),
+                "unacked_age": None if since is None else max(0.0, now - since),
+                "time_wait_left": None if tw_end == INF else max(0.0, tw_end - now),
+            }
         return {
             "state": self.state.value,
+            "unacked_segments": len(records),
+            "sacked_segments": sacked_segs,
+            "lost_segments": lost_segs,
+            "retrans_segments": retrans_segs,
+            "outstanding_bytes": outstanding,
+            "notsent_bytes": max(0, len(self._sndq.data) - outstanding),
+            "rto_backoff": rtt.backoff,
+            "keepalive_probes_unanswered": self._ka_probes,
+            "delivery_rate_app_limited": rec.rs.app_limited,
+            "rcv_mss": self._rcv_mss,
+            "advmss": self.config.mss,
+            "snd_wscale": self.snd_wscale,
+            "rcv_wscale": self.rcv_wscale if self._rcv_wscale_ok else 0,
+            "max_snd_wnd": self.max_snd_wnd,
+            "rcv_buf": self.config.rcv_buf,
+            "snd_buf": self.config.snd_buf,
+            "ato": self.config.delayed_ack,
+            **ages,
             "srtt": rtt.srtt,
             "rttvar": rtt.rttvar,
             "rto": rtt.rto,
