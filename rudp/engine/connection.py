@@ -152,7 +152,7 @@ class ConnectionHost(Protocol):
     def terminated(self, conn: Connection, error: BaseException | None) -> None:
         """The connection is finished for the application (``error`` None: orderly)."""
 
-    def synack_retries(self, conn: Connection) -> int:
+    def synack_retries(self, conn: Connection, now: float) -> int:
         """How many SYN,ACK retransmissions the half-open ``conn`` (a passive open) may
         make: fewer while its listener is under pressure (docs/security.md)."""
 
@@ -1570,7 +1570,7 @@ class Connection:
             elif active:
                 limit = self.config.synack_retries
             else:
-                limit = self.host.synack_retries(self)
+                limit = self.host.synack_retries(self, now)
             if self._retries > limit:
                 # A listener's half-open connection just goes back to LISTEN, unseen.
                 what = "SYN" if state is S.SYN_SENT else "SYN,ACK"

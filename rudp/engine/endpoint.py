@@ -85,13 +85,22 @@ RST_BURST = 200.0
 #: A SYN,ACK is retransmitted at least this many times whatever the pressure (Linux
 #: reqsk_timer_handler's floor).
 MIN_SYNACK_RETRIES = 2
+#: A listener counts as under pressure this long after its queue was last full.
+PRESSURE_HOLD = 10.0
 _DEFAULT_CONFIG = Config()
 
 
 class Listener:
     """A passive open on one TCP port (the LISTEN state, RFC 9293 §3.10.7.2)."""
 
-    __slots__ = ("accept_pending", "backlog", "cookies_until", "port", "syn_received")
+    __slots__ = (
+        "accept_pending",
+        "backlog",
+        "cookies_until",
+        "full_at",
+        "port",
+        "syn_received",
+    )
 
     def __init__(self, port: int, backlog: int) -> None:
         self.port = port
@@ -102,6 +111,8 @@ class Listener:
         #: SYN cookies sent recently may be answered until then (Linux checks a
         #: cookie only after a recent queue overflow, tcp_synq_no_recent_overflow).
         self.cookies_until = float("-inf")
+        #: When a SYN last found the queue full.
+        self.full_at = float("-inf")
 
     @property
     def half_open(self) -> int:
@@ -113,17 +124,22 @@ class Listener:
         """The queue (half-open plus not yet accepted connections) is at its backlog."""
         return len(self.syn_received) + self.accept_pending >= self.backlog
 
-    def synack_retries(self, base: int) -> int:
+    def synack_retries(self, base: int, now: float) -> int:
         """SYN,ACK retransmissions a half-open connection may make now.
 
-        Under pressure (the half-open queue more than half the backlog) old entries
-        are pruned sooner, as Linux's reqsk_timer_handler does: half the queue is
-        reserved for young entries (those that have not retransmitted yet), and each
-        halving of the young share costs one retransmission, down to
-        :data:`MIN_SYNACK_RETRIES`. A flood of spoofed SYNs, whose entries all grow
-        old, then holds a slot 7 s (1 + 2 + 4) rather than 63 s."""
+        Under pressure old entries are pruned sooner, as Linux's reqsk_timer_handler
+        does: half the queue is reserved for young entries (those that have not
+        retransmitted yet), and each halving of the young share costs one
+        retransmission, down to :data:`MIN_SYNACK_RETRIES`. A flood of spoofed SYNs,
+        whose entries all grow old, then holds a slot 7 s (1 + 2 + 4), not 63 s.
+        Pressure: the half-open queue is more than half the backlog (Linux's test),
+        or it was full less than :data:`PRESSURE_HOLD` ago. Linux looks at the
+        length alone, so a burst's entries, all expiring together, stop being pruned
+        once half of them are gone; the hold lets the rest go too."""
         qlen = len(self.syn_received)
-        if 2 * qlen <= max(8, self.backlog) or base <= MIN_SYNACK_RETRIES:
+        if base <= MIN_SYNACK_RETRIES or (
+            2 * qlen <= max(8, self.backlog) and now - self.full_at >= PRESSURE_HOLD
+        ):
             return base
         young = 2 * sum(1 for c in self.syn_received if not c.retransmissions)
         while base > MIN_SYNACK_RETRIES and qlen >= young:
@@ -451,12 +467,11 @@ class Endpoint:
             self.schedule(tw, tw.deadline)
         self._to_compact.clear()
 
-    def synack_retries(self, conn: Connection) -> int:
+    def synack_retries(self, conn: Connection, now: float) -> int:
         base = conn.config.synack_retries
-        listener = (
-            self.listeners.get(conn.listener_port) if conn.listener_port is not None else None
-        )
-        return base if listener is None else listener.synack_retries(base)
+        port = conn.listener_port
+        listener = self.listeners.get(port) if port is not None else None
+        return base if listener is None else listener.synack_retries(base, now)
 
     def released(self, conn: Held) -> None:
         if isinstance(conn, Connection):
@@ -566,15 +581,19 @@ class Endpoint:
         if listener.accept_pending >= listener.backlog:
             # Nobody accepts: a cookie would only complete into a full queue (Linux
             # drops the SYN too, LINUX_MIB_LISTENOVERFLOWS).
+            listener.full_at = now
             self.counters["syn_dropped"] += 1
             self.counters["listen_overflows"] += 1
             self._drop("backlog_full")
             return
         mode = self.config.syncookies
-        if mode == "always" or (listener.full and mode == "auto"):
+        full = listener.full
+        if full:
+            listener.full_at = now
+        if mode == "always" or (full and mode == "auto"):
             self._send_cookie(listener, seg, addr, now, size)
             return
-        if listener.full:
+        if full:
             # No cookies: make room by evicting the oldest half-open connection (a
             # flood's entries grow old first; a real client's SYN gets a slot).
             if not listener.syn_received:
