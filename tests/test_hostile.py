@@ -277,6 +277,23 @@ def test_never_mode_and_config_validation() -> None:
         Config(syncookies="sometimes")
 
 
+def test_cookie_ack_with_the_tcp_ports_of_another_connection() -> None:
+    """A live connection from another address uses the same TCP ports: the cookie
+    ACK is not taken for a NAT rebinding of it (which it fails), it completes."""
+    d = Drill(ALWAYS)
+    d.listen()
+    other = ("10.0.0.9", 6000)
+    d.inject("S", seq=d.R(0), addr=other, at=0.0)
+    (sent,) = d.take_sent()
+    d.inject(".", seq=d.R(1), ack=sent.seg.seq + 1, addr=other, at=0.1)
+    d.expect_events(ConnectionAccepted)
+    cookie = cookie_syn(d, at=0.2)
+    d.inject(".", seq=d.R(1), ack=cookie + 1, at=0.3)
+    (ev,) = d.expect_events(ConnectionAccepted)
+    assert ev.conn.addr == PEER and len(d.ep.connections) == 2
+    assert d.ep.counters.get("drop_migration_rejected", 0) == 0
+
+
 def test_cookie_ack_into_a_full_accept_queue_is_dropped() -> None:
     """Nobody accepts: the completing ACK is dropped (no RST, the peer retransmits;
     Linux counts it in ListenOverflows); once the application accepts, the peer's

@@ -321,6 +321,15 @@ class Endpoint:
                     log.logger.info("migrate", conn=conn.name, old=old_key[0], new=addr)
                 conn.receive(seg, now, size)
                 return True
+        # A new connection that happens to use the same TCP ports from another
+        # address may be completing a SYN-cookie handshake.
+        listener = self.listeners.get(seg.dport) or self.listeners.get(ANY_PORT)
+        if (
+            listener is not None
+            and seg.flags & (SYN | RST | ACK) == ACK
+            and self._cookie_ack(listener, seg, addr, now, size)
+        ):
+            return True
         # Not proven: drop it silently. Answering it with an RST (as a segment for no
         # connection would be) could reset the real connection through the NAT.
         self._drop("migration_rejected")
