@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from drill import ISN, LPORT, PEER, RPORT, Drill, pattern
 from simutil import A, B, pair
+from test_recovery import _sack, opened
 
 from rudp import Config, ConfigError
 from rudp.engine import Connection, ConnectionAccepted, DataReceived, Endpoint, State
@@ -619,6 +620,30 @@ def test_plausible_duplicate_still_acked_at_once_with_dsack() -> None:
         )
         d.expect(".", seq=conn.snd_una, ack=d.R(101), at=1.1 + i * 0.01, sack=[(d.R(1), d.R(101))])
     assert conn.acks_rate_limited == 0
+
+
+def test_duplicate_acks_without_news_move_nothing() -> None:
+    """The sender's side (SACK negotiated): during fast recovery, 50 duplicate ACKs
+    repeating the same SACK blocks and 50 without any mark nothing more lost and let
+    nothing more out (RACK detects loss by time, PRR sends per newly delivered data),
+    however many arrive."""
+    d = opened(Drill())
+    d.send(pattern(0, 20000), at=1.0)
+    assert len(d.take_sent()) == 10  # the initial window
+    for k, t in ((2001, 1.25), (3001, 1.251), (4001, 1.252), (5001, 1.253)):
+        _sack(d, 1001, [(2001, k)], t)
+    sent = d.take_sent()
+    assert sum(s.seg.seq == d.L(1001) for s in sent) == 1  # the fast retransmission
+    st = d.conn.stats()
+    assert st["recovery_state"] == "recovery" and st["retransmissions"] == 1
+    lost = st["lost_bytes"]
+    for i in range(50):
+        _sack(d, 1001, [(2001, 5001)], 1.254 + i * 2e-4)
+        _sack(d, 1001, [], 1.2541 + i * 2e-4)
+    assert d.take_sent() == []
+    st = d.conn.stats()
+    assert st["retransmissions"] == 1 and st["lost_bytes"] == lost
+    assert st["dup_acks_received"] >= 100
 
 
 def _inject_during_transfer(sack: bool, victim: str, n: int) -> dict[str, Any]:
