@@ -720,6 +720,8 @@ class Endpoint:
         self._index(conn)
         conn.open_cookie(syn, now)
         conn.receive(seg, now, size)
+        if conn.state is State.SYN_RECEIVED:  # pragma: no cover - the ACK was checked
+            conn.discard(now)  # never left without the timers a SYN,ACK would arm
         return True
 
     def _closed_segment(self, seg: Segment, addr: Address, now: float, size: int) -> None:
