@@ -67,8 +67,9 @@ def test_cookie_handshake_carries_options_in_the_timestamp() -> None:
     assert not d.ep.connections
     assert seg.ts is not None and seg.ts[1] == PEER_TS
     assert seg.ts[0] & TS_MASK == 7 | TS_SACK
-    # Our clock, low bits replaced, never ahead of it (RFC 7323 §5.4).
-    clock = (0 + d.ep._ts_offset((PEER, LPORT, RPORT))) & SEQ_MASK
+    # Our clock at t=0 (its per-connection offset), low bits replaced, never ahead
+    # of it (RFC 7323 §5.4).
+    clock = d.ep._ts_offset((PEER, LPORT, RPORT)) & SEQ_MASK
     assert 0 <= (clock - seg.ts[0]) & SEQ_MASK < 64
     cookie = seg.seq
     assert cookie & 3 == MSS_TABLE.index(1400)  # 1460 clamps to the table's 1400
@@ -705,7 +706,6 @@ def _inject_during_transfer(sack: bool, victim: str, n: int) -> dict[str, Any]:
         "receiver": sconn.stats(),
         "victim_limited": victim_conn.acks_rate_limited,
         "acks_to_sender": acks["to_sender"],
-        "clean_acks": None,
     }
 
 
