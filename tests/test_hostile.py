@@ -353,6 +353,20 @@ def test_syn_flood_with_cookies_memory_bounded_and_client_connects() -> None:
     assert conn.snd_wscale == 3  # the server's, as offered in the cookie SYN,ACK
 
 
+def test_burst_of_500_spoofed_syns_then_a_client() -> None:
+    """The issue's burst: 500 spoofed SYNs at once used to lock the listener for
+    over 20 s. A client trying right after connects in one round trip (a cookie)."""
+    net, ch, sh = pair(LinkConfig(delay=0.01), seed=6)
+    n = _flood(sh.endpoint, 500, 0.0, encode_options(mss=1460, sack_perm=True, ts=(1, 0)))
+    assert n == 500 * 36 and sh.endpoint.counters["syncookies_sent"] == 500 - 128
+    sh.accept_factory = lambda: BulkApp(b"")
+    client = BulkApp(b"ping")
+    ch.connect(client, B, 80, 0.0)
+    net.run_until(lambda: bool(sh.accepted) and sh.accepted[0].eof_at is not None, timeout=5)
+    assert client.established_at == pytest.approx(0.02)  # one round trip
+    assert bytes(sh.accepted[0].received) == b"ping"
+
+
 # ---------------------------------------------------------------------------
 # 2. Half-open pressure relief
 
