@@ -634,7 +634,11 @@ def test_plausible_duplicate_still_acked_at_once_with_dsack() -> None:
             at=1.1 + i * 0.01,
         )
         d.expect(".", seq=conn.snd_una, ack=d.R(101), at=1.1 + i * 0.01, sack=[(d.R(1), d.R(101))])
-    assert conn.acks_rate_limited == 0
+    # A reordered original arriving after its retransmission carries an older
+    # TSval: PAWS rejects it, and it is still reported at once (as Linux does).
+    d.inject(".", seq=d.R(1), ack=conn.snd_una, payload=b"a" * 100, ts=(PEER_TS, 0), at=1.2)
+    d.expect(".", seq=conn.snd_una, ack=d.R(101), at=1.2, sack=[(d.R(1), d.R(101))])
+    assert conn.acks_rate_limited == 0 and conn.paws_drops == 1
 
 
 def test_duplicate_acks_without_news_move_nothing() -> None:

@@ -971,6 +971,25 @@ class Connection:
         else:
             self.acks_rate_limited += 1
 
+    def _answer_unacceptable(self, seg: Segment, now: float) -> None:
+        """The ACK answering an unacceptable segment (sequence check or PAWS), rate
+        limited (:meth:`_owe_oow_ack`) so two confused ends cannot ping-pong ACKs and
+        injected segments cannot draw a stream of them. The exception: a plausible
+        duplicate, data ending at most one receive buffer below RCV.NXT (a spurious
+        retransmission such as a tail loss probe, or a reordered original arriving
+        after its retransmission), is reported at once with a D-SACK (RFC 2883 §4),
+        from which its sender learns; a blind attacker lands there with odds of
+        rcv_buf / 2**32."""
+        n = len(seg.payload)
+        back = seq_sub(self.rcv_nxt, seg.seq)
+        if n and n <= back <= self.config.rcv_buf:
+            if self._sack_ok:
+                start = self._rcv_nxt_abs - back
+                self._dsack = (start, start + n)
+            self._owe_ack()
+        else:
+            self._owe_oow_ack(now)
+
     def _owe_distinct_ack(self) -> None:
         """An ACK must go out as its own segment, carrying the SACK information as it
         is now (RFC 5681 §4.2: one immediate ACK per out-of-order segment; RFC 2018
@@ -1057,7 +1076,7 @@ class Connection:
                 # (rate limited like every reply to an unacceptable segment), drop.
                 self.paws_drops += 1
                 self.dropped_segments += 1
-                self._owe_oow_ack(now)
+                self._answer_unacceptable(seg, now)
                 return
 
         # First: sequence number check.
@@ -1071,24 +1090,9 @@ class Connection:
                 return
             if not flags & RST:
                 # Unacceptable: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> (also answers
-                # keepalive and zero-window probes with seq = rcv_nxt - 1), rate
-                # limited so two confused ends cannot ping-pong ACKs and injected
-                # segments cannot draw a stream of them. The exception: a plausible
-                # duplicate, data that ends at most one window below RCV.NXT (a
-                # spurious retransmission, e.g. a tail loss probe, whose sender
-                # learns from the D-SACK; a blind attacker lands there with odds of
-                # rcv_buf / 2**32).
+                # keepalive and zero-window probes with seq = rcv_nxt - 1).
                 self.duplicate_segments += 1
-                n = len(seg.payload)
-                back = seq_sub(self.rcv_nxt, seg.seq)
-                if n and back >= n and back <= self.config.rcv_buf:
-                    if self._sack_ok:
-                        # RFC 2883 §4: report the duplicate with a D-SACK block.
-                        start = self._rcv_nxt_abs - back
-                        self._dsack = (start, start + n)
-                    self._owe_ack()
-                else:
-                    self._owe_oow_ack(now)
+                self._answer_unacceptable(seg, now)
             return
         self._last_rx = now
         self._ka_probes = 0
