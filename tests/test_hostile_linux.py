@@ -13,15 +13,16 @@ import pytest
 
 pytest.importorskip("benchmarks.linuxpeer.bridge", reason="the Linux TUN bridge is not here")
 
-from benchmarks.linuxpeer.lab import A4, TunHost
-from benchmarks.linuxpeer.tcpinfo import tcp_info
 from test_linux_interop import (
+    A4,
     App,
     Rig,
+    TunHost,
     check_options,
     kernel,  # noqa: F401 - a fixture
     kernel_transfer,
     run,
+    tcp_info,
     tun_ok,  # noqa: F401 - a fixture
     until,
 )
