@@ -1,17 +1,19 @@
-"""Helper processes for tests/test_hostile_real.py (run as scripts).
+"""The processes of a SYN flood over real sockets (run as scripts by
+:mod:`benchmarks.synflood.run`; tests/test_hostile_real.py uses them too).
 
-``python tests/flood.py server [syncookies]``: a rudp echo server on 127.0.0.1 (a
+``python -m benchmarks.synflood.flood server [syncookies]``: a rudp echo server on 127.0.0.1 (a
 free port). It prints one JSON line ``{"port": N}``, then answers each line read
 on stdin with one JSON line: the endpoint's statistics plus ``rss`` and ``hwm``
 (the process's resident set size now and at its peak, bytes). EOF ends it.
 
-``python tests/flood.py syns PORT COUNT RATE SOURCES SEED``: spoofed SYNs, as a
+``python -m benchmarks.synflood.flood syns PORT COUNT RATE SOURCES SEED``: spoofed SYNs, as a
 flooder with many source addresses would send them: ``SOURCES`` UDP sockets bound
 to distinct 127.100.x.y addresses (all of 127.0.0.0/8 is local on Linux, so no raw
 socket or root is needed), each SYN with a random TCP source port and ISN and
 Linux's options (MSS, SACK-permitted, timestamps, window scale), ``RATE`` per
 second (0: as fast as possible). The SYN,ACKs coming back are never read. Prints
-``{"sent": N, "elapsed": seconds}`` at the end.
+``{"sent": N, "elapsed": seconds}`` at the end. A 7th argument ``until-eof`` keeps
+the flood going after COUNT until stdin is closed (at most 10 x COUNT).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import random
+import select
 import socket
 import sys
 import time
@@ -59,7 +62,15 @@ async def _serve(mode: str) -> None:
     server.close()
 
 
-def _syns(port: int, count: int, rate: float, sources: int, seed: int) -> None:
+def _stdin_closed() -> bool:
+    """True once the parent closed our stdin (non-blocking check)."""
+    ready, _, _ = select.select([sys.stdin], [], [], 0)
+    return bool(ready) and not sys.stdin.readline()
+
+
+def _syns(
+    port: int, count: int, rate: float, sources: int, seed: int, until_eof: bool = False
+) -> None:
     rnd = random.Random(seed)
     socks = []
     for i in range(sources):
@@ -70,12 +81,14 @@ def _syns(port: int, count: int, rate: float, sources: int, seed: int) -> None:
     target = ("127.0.0.1", port)
     start = time.monotonic()
     sent = 0
-    while sent < count:
+    # With until_eof the flood goes on after COUNT until stdin closes (at most
+    # 10 x COUNT), so a client slowed down by a busy machine still meets it.
+    while sent < count or (until_eof and sent < 10 * count and not _stdin_closed()):
         if rate:
             ahead = sent / rate - (time.monotonic() - start)
             if ahead > 0.001:
                 time.sleep(ahead)
-        for _ in range(min(50, count - sent)):
+        for _ in range(50 if until_eof else min(50, count - sent)):
             data = build_segment(
                 rnd.randrange(1024, 65536), 80, rnd.getrandbits(32), 0, SYN, 65535, b"", opts
             )
@@ -90,7 +103,8 @@ def main(argv: list[str]) -> None:
         asyncio.run(_serve(argv[1] if len(argv) > 1 else "auto"))
     elif argv[0] == "syns":
         port, count, rate, sources, seed = argv[1:6]
-        _syns(int(port), int(count), float(rate), int(sources), int(seed))
+        until_eof = argv[6:7] == ["until-eof"]
+        _syns(int(port), int(count), float(rate), int(sources), int(seed), until_eof)
     else:  # pragma: no cover
         raise SystemExit(f"unknown command {argv[0]!r}")
 
