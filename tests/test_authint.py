@@ -29,6 +29,7 @@ from rudp.engine.auth import (
     AuthSession,
     KeyChain,
     MasterKey,
+    available_algorithms,
     find_option,
 )
 from rudp.engine.timewait import TimeWait
@@ -620,3 +621,30 @@ def test_key_rollover_mid_transfer(ids: tuple[tuple[int, int], tuple[int, int]])
     used = Counter(d[find_option(d) + 2] for _, _, d, _ in mon.wire)
     assert used[s1] and used[s2] and used[r1] and used[r2]
     mon.verify()
+
+
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        pytest.param(
+            a,
+            marks=pytest.mark.skipif(
+                a not in available_algorithms(), reason="needs the 'cryptography' package"
+            ),
+        )
+        for a in ("hmac-sha256-96", "hmac-sha1-96", "aes-128-cmac-96")
+    ],
+)
+def test_every_algorithm_end_to_end(algorithm: str) -> None:
+    keys = [KeyChain([MasterKey(7, 7, SECRET, algorithm)]) for _ in range(2)]
+    net, ch, sh, mon = _monitored_pair(
+        LinkConfig(delay=0.01, loss=0.02), 11, Config(auth_keys=keys[0]), Config(auth_keys=keys[1])
+    )
+    rnd = random.Random(11)
+    up, down = rnd.randbytes(100_000), rnd.randbytes(50_000)
+    sh.accept_factory = lambda: BulkApp(down)
+    client = BulkApp(up)
+    ch.connect(client, B, 80, 0.0)
+    net.run_until(lambda: client.terminated and sh.accepted[0].terminated, timeout=600)
+    assert bytes(sh.accepted[0].received) == up and bytes(client.received) == down
+    assert sum(mon.verify().values()) == len(mon.wire) > 100
