@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
@@ -16,6 +17,8 @@ MAX_MSS = MAX_UDP_PAYLOAD - MAX_TCP_HEADER
 #: Smallest MSS accepted from configuration or from a peer (RFC 9293 §3.7.1 and
 #: Linux's ``TCP_MIN_MSS``): smaller values are clamped, never honoured.
 MIN_MSS = 88
+#: Values of :attr:`Config.syncookies`.
+SYNCOOKIE_MODES = ("auto", "always", "never")
 
 #: Normalises :attr:`Config.auth_keys` (``rudp.engine.auth.as_key_chain``, which
 #: registers itself here when imported, as ``import rudp`` does): this module stays a
@@ -104,6 +107,17 @@ class Config:
     #: in docs/migration.md; the new address gets at most 3x the bytes it sent until it
     #: proves it receives. False: segments from another address are dropped.
     migration: bool = True
+    #: Record every segment sent and received to this pcap file (docs/pcap.md), with
+    #: the real UDP endpoints' addresses, for Wireshark/tshark. Endpoints of one
+    #: process that name the same file share one writer; ``None`` (the default)
+    #: records nothing and costs nothing.
+    pcap: str | os.PathLike[str] | None = None
+    #: SYN cookies (RFC 4987 §3.6, docs/security.md), as Linux's ``tcp_syncookies``:
+    #: ``"auto"`` answers SYNs statelessly while a listener's queue is full (its
+    #: backlog of half-open plus not yet accepted connections), ``"always"`` answers
+    #: every SYN so, ``"never"`` keeps state for every SYN (when the queue is full, the
+    #: oldest half-open connection is evicted instead).
+    syncookies: str = "auto"
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -116,6 +130,14 @@ class Config:
             if f.name in ("keepalive", "sack", "timestamps", "pacing", "checksum", "migration"):
                 if not isinstance(value, bool):
                     raise bad(f.name, "must be a bool")
+            elif f.name == "pcap":
+                if value is not None and (
+                    not isinstance(value, (str, os.PathLike)) or not os.fspath(value)
+                ):
+                    raise bad(f.name, "must be None or a non-empty path")
+            elif f.name == "syncookies":
+                if value not in SYNCOOKIE_MODES:
+                    raise bad(f.name, f"must be one of {', '.join(map(repr, SYNCOOKIE_MODES))}")
             elif f.name == "congestion_control":
                 # The name is checked against the registry when a connection uses it
                 # (rudp.engine.congestion), so controllers can be registered later.

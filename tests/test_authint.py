@@ -648,3 +648,50 @@ def test_every_algorithm_end_to_end(algorithm: str) -> None:
     net.run_until(lambda: client.terminated and sh.accepted[0].terminated, timeout=600)
     assert bytes(sh.accepted[0].received) == up and bytes(client.received) == down
     assert sum(mon.verify().values()) == len(mon.wire) > 100
+
+
+# ---------------------------------------------------------------------------
+# SYN cookies (docs/security.md) with TCP-AO
+
+
+def test_syn_cookie_handshake_is_signed_and_its_ack_verified() -> None:
+    """The stateless SYN-ACK carries the option, signed under the cookie as our ISN;
+    the ACK completing the cookie is checked before anything is created: a valid
+    cookie without a valid MAC creates nothing and draws nothing."""
+    d, p = ao_drill(syncookies="always")
+    d.listen()
+    # The peer does not know our ISN (the cookie) yet: a SYN-SENT session.
+    p.s = AuthSession.for_connection(p.keys, d.peer_isn, None, RPORT, LPORT)
+    p.send("S", d.R(0), ts=(1000, 0), mss=1000, sack_perm=True, wscale=7, at=0.0)
+    assert d.ep.stats()["syncookies_sent"] == 1 and d.ep.stats()["connections"] == 0
+    (synack,) = p.verify_all()  # verifies, and teaches the session the cookie
+    assert synack.flags == SYN | ACK and p.s.peer_isn == synack.seq
+    cookie = synack.seq
+    for mac in ("none", "bad"):
+        p.send(".", d.R(1), cookie + 1, ts=(1010, synack.ts[0]), mac=mac, at=0.01)
+    d.expect_nothing()
+    st = d.ep.stats()
+    assert st["connections"] == 0 and st["syncookies_ok"] == 0 and st["rst_sent"] == 0
+    assert st["drop_auth_missing"] == 1 and st["drop_auth_bad_mac"] == 1
+    p.send(".", d.R(1), cookie + 1, ts=(1020, synack.ts[0]), at=0.02)
+    d.expect_events(ConnectionAccepted)
+    conn = d.conn
+    assert conn.state is State.ESTABLISHED and conn.iss == cookie and conn.auth is not None
+    assert d.ep.stats()["syncookies_ok"] == 1
+    p.send("P.", d.R(1), cookie + 1, payload=b"hello", ts=(1030, synack.ts[0]), at=0.03)
+    assert d.read() == b"hello"
+    assert conn.snd_mss == 536 - OPTION_LEN  # the cookie keeps 536 of the 1000 (its MSS table)
+
+
+def test_transfer_through_syn_cookies_with_tcp_ao() -> None:
+    cfg_a, cfg_b = ao(), ao(syncookies="always")
+    net, ch, sh, mon = _monitored_pair(LinkConfig(delay=0.01, loss=0.02), 9, cfg_a, cfg_b)
+    rnd = random.Random(9)
+    up, down = rnd.randbytes(100_000), rnd.randbytes(100_000)
+    sh.accept_factory = lambda: BulkApp(down)
+    client = BulkApp(up)
+    ch.connect(client, B, 80, 0.0)
+    net.run_until(lambda: client.terminated and sh.accepted[0].terminated, timeout=600)
+    assert bytes(sh.accepted[0].received) == up and bytes(client.received) == down
+    assert sh.endpoint.stats()["syncookies_ok"] == 1
+    mon.verify()

@@ -65,7 +65,8 @@ DEFAULT_PEER_MSS = 536
 MAX_WSCALE = 14
 #: RFC 5961 §7: at most this many challenge ACKs per connection per second.
 CHALLENGE_ACK_LIMIT = 10
-#: Least time between ACKs sent in reply to out-of-window data-less segments.
+#: Least time between ACKs sent in reply to unacceptable segments, data-bearing ones
+#: included (Linux's tcp_invalid_ratelimit; docs/security.md), per connection.
 OOW_ACK_INTERVAL = 0.5
 #: Linux ``tcp_fin_timeout``: an orphaned FIN-WAIT-2 connection lives this long.
 FIN_WAIT_2_TIMEOUT = 60.0
@@ -112,7 +113,7 @@ _T_KEEPALIVE = Timer.KEEPALIVE.value
 _T_PACING = Timer.PACING.value
 
 
-def _wscale_for(buf: int) -> int:
+def wscale_for(buf: int) -> int:
     """Smallest shift that lets a window of ``buf`` bytes fit 16 bits (RFC 7323 §2.2)."""
     shift = 0
     while (buf >> shift) > 0xFFFF and shift < MAX_WSCALE:
@@ -157,6 +158,10 @@ class ConnectionHost(Protocol):
 
     def terminated(self, conn: Connection, error: BaseException | None) -> None:
         """The connection is finished for the application (``error`` None: orderly)."""
+
+    def synack_retries(self, conn: Connection, now: float) -> int:
+        """How many SYN,ACK retransmissions the half-open ``conn`` (a passive open) may
+        make: fewer while its listener is under pressure (docs/security.md)."""
 
     def released(self, conn: Connection) -> None:
         """The connection reached CLOSED: forget its identity (it may still hold one
@@ -234,6 +239,7 @@ class Connection:
         "_write_closed",
         "_writing_paused",
         "acks_merged",
+        "acks_rate_limited",
         "addr",
         "amplification_limited",
         "auth",
@@ -346,7 +352,7 @@ class Connection:
         self._adv_nxt = -1
         self._adv_held = -1
         self._adv_field = 0
-        self.rcv_wscale = _wscale_for(config.rcv_buf)
+        self.rcv_wscale = wscale_for(config.rcv_buf)
         self._rcv_wscale_ok = False  # both sides sent WS (RFC 7323 §2.2)
         self._rcvq = ReceiveBuffer(MAX_OOO_RUNS)
         self._fin_rcvd_abs: int | None = None  # position of the peer's FIN, once seen
@@ -448,6 +454,7 @@ class Connection:
         self.dropped_segments = 0
         self.dsacks_sent = 0
         self.acks_merged = 0
+        self.acks_rate_limited = 0  # replies to unacceptable segments not sent (limits)
         self.amplification_limited = 0
         self.migrations = 0
         self.paws_drops = 0
@@ -649,13 +656,64 @@ class Connection:
         self._read_closed = self._write_closed = True
         self._terminate(now, ConnectionAbortedError("connection aborted locally"))
 
-    def stats(self) -> dict[str, Any]:
-        """Live statistics (the asyncio layer exposes them as ``rudp_stats``)."""
+    def stats(self, now: float | None = None) -> dict[str, Any]:
+        """Live statistics (the asyncio layer exposes them as ``rudp_stats``).
+
+        What Linux reports in ``TCP_INFO`` (``ss -ti``), under RFC 9293/Linux names;
+        docs/stats.md maps every field. Sizes in bytes, times in seconds, rates in
+        bytes per second. With ``now`` (the engine's clock) the ages are included:
+        ``last_send_age`` (since data last left), ``last_receive_age`` (since the
+        last acceptable segment arrived), ``unacked_age`` (since the last forward
+        progress while data is outstanding: the user timeout's clock, None when all
+        is acknowledged) and ``time_wait_left``.
+        """
+        from .recovery.scoreboard import FLAGS, LOST, RETRANS, SACKED
+
         rec = self.recovery
         sb = rec.sb
         rtt = self.rtt
+        sacked_segs = lost_segs = retrans_segs = 0
+        records = sb.outstanding_records()
+        if sb.sacked or sb.lost:
+            for r in records:
+                flags = r[FLAGS]
+                if flags & SACKED:
+                    sacked_segs += 1
+                elif flags & LOST:
+                    lost_segs += 1
+                    if flags & RETRANS:
+                        retrans_segs += 1
+        outstanding = self._max_abs - self._una_abs
+        ages: dict[str, Any] = {}
+        if now is not None:
+            since = self._unacked_since
+            tw_end = self._timer_at[_T_TIME_WAIT]
+            ages = {
+                "last_send_age": max(0.0, now - self._last_send),
+                "last_receive_age": max(0.0, now - self._last_rx),
+                "unacked_age": None if since is None else max(0.0, now - since),
+                "time_wait_left": None if tw_end == INF else max(0.0, tw_end - now),
+            }
         return {
             "state": self.state.value,
+            "unacked_segments": len(records),
+            "sacked_segments": sacked_segs,
+            "lost_segments": lost_segs,
+            "retrans_segments": retrans_segs,
+            "outstanding_bytes": outstanding,
+            "notsent_bytes": max(0, len(self._sndq.data) - outstanding),
+            "rto_backoff": rtt.backoff,
+            "keepalive_probes_unanswered": self._ka_probes,
+            "delivery_rate_app_limited": rec.rs.app_limited,
+            "rcv_mss": self._rcv_mss,
+            "advmss": self.config.mss,
+            "snd_wscale": self.snd_wscale,
+            "rcv_wscale": self.rcv_wscale if self._rcv_wscale_ok else 0,
+            "max_snd_wnd": self.max_snd_wnd,
+            "rcv_buf": self.config.rcv_buf,
+            "snd_buf": self.config.snd_buf,
+            "ato": self.config.delayed_ack,
+            **ages,
             "srtt": rtt.srtt,
             "rttvar": rtt.rttvar,
             "rto": rtt.rto,
@@ -709,6 +767,7 @@ class Connection:
             "migrations": self.migrations,
             "path_validated": self._validated,
             "amplification_limited": self.amplification_limited,
+            "acks_rate_limited": self.acks_rate_limited,
             **self.cc.stats(),
         }
 
@@ -730,6 +789,25 @@ class Connection:
         self.set_state(S.SYN_RECEIVED, now)
         self._update_window(seg, initial=True)
         self._start_syn(now)
+
+    def open_cookie(self, syn: Segment, now: float) -> None:
+        """Host API: a listener validated a SYN cookie (:mod:`rudp.engine.syncookies`)
+        in an ACK; ``syn`` is the SYN rebuilt from it (ISN, MSS, window scale,
+        SACK-permitted, timestamps). The connection is in SYN-RECEIVED as if it had
+        sent the SYN,ACK itself (it left statelessly, with ``iss`` as its ISN): the ACK,
+        given next to :meth:`receive`, completes the handshake (RFC 4987 §3.6)."""
+        self.irs = syn.seq
+        self.rcv_nxt = (syn.seq + 1) & SEQ_MASK
+        self._rcv_nxt_abs = 0
+        self._take_syn_options(syn, now)
+        self.state = S.LISTEN  # born from the listener's LISTEN
+        self.set_state(S.SYN_RECEIVED, now)
+        self._update_window(syn, initial=True)
+        self.snd_nxt = self.snd_max = (self.iss + 1) & SEQ_MASK
+        self._max_abs = 1
+        # What the cookie SYN,ACK advertised (its window field is never scaled).
+        self._rcv_adv_abs = min(self.config.rcv_buf, 0xFFFF)
+        self._last_ack_sent = self.rcv_nxt
 
     def _take_syn_options(self, seg: Segment, now: float) -> None:
         """The peer's SYN options: MSS (RFC 9293 §3.7.1), window scale and timestamps
@@ -981,6 +1059,7 @@ class Connection:
             self._chack_window = now
             self._chack_count = 0
         if self._chack_count >= CHALLENGE_ACK_LIMIT:
+            self.acks_rate_limited += 1
             return
         self._chack_count += 1
         self.challenge_acks += 1
@@ -992,6 +1071,35 @@ class Connection:
         """An ACK must go out at the next flush."""
         self._ack_now = True
         self.host.wake(self)
+
+    def _owe_oow_ack(self, now: float) -> None:
+        """Answer an unacceptable segment (RFC 9293 §3.10.7.4) with an ACK, at most one
+        per :data:`OOW_ACK_INTERVAL` per connection, whether or not it carried data
+        (Linux's tcp_invalid_ratelimit, which spares data-bearing segments: here
+        injected data cannot draw a stream of duplicate ACKs towards the real peer,
+        whose loss detection would count them; docs/security.md)."""
+        if now - self._oow_ack_at >= OOW_ACK_INTERVAL:
+            self._oow_ack_at = now
+            self._owe_ack()
+        else:
+            self.acks_rate_limited += 1
+
+    def _answer_unacceptable(self, seg: Segment, now: float) -> None:
+        """The ACK answering an unacceptable segment (sequence check or PAWS), rate
+        limited (:meth:`_owe_oow_ack`) so two confused ends cannot ping-pong ACKs and
+        injected segments cannot draw a stream of them. The exception: a plausible
+        duplicate, data ending at most one receive buffer below RCV.NXT (a spurious
+        retransmission such as a tail loss probe, or a reordered original arriving
+        after its retransmission), is reported at once with a D-SACK (RFC 2883 §4),
+        from which its sender learns; a blind attacker lands there with odds of
+        rcv_buf / 2**32."""
+        n = len(seg.payload)
+        back = seq_sub(self.rcv_nxt, seg.seq)
+        if n and n <= back <= self.config.rcv_buf:
+            self._note_duplicate(seg)
+            self._owe_ack()
+        else:
+            self._owe_oow_ack(now)
 
     def _owe_distinct_ack(self) -> None:
         """An ACK must go out as its own segment, carrying the SACK information as it
@@ -1079,15 +1187,7 @@ class Connection:
                 # (rate limited like every reply to an unacceptable segment), drop.
                 self.paws_drops += 1
                 self.dropped_segments += 1
-                if seg.payload:
-                    # As Linux's tcp_send_dupack: a rejected old duplicate of data
-                    # already received is reported with a D-SACK (RFC 2883 §4), so
-                    # the sender learns its retransmission was spurious (typically a
-                    # reordered original that arrived after its retransmission).
-                    self._note_duplicate(seg)
-                if now - self._oow_ack_at >= OOW_ACK_INTERVAL or seg.payload:
-                    self._oow_ack_at = now
-                    self._owe_ack()
+                self._answer_unacceptable(seg, now)
                 return
 
         # First: sequence number check.
@@ -1101,15 +1201,9 @@ class Connection:
                 return
             if not flags & RST:
                 # Unacceptable: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> (also answers
-                # keepalive and zero-window probes with seq = rcv_nxt - 1). Replies
-                # to data-less segments are rate limited, as Linux's
-                # tcp_invalid_ratelimit, so two confused ends cannot ping-pong ACKs.
+                # keepalive and zero-window probes with seq = rcv_nxt - 1).
                 self.duplicate_segments += 1
-                if seg.payload:
-                    self._note_duplicate(seg)
-                if seg.payload or now - self._oow_ack_at >= OOW_ACK_INTERVAL:
-                    self._oow_ack_at = now
-                    self._owe_ack()
+                self._answer_unacceptable(seg, now)
             return
         self._last_rx = now
         self._ka_probes = 0
@@ -1198,9 +1292,10 @@ class Connection:
         ack = seg.ack
         una = self.snd_una
         if seq_gt(ack, self.snd_max):
-            # RFC 9293 §3.10.7.4 / RFC 5961 §5.2: ACK of unsent data -> ACK, drop.
+            # RFC 9293 §3.10.7.4 / RFC 5961 §5.2: ACK of unsent data -> ACK (rate
+            # limited as every reply to an unacceptable segment), drop.
             self.dropped_segments += 1
-            self._owe_ack()
+            self._owe_oow_ack(now)
             raise _Drop
         if seq_lt(ack, (una - max(self.max_snd_wnd, 1)) & SEQ_MASK):
             # RFC 5961 §5.2: too old to be a real ACK -> challenge ACK, drop.
@@ -1595,7 +1690,12 @@ class Connection:
         if state is S.SYN_SENT or state is S.SYN_RECEIVED:
             # The opening handshake: resend SYN (or SYN,ACK) until the retry limit.
             active = state is S.SYN_SENT or self.listener_port is None
-            limit = self.config.syn_retries if state is S.SYN_SENT else self.config.synack_retries
+            if state is S.SYN_SENT:
+                limit = self.config.syn_retries
+            elif active:
+                limit = self.config.synack_retries
+            else:
+                limit = self.host.synack_retries(self, now)
             if self._retries > limit:
                 # A listener's half-open connection just goes back to LISTEN, unseen.
                 what = "SYN" if state is S.SYN_SENT else "SYN,ACK"
@@ -2089,8 +2189,8 @@ class Connection:
             self.host.terminated(self, self.error)
 
     def discard(self, now: float) -> None:
-        """Host API: end a TIME-WAIT connection whose identity a new SYN reuses
-        (RFC 6191), silently."""
+        """Host API: end the connection silently: a TIME-WAIT one whose identity a new
+        SYN reuses (RFC 6191), or a half-open one its listener evicts."""
         self._terminate(now, None, report=False)
 
     def _terminate(self, now: float, error: BaseException | None, report: bool = True) -> None:
