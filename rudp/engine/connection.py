@@ -38,6 +38,7 @@ from ..seq import SEQ_MASK, seq_gt, seq_le, seq_lt, seq_sub
 from ..wire.segment import (
     ACK,
     FIN,
+    HEADER_LEN,
     PSH,
     RST,
     SYN,
@@ -47,6 +48,7 @@ from ..wire.segment import (
     encode_options,
     sack_option,
 )
+from .auth import OPTION_LEN, AuthSession, AuthStateError
 from .buffers import ReceiveBuffer, SendBuffer
 from .congestion import lookup
 from .recovery import STATE_NAMES, LossRecovery, RttEstimator
@@ -240,6 +242,7 @@ class Connection:
         "acks_rate_limited",
         "addr",
         "amplification_limited",
+        "auth",
         "bytes_acked",
         "bytes_received",
         "bytes_retransmitted",
@@ -304,8 +307,12 @@ class Connection:
         *,
         listener_port: int | None = None,
         ts_offset: int = 0,
+        auth: AuthSession | None = None,
     ) -> None:
         self.host = host
+        #: TCP-AO (RFC 5925): every segment sent is signed, and the host checks every
+        #: segment received before giving it to :meth:`receive` (docs/authentication.md).
+        self.auth = auth
         self._out = host.output
         self.config = config
         self.addr = addr
@@ -724,6 +731,8 @@ class Connection:
             "recovery_state": STATE_NAMES[rec.state],
             "sack": self._sack_ok,
             "timestamps": self._ts_ok,
+            "auth": self.auth is not None,
+            **(self.auth.stats() if self.auth is not None else {}),
             "snd_wnd": self.snd_wnd,
             "rcv_wnd": max(0, self._rcv_adv_abs - self._rcv_nxt_abs),
             "snd_mss": self.snd_mss,
@@ -808,6 +817,11 @@ class Connection:
         mss = seg.mss if seg.mss is not None else DEFAULT_PEER_MSS
         # Clamp absurd peer MSS values (RFC 9293 §3.7.1; Linux TCP_MIN_MSS).
         self.snd_mss = max(MIN_MSS, min(mss, cfg.mss))
+        if self.auth is not None:
+            # RFC 9293 §3.7.1: the effective send MSS excludes TCP options. TCP-AO's
+            # 16 bytes ride on every segment; taking them from the payload keeps each
+            # datagram the size of the same segment without authentication.
+            self.snd_mss -= OPTION_LEN
         self.cc.set_mss(self.snd_mss)
         self.recovery.mss = self.snd_mss
         if seg.wscale is not None:
@@ -859,6 +873,8 @@ class Connection:
         flags = seg.flags
         if flags & (SYN | RST) or not flags & ACK:
             return False
+        if self.auth is not None and self._authentic_move(seg):
+            return True
         if seg.seq != self.rcv_nxt:
             return False
         if not (seq_le(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_max)):
@@ -871,6 +887,23 @@ class Connection:
             if age > MIGRATION_TS_WINDOW * 1000:
                 return False
         return True
+
+    def _authentic_move(self, seg: Segment) -> bool:
+        """With TCP-AO (the host verified the MAC, so only a holder of the key made
+        the segment): any acceptable segment that brings something new — data
+        reaching beyond RCV.NXT, or an ACK of new data — may move the connection at
+        once; a replayed copy of what was already processed may not. The new address
+        stays amplification-limited until validated (docs/authentication.md)."""
+        if not self._segment_acceptable(seg):
+            return False
+        if not (seq_le(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_max)):
+            return False
+        ts = seg.ts
+        if self._ts_ok and (ts is None or ((ts[0] - self._ts_recent) & SEQ_MASK) >= 0x80000000):
+            return False  # RFC 7323 §5.3 PAWS
+        return seq_gt((seg.seq + seg.seg_len) & SEQ_MASK, self.rcv_nxt) or seq_gt(
+            seg.ack, self.snd_una
+        )
 
     def migrate(self, addr: Address, now: float) -> None:
         """Host API: the peer now sends from ``addr``. Until it proves it receives
@@ -1522,6 +1555,8 @@ class Connection:
         starts = rcvq.ooo_starts
         datas = rcvq.ooo_data
         room = 3 if self._ts_ok else 4
+        if self.auth is not None:
+            room -= 2  # TCP-AO's 16 bytes: one block next to timestamps, else two
         blocks: list[tuple[int, int]] = []
         used: set[int] = set()
         dsack = self._dsack
@@ -1530,7 +1565,7 @@ class Connection:
             self.dsacks_sent += 1
             blocks.append(dsack)
             i = rcvq.run_containing(dsack[0])
-            if i >= 0:
+            if i >= 0 and len(blocks) < room:
                 used.add(i)
                 blocks.append((starts[i], starts[i] + len(datas[i])))
         nxt = self._rcv_nxt_abs
@@ -1829,6 +1864,9 @@ class Connection:
             wnd = self._advertise()
         else:
             wnd = 0
+        auth = self.auth
+        # With TCP-AO the checksum is computed by auth.sign(), after the MAC.
+        csum = self.config.checksum and auth is None
         if flags & SYN:
             data = build_segment(
                 self.local_port,
@@ -1839,8 +1877,9 @@ class Connection:
                 wnd,
                 payload,
                 syn_opts,
-                compute_checksum=self.config.checksum,
+                compute_checksum=csum,
             )
+            ao_off = HEADER_LEN + len(syn_opts) - OPTION_LEN  # _emit_syn put it last
         else:
             sack = b""
             if flags & ACK:
@@ -1849,6 +1888,9 @@ class Connection:
                         sack = self._sack_option()
                 else:
                     sack = sack_opt
+            if auth is not None:
+                sack = auth.placeholder() + sack  # right after the timestamps, if any
+            ao_off = HEADER_LEN + 12 if self._ts_ok else HEADER_LEN
             if self._ts_ok:
                 data = build_segment_ts(
                     self.local_port,
@@ -1861,7 +1903,7 @@ class Connection:
                     (int(now * 1000) + self._ts_offset) & SEQ_MASK,
                     self._ts_recent,
                     sack,
-                    self.config.checksum,
+                    csum,
                 )
             else:
                 data = build_segment(
@@ -1873,8 +1915,13 @@ class Connection:
                     wnd,
                     payload,
                     sack,
-                    compute_checksum=self.config.checksum,
+                    compute_checksum=csum,
                 )
+        if auth is not None:
+            signed = self._sign(auth, data, ao_off)
+            if signed is None:
+                return
+            data = signed
         if not self._validated:
             if self._amp_tx + len(data) > AMPLIFICATION_FACTOR * self._amp_rx:
                 self.amplification_limited += 1
@@ -1893,6 +1940,16 @@ class Connection:
                 self._unacked_bytes = 0
                 self._timer_at[_T_DELACK] = INF
 
+    def _sign(self, auth: AuthSession, data: bytes, ao_off: int) -> bytes | None:
+        """TCP-AO: the MAC of ``data`` (RFC 5925 §5.1), then its checksum; None (and
+        nothing sent) for a segment the session cannot sign yet — a non-SYN before
+        the peer's ISN is known, which the state machine never sends."""
+        try:
+            return auth.sign(data, ao_off, compute_checksum=self.config.checksum)
+        except AuthStateError:  # pragma: no cover - defensive
+            self.dropped_segments += 1
+            return None
+
     def _emit_syn(self, now: float) -> None:
         """Our SYN or SYN,ACK: MSS, window scale, SACK-permitted and timestamps (a
         SYN,ACK carries only what the SYN offered, RFC 7323 §2.2/§3.2, RFC 2018 §2)."""
@@ -1910,6 +1967,8 @@ class Connection:
             sack_perm = cfg.sack
             ts = (self._tsval(now), 0) if cfg.timestamps else None
         opts = encode_options(mss=cfg.mss, wscale=ws, sack_perm=sack_perm, ts=ts)
+        if self.auth is not None:
+            opts += self.auth.placeholder()  # 36 bytes of options at most (RFC 5925 §7.6)
         # RFC 7323 §2.2: the window field of a SYN is never scaled.
         wnd = min(cfg.rcv_buf, 0xFFFF)
         self._rcv_adv_abs = self._rcv_nxt_abs + wnd

@@ -46,6 +46,7 @@ from ..wire.segment import (
     encode_options,
     parse_segment,
 )
+from .auth import AuthSession, KeyChain, as_key_chain
 from .congestion import lookup
 from .connection import AMPLIFICATION_FACTOR, DEFAULT_PEER_MSS, Connection, wscale_for
 from .events import (
@@ -164,6 +165,8 @@ class Endpoint:
     ) -> None:
         self.config = config if config is not None else _DEFAULT_CONFIG
         lookup(self.config.congestion_control)  # ConfigError now, not at the first SYN
+        #: TCP-AO master keys (docs/authentication.md), or None: authentication off.
+        self.auth_keys: KeyChain | None = as_key_chain(self.config.auth_keys)
         #: Identity -> connection (or its compacted TIME-WAIT, :mod:`.timewait`).
         self.connections: dict[ConnKey, Held] = {}
         #: (local TCP port, remote TCP port) -> connections, for NAT rebinding.
@@ -252,15 +255,18 @@ class Endpoint:
             raise AddressInUseError(f"connection {key} exists (state {old.state})")
         if config is not None:
             lookup(config.congestion_control)
+        cfg = config or self.config
+        iss = self._isn(key, now)
         conn = Connection(
             self,
-            config or self.config,
+            cfg,
             addr,
             local_port,
             remote_port,
-            self._isn(key, now),
+            iss,
             now,
             ts_offset=self._ts_offset(key),
+            auth=_session(as_key_chain(cfg.auth_keys), iss, None, local_port, remote_port),
         )
         self._index(conn)
         conn.open_active(now)
@@ -285,32 +291,42 @@ class Endpoint:
         try:
             conn = self.connections.get((addr, seg.dport, seg.sport))
             if conn is not None:
+                if conn.auth is not None and not self._authentic(conn.auth, data, seg, addr):
+                    return  # RFC 5925 §7.5: before anything else looks at it
                 if conn.state is State.TIME_WAIT and self._time_wait_reuse(conn, seg, now):
                     conn = None
                 else:
                     conn.receive(seg, now, len(data))
                     return
-            elif self._migrate(seg, addr, now, len(data)):
+            elif self._migrate(seg, addr, now, len(data), data):
                 return
             listener = self.listeners.get(seg.dport) or self.listeners.get(ANY_PORT)
             if listener is not None and seg.dport:
-                self._listen_segment(listener, seg, addr, now, len(data))
+                self._listen_segment(listener, seg, addr, now, len(data), data)
             else:
-                self._closed_segment(seg, addr, now, len(data))
+                self._closed_segment(seg, addr, now, len(data), data)
         except Exception:  # pragma: no cover - a bug in rudp, never the peer's fault
             counters["internal_errors"] += 1
             log.warning("internal_error", peer=addr, error=traceback.format_exc())
 
-    def _migrate(self, seg: Segment, addr: Address, now: float, size: int) -> bool:
+    def _migrate(
+        self, seg: Segment, addr: Address, now: float, size: int, data: bytes | memoryview
+    ) -> bool:
         """NAT rebinding (docs/migration.md): a segment from an unknown address with
         the TCP ports of a live connection moves that connection only if it passes
-        the connection's strict checks; the new address stays unvalidated (and
-        amplification-limited) until it proves it receives."""
+        the connection's strict checks (with TCP-AO, its MAC first); the new address
+        stays unvalidated (and amplification-limited) until it proves it receives."""
         candidates = self._by_ports.get((seg.dport, seg.sport))
         if not candidates or seg.flags & (SYN | ACK) == SYN:
             return False  # nothing to move; a SYN goes to the listener
+        reason = "migration_rejected"
         for conn in list(candidates):
-            if isinstance(conn, Connection) and conn.migration_acceptable(seg, addr, now):
+            if not isinstance(conn, Connection):
+                continue
+            if conn.auth is not None and (bad := conn.auth.check(data, seg)) is not None:
+                reason = bad  # RFC 5925 §7.5: not authentic, so nothing else counts
+                continue
+            if conn.migration_acceptable(seg, addr, now):
                 old_key = conn.key
                 conn.migrate(addr, now)
                 if self.connections.get(old_key) is conn:
@@ -327,12 +343,12 @@ class Endpoint:
         if (
             listener is not None
             and seg.flags & (SYN | RST | ACK) == ACK
-            and self._cookie_ack(listener, seg, addr, now, size)
+            and self._cookie_ack(listener, seg, addr, now, size, data)
         ):
             return True
         # Not proven: drop it silently. Answering it with an RST (as a segment for no
         # connection would be) could reset the real connection through the NAT.
-        self._drop("migration_rejected")
+        self._drop(reason)
         return True
 
     def _index(self, conn: Held) -> None:
@@ -564,7 +580,13 @@ class Endpoint:
         return False
 
     def _listen_segment(
-        self, listener: Listener, seg: Segment, addr: Address, now: float, size: int
+        self,
+        listener: Listener,
+        seg: Segment,
+        addr: Address,
+        now: float,
+        size: int,
+        data: bytes | memoryview,
     ) -> None:
         """RFC 9293 §3.10.7.2: a segment for a listener with no connection."""
         flags = seg.flags
@@ -579,13 +601,23 @@ class Endpoint:
         if flags & ACK:
             # Second: any ACK -> <SEQ=SEG.ACK><CTL=RST>, unless it completes a
             # handshake answered with a SYN cookie.
-            if not flags & SYN and self._cookie_ack(listener, seg, addr, now, size):
+            if not flags & SYN and self._cookie_ack(listener, seg, addr, now, size, data):
+                return
+            if self.auth_keys is not None:
+                self._drop("auth_no_connection")  # an RST could not be signed
                 return
             self._send_rst(seg, addr, now, size)
             return
         if not flags & SYN:
             self._drop("listen_no_syn")
             return
+        auth = None
+        if self.auth_keys is not None:
+            # TCP-AO: the SYN's MAC first (RFC 5925 §7.5); a forged SYN touches
+            # nothing, not even the listener's pressure state.
+            auth = self._verified_syn(self.auth_keys, seg, addr, now, data)
+            if auth is None:
+                return
         # Third: SYN. Bounded half-open + accept queue (backlog).
         if listener.accept_pending >= listener.backlog:
             # Nobody accepts: a cookie would only complete into a full queue (Linux
@@ -619,10 +651,11 @@ class Endpoint:
             addr,
             seg.dport,
             seg.sport,
-            self._isn(key, now),
+            self._isn(key, now) if auth is None else auth.local_isn,
             now,
             listener_port=listener.port,
             ts_offset=self._ts_offset(key),
+            auth=auth,
         )
         listener.syn_received[conn] = None
         self._index(conn)
@@ -650,6 +683,14 @@ class Endpoint:
             tsval = (int(now * 1000) + self._ts_offset(key)) & SEQ_MASK
             ts = (cookie_tsval(tsval, opts), seg.ts[0])
         cookie = self.syncookies.make(identity(addr, seg.dport, seg.sport), seg.seq, mss, opts, now)
+        options = encode_options(mss=cfg.mss, wscale=ws, sack_perm=sack_perm, ts=ts)
+        keys = self.auth_keys
+        auth = None
+        if keys is not None:
+            # TCP-AO (the SYN verified already): signed as the connection would sign
+            # it, under the traffic key of our ISN (the cookie) and the SYN's.
+            auth = AuthSession.for_connection(keys, cookie, seg.seq, seg.dport, seg.sport)
+            options += auth.placeholder()
         data = build_segment(
             seg.dport,
             seg.sport,
@@ -658,9 +699,11 @@ class Endpoint:
             SYN | ACK,
             min(cfg.rcv_buf, 0xFFFF),
             b"",
-            encode_options(mss=cfg.mss, wscale=ws, sack_perm=sack_perm, ts=ts),
-            compute_checksum=cfg.checksum,
+            options,
+            compute_checksum=cfg.checksum and auth is None,
         )
+        if auth is not None:
+            data = auth.sign(data, compute_checksum=cfg.checksum)
         if len(data) > AMPLIFICATION_FACTOR * size:
             # Never more than 3x what the (possibly spoofed) source sent us.
             self._drop("synack_amplification")
@@ -673,7 +716,13 @@ class Endpoint:
             log.logger.info("syncookies", port=listener.port, mode=cfg.syncookies)
 
     def _cookie_ack(
-        self, listener: Listener, seg: Segment, addr: Address, now: float, size: int
+        self,
+        listener: Listener,
+        seg: Segment,
+        addr: Address,
+        now: float,
+        size: int,
+        data: bytes | memoryview,
     ) -> bool:
         """An ACK at a listener: if it acknowledges a valid SYN cookie, create the
         connection from it (with the options the cookie carries) and give it the
@@ -693,6 +742,17 @@ class Endpoint:
         if found is None:
             self.counters["syncookies_failed"] += 1
             return False
+        auth = None
+        if self.auth_keys is not None:
+            # TCP-AO: the ACK's MAC, under the ISNs the cookie stands for, before
+            # anything is created (docs/authentication.md); a forged one is dropped
+            # and counted, never answered.
+            local_isn, peer_isn = (seg.ack - 1) & SEQ_MASK, (seg.seq - 1) & SEQ_MASK
+            auth = AuthSession.for_connection(
+                self.auth_keys, local_isn, peer_isn, seg.dport, seg.sport
+            )
+            if not self._authentic(auth, data, seg, addr):
+                return True
         if listener.accept_pending >= listener.backlog:
             self.counters["listen_overflows"] += 1
             self._drop("backlog_full")
@@ -709,6 +769,7 @@ class Endpoint:
             now,
             listener_port=listener.port,
             ts_offset=self._ts_offset(key),
+            auth=auth,
         )
         syn = Segment(seg.sport, seg.dport, (seg.seq - 1) & SEQ_MASK, 0, SYN, seg.wnd)
         syn.mss = found.mss
@@ -724,10 +785,15 @@ class Endpoint:
             conn.discard(now)  # never left without the timers a SYN,ACK would arm
         return True
 
-    def _closed_segment(self, seg: Segment, addr: Address, now: float, size: int) -> None:
+    def _closed_segment(
+        self, seg: Segment, addr: Address, now: float, size: int, data: bytes | memoryview
+    ) -> None:
         """RFC 9293 §3.10.7.1: no connection and no listener -> RST (never for an RST)."""
         if seg.flags & RST:
             self._drop("closed_rst")
+            return
+        if self.auth_keys is not None:
+            self._signed_refusal(self.auth_keys, seg, addr, data)
             return
         self._send_rst(seg, addr, now, size)
 
@@ -754,8 +820,69 @@ class Endpoint:
         self.output.append((data, addr))
         self.counters["rst_sent"] += 1
 
+    # ------------------------------------------------------------------ TCP-AO
+    def _authentic(
+        self, auth: AuthSession, data: bytes | memoryview, seg: Segment, addr: Address
+    ) -> bool:
+        """RFC 5925 §7.5: verify a received segment's MAC; if it fails, drop it and
+        count ``drop_auth_<why>`` (docs/authentication.md, Counters)."""
+        reason = auth.check(data, seg)
+        if reason is None:
+            return True
+        self._drop(reason)
+        if log.debug_enabled:
+            log.logger.debug("drop", reason=reason, peer=addr, size=len(data))
+        return False
+
+    def _verified_syn(
+        self, keys: KeyChain, seg: Segment, addr: Address, now: float, data: bytes | memoryview
+    ) -> AuthSession | None:
+        """A SYN for a listener, with TCP-AO: the session of the connection it would
+        open (our ISS chosen first, the SYN's SEQ as the peer's ISN), if its MAC
+        verifies; None if it was dropped (docs/authentication.md)."""
+        iss = self._isn((addr, seg.dport, seg.sport), now)
+        auth = AuthSession.for_connection(keys, iss, seg.seq, seg.dport, seg.sport)
+        return auth if self._authentic(auth, data, seg, addr) else None
+
+    def _signed_refusal(
+        self, keys: KeyChain, seg: Segment, addr: Address, data: bytes | memoryview
+    ) -> None:
+        """A segment for no connection and no listener, with TCP-AO: no RST, since it
+        could not be signed (the ISNs are unknown; RFC 5925 §7.7) — except for an
+        authentic SYN, answered with <SEQ=0><ACK=SYN.SEQ+1><CTL=RST,ACK> signed under
+        the traffic key of peer ISN SYN.SEQ and local ISN 0, which the client in
+        SYN-SENT verifies (docs/authentication.md, Engine integration)."""
+        if seg.flags & (SYN | ACK) != SYN:
+            self._drop("auth_no_connection")
+            return
+        auth = AuthSession.for_connection(keys, 0, seg.seq, seg.dport, seg.sport)
+        if not self._authentic(auth, data, seg, addr):
+            return
+        ack = (seg.seq + seg.seg_len) & SEQ_MASK
+        raw = build_segment(
+            seg.dport,
+            seg.sport,
+            0,
+            ack,
+            RST | ACK,
+            0,
+            options=auth.placeholder(),
+            compute_checksum=False,
+        )
+        self.output.append((auth.sign(raw, compute_checksum=self.config.checksum), addr))
+        self.counters["rst_sent"] += 1
+
     def _drop(self, reason: str) -> None:
         c = self.counters
         c["dropped"] += 1
         key = "drop_" + reason
         c[key] = c.get(key, 0) + 1
+
+
+def _session(
+    keys: KeyChain | None, iss: int, peer_isn: int | None, local_port: int, remote_port: int
+) -> AuthSession | None:
+    """The TCP-AO session of a new connection (None: authentication off)."""
+    if keys is None:
+        return None
+    return AuthSession.for_connection(keys, iss, peer_isn, local_port, remote_port)
