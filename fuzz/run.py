@@ -4,6 +4,7 @@
     python -m fuzz.run --target parser --runs 20000
     python -m fuzz.run --target engine --replay crash-1234 fuzz/regressions/engine/*
     python -m fuzz.run --target engine --seconds 600 -- -jobs=2 -workers=2
+    python -m fuzz.run --target engine --minimize crash-1234  # -> crash-1234.min, no atheris needed
 
 The corpus lives in ``fuzz/corpus/<target>/`` (seeded by :mod:`fuzz.seeds` when
 empty; not committed); crashes are written to ``fuzz/artifacts/`` as
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -48,6 +50,62 @@ def _replay(target_name: str, paths: list[str]) -> int:
     return 1 if failed else 0
 
 
+def _signature(exc: BaseException) -> str:
+    """What makes two failures the same: the exception type and its message with
+    numbers and object reprs left out."""
+    msg = re.sub(r"<[^>]*>|\d+", "#", str(exc).split("\n")[0])
+    return f"{type(exc).__name__}: {msg}"
+
+
+def _minimize(target_name: str, path: Path, budget: int) -> int:
+    """Shrink a failing input (delta debugging on its bytes, then zeroing bytes)
+    while it fails the same way; writes ``<path>.min``. No fuzzer needed."""
+    from .targets import TARGETS
+
+    target = TARGETS[target_name]
+
+    def failure(data: bytes) -> str | None:
+        try:
+            target(data)
+        except Exception as exc:
+            return _signature(exc)
+        return None
+
+    data = path.read_bytes()
+    want = failure(data)
+    if want is None:
+        print(f"{path} does not fail", file=sys.stderr)
+        return 1
+    print(f"failure: {want}")
+    runs = 0
+    chunk = max(1, len(data) // 2)
+    while chunk >= 1 and runs < budget:
+        i = 0
+        changed = False
+        while i < len(data) and runs < budget:
+            cand = data[:i] + data[i + chunk :]
+            runs += 1
+            if cand and failure(cand) == want:
+                data = cand
+                changed = True
+            else:
+                i += chunk
+        if not changed:
+            chunk //= 2
+    for i in range(len(data)):
+        if runs >= budget:
+            break
+        if data[i]:
+            cand = data[:i] + b"\0" + data[i + 1 :]
+            runs += 1
+            if failure(cand) == want:
+                data = cand
+    out = path.with_name(path.name + ".min")
+    out.write_bytes(data)
+    print(f"{len(path.read_bytes())} -> {len(data)} bytes after {runs} runs: {out}")
+    return 0
+
+
 def _known(strict: bool) -> None:
     if strict:
         from . import harness
@@ -73,12 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--artifacts", type=Path, default=HERE / "artifacts", help="where crashes go")
     ap.add_argument("--no-seed", action="store_true", help="do not seed an empty corpus")
     ap.add_argument("--replay", nargs="+", metavar="FILE", help="run these inputs, no fuzzer")
+    ap.add_argument("--minimize", metavar="CRASH", help="shrink a crashing input (libFuzzer)")
     ap.add_argument("--strict-known", action="store_true", help="no tolerance for known bugs")
     ns = ap.parse_args(args)
 
     if ns.replay:
         _known(ns.strict_known)
         return _replay(ns.target, ns.replay)
+    if ns.minimize:
+        _known(ns.strict_known)
+        return _minimize(ns.target, Path(ns.minimize), ns.runs or 5000)
 
     try:
         atheris: Any = importlib.import_module("atheris")

@@ -28,12 +28,13 @@ REGRESSIONS = ROOT / "fuzz" / "regressions"
 @pytest.fixture
 def strict() -> Iterator[None]:
     """No tolerance for the known bugs (harness.KNOWN_BUGS)."""
-    saved = harness.TOLERATE_KNOWN_BUGS
+    saved = harness.TOLERATE_KNOWN_BUGS, harness.HANG_SECONDS
     harness.TOLERATE_KNOWN_BUGS = False
+    harness.HANG_SECONDS = 2.0  # a hang fails fast
     try:
         yield
     finally:
-        harness.TOLERATE_KNOWN_BUGS = saved
+        harness.TOLERATE_KNOWN_BUGS, harness.HANG_SECONDS = saved
 
 
 # ---------------------------------------------------------------------------
@@ -73,11 +74,103 @@ def test_migrated_connection_without_timestamps_can_send(strict: None) -> None:
     p.finish()
 
 
+def _rtt_deliver_all(p: Pair, rtt: float = 0.1) -> None:
+    """Deliver everything queued, each datagram half an RTT after it left."""
+    for _ in range(20):
+        if not (p.queues[CLIENT] or p.queues[SERVER]):
+            return
+        p.advance(rtt / 2)
+        for side in (CLIENT, SERVER):
+            for _ in range(len(p.queues[side])):
+                p.deliver(side, 0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: LossRecovery.on_ack bounds reno_sacked by the outstanding bytes, "
+    "not by those not marked lost (Linux tcp_limit_reno_sacked), so duplicate ACKs "
+    "after an RTO make in_flight negative",
+)
+@pytest.mark.parametrize("cc", ["reno", "bbr"])
+def test_duplicate_acks_after_rto_keep_in_flight_non_negative(cc: str, strict: None) -> None:
+    """Found by atheris (bbr, no SACK, MSS 88, FIN-WAIT-1: in_flight = -264). Without
+    SACK, after an RTO marked everything lost, the network duplicates one ACK nine
+    times while the pacer holds the retransmissions back."""
+    p = Pair(Setup(make_config(sack=False, cc=cc, pacing=True), make_config(sack=False)))
+    p.connect()
+    _rtt_deliver_all(p)
+    p.advance(1.0)
+    p.send(CLIENT, 0, 14_000)
+    p.advance(0.05)
+    p.deliver(SERVER, 0)  # the first segment arrives, the rest are lost
+    while p.drop(SERVER, 0):
+        pass
+    p.advance(0.05)
+    p.deliver_all()  # its ACK
+    conn = p.apps[CLIENT][0].conn
+    while conn.rto_expiries == 0:
+        p.advance(0.01)
+    while p.drop(SERVER, 0):
+        pass
+    assert conn.recovery.sb.lost > 0
+    ack = len(p.history[CLIENT]) - 1
+    for _ in range(9):
+        p.replay(CLIENT, ack)  # the same ACK, duplicated by the network
+    assert conn.dup_acks_received == 9
+    st = conn.stats()
+    assert st["in_flight"] >= 0, (
+        f"in_flight {st['in_flight']}: lost {st['lost_bytes']}, retransmitted "
+        f"{st['retrans_in_flight']}, reno_sacked {conn.recovery.reno_sacked}"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: Connection._on_user_timeout_timer tests now - since >= ut, which "
+    "floating point makes false at now == since + ut ((3.001 + 30.0) - 3.001 < 30.0), "
+    "and re-arms the timer at now: Endpoint.handle_timer then loops forever",
+)
+def test_user_timeout_timer_never_rearms_at_now(strict: None) -> None:
+    """Found by atheris as a hang (libFuzzer timeout; the endpoint spun inside
+    handle_timer). Data sent at t = 3.001 goes unacknowledged; the user timeout
+    (30 s) falls due at 33.001. Driven through the connection directly, so the
+    test cannot hang: after the timer ran, the connection must be closed or have
+    its next deadline strictly later."""
+    p = Pair(Setup(make_config(), make_config()))
+    p.connect()
+    p.deliver_all()
+    p.advance(3.001 - p.now)
+    p.send(CLIENT, 0, 1000)  # unacknowledged from now on: everything is lost
+    conn = p.apps[CLIENT][0].conn
+    since = conn._unacked_since
+    assert since == 3.001 and (since + 30.0) - since < 30.0
+    due = since + conn.config.user_timeout
+    while p.drop(SERVER, 0):
+        pass
+    # Every timer due before the user timeout, datagrams dropped (as the network would).
+    while (d := conn.deadline) < due:
+        conn.handle_timer(d)
+        p.eps[CLIENT].datagrams_to_send(d)
+        while p.drop(SERVER, 0):
+            pass
+    assert conn.deadline == due
+    conn.handle_timer(due)
+    assert conn.error is not None or conn.deadline > due, (
+        f"the user timeout re-armed at {conn.deadline} == now: the endpoint would "
+        "pop it again forever"
+    )
+
+
 # ---------------------------------------------------------------------------
 # Saved fuzz inputs
 
 #: Saved inputs that reproduce an open bug: file name -> reason (xfail, strict).
-OPEN: dict[str, str] = {}
+OPEN: dict[str, str] = {
+    "user-timeout-rearm-hang": "open: the user timeout re-arms at now, "
+    "Endpoint.handle_timer loops forever (test_user_timeout_timer_never_rearms_at_now)",
+    "negative-in-flight-no-sack-bbr": "open: reno_sacked unbounded by lost bytes "
+    "(test_duplicate_acks_after_rto_keep_in_flight_non_negative)",
+}
 
 
 def _inputs() -> list[tuple[str, Path]]:
