@@ -179,6 +179,7 @@ KNOWN_BUGS: dict[str, str] = {
     "unvalidated-stall": "test_migrated_connection_without_timestamps_can_send",
     "reno-sacked-unbounded": "test_duplicate_acks_after_rto_keep_in_flight_non_negative",
     "user-timeout-rearm": "test_user_timeout_timer_never_rearms_at_now",
+    "syn-received-shutdown": "test_shutdown_in_syn_received_keeps_the_stream",
 }
 #: False: no tolerance at all (the regression tests and ``--strict-known``).
 TOLERATE_KNOWN_BUGS = True
@@ -876,16 +877,24 @@ class Pair:
         self._read(app, n)
         self.collect()
 
+    def _known_syn_received(self, app: App) -> bool:
+        """KNOWN_BUGS["syn-received-shutdown"]: shutdown()/close() in SYN-RECEIVED
+        (a simultaneous open) enters FIN-WAIT-1 before our SYN is acknowledged; the
+        ACK of the SYN is then taken as an ACK of one byte of data (the send buffer
+        loses its first byte; retransmissions are misplaced). Tolerated by not
+        closing in SYN-RECEIVED."""
+        return TOLERATE_KNOWN_BUGS and app.conn.state is State.SYN_RECEIVED
+
     def shutdown(self, side: int, which: int) -> None:
         app = self._app(side, which)
-        if app is None:
+        if app is None or self._known_syn_received(app):
             return
         app.shut = True
         self._call(app.conn.shutdown, self.now)
 
     def close(self, side: int, which: int) -> None:
         app = self._app(side, which)
-        if app is None:
+        if app is None or self._known_syn_received(app):
             return
         app.shut = app.closed = True
         self._call(app.conn.close, self.now)

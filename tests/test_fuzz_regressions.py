@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from fuzz import harness
-from fuzz.harness import CLIENT, SERVER, Pair, Setup, make_config
+from fuzz.harness import CLIENT, SERVER, Craft, Pair, Setup, make_config
 from fuzz.targets import TARGETS
+from rudp.engine import State
+from rudp.wire.segment import ACK, SYN
 
 ROOT = Path(__file__).resolve().parent.parent
 REGRESSIONS = ROOT / "fuzz" / "regressions"
@@ -158,6 +160,32 @@ def test_user_timeout_timer_never_rearms_at_now(strict: None) -> None:
     assert conn.error is not None or conn.deadline > due, (
         f"the user timeout re-armed at {conn.deadline} == now: the endpoint would "
         "pop it again forever"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: Connection.shutdown() in SYN-RECEIVED enters FIN-WAIT-1 before our SYN "
+    "is acknowledged; _process_ack then counts the SYN's sequence number as data",
+)
+def test_shutdown_in_syn_received_keeps_the_stream(strict: None) -> None:
+    """Found by the stateful fuzzer (send buffer one byte ahead of SND.UNA in
+    FIN-WAIT-1). A simultaneous open (RFC 9293 §3.5 figure 7: the peer's SYN reaches
+    our SYN-SENT), then the application writes 100 bytes and shuts down before the
+    handshake completes; the peer's ACK of our SYN must not acknowledge data."""
+    p = Pair()
+    p.connect()
+    p.drop(SERVER, 0)  # our SYN is lost; the peer's own SYN arrives instead
+    conn = p.apps[CLIENT][0].conn
+    p.inject_crafted(CLIENT, Craft(flags=SYN, seq_base=5, seq_delta=1000))
+    assert conn.state is State.SYN_RECEIVED
+    p.send(CLIENT, 0, 100)
+    p.shutdown(CLIENT, 0)
+    p.inject_crafted(CLIENT, Craft(flags=ACK, seq_base=0, ack_base=2, ack_delta=1))  # ACK = ISS+1
+    assert conn.snd_una == (conn.iss + 1) & 0xFFFFFFFF
+    assert conn.bytes_acked == 0 and conn.send_buffered == 100, (
+        f"the ACK of our SYN acknowledged {conn.bytes_acked} byte(s) of data; "
+        f"{conn.send_buffered} of 100 left in the send buffer"
     )
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -59,8 +59,8 @@ from rudp.wire.segment import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "")
 SHORT = settings(
-    max_examples=30,
-    stateful_step_count=40,
+    max_examples=100,
+    stateful_step_count=50,
     deadline=None,
     derandomize=True,
     database=None,
@@ -70,6 +70,8 @@ LONG = settings(
     max_examples=int(os.environ.get("RUDP_FUZZ_EXAMPLES", "2000")),
     stateful_step_count=120,
     deadline=None,
+    # No "explain" phase: tracing every line makes shrinking a long stateful run slow.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     suppress_health_check=list(HealthCheck),
 )
 SETTINGS = LONG if PROFILE == "fuzz" else SHORT
