@@ -194,6 +194,10 @@ def test_shutdown_in_syn_received_keeps_the_stream(strict: None) -> None:
 
 #: Saved inputs that reproduce an open bug: file name -> reason (xfail, strict).
 OPEN: dict[str, str] = {
+    "unvalidated-stall-close": "open: no FIN after a migration without timestamps "
+    "(test_migrated_connection_without_timestamps_can_send)",
+    "syn-received-shutdown": "open: the ACK of our SYN taken as data after shutdown() in "
+    "SYN-RECEIVED (test_shutdown_in_syn_received_keeps_the_stream)",
     "user-timeout-rearm-hang": "open: the user timeout re-arms at now, "
     "Endpoint.handle_timer loops forever (test_user_timeout_timer_never_rearms_at_now)",
     "negative-in-flight-no-sack-bbr": "open: reno_sacked unbounded by lost bytes "
