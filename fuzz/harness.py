@@ -180,6 +180,7 @@ KNOWN_BUGS: dict[str, str] = {
     "reno-sacked-unbounded": "test_duplicate_acks_after_rto_keep_in_flight_non_negative",
     "user-timeout-rearm": "test_user_timeout_timer_never_rearms_at_now",
     "syn-received-shutdown": "test_shutdown_in_syn_received_keeps_the_stream",
+    "infinite-delivery-rate": "test_denormal_time_steps_give_a_finite_delivery_rate",
 }
 #: False: no tolerance at all (the regression tests and ``--strict-known``).
 TOLERATE_KNOWN_BUGS = True
@@ -628,7 +629,13 @@ class Pair:
     # ------------------------------------------------------------ time
     def advance(self, dt: float) -> None:
         """Move virtual time ``dt`` ahead, firing each timer at its deadline."""
-        target = self.now + max(0.0, dt)
+        dt = max(0.0, dt)
+        if TOLERATE_KNOWN_BUGS and 0 < dt < 1e-12:
+            # KNOWN_BUGS["infinite-delivery-rate"]: a step so small (a denormal, near
+            # t = 0) that bytes / interval overflows to inf; BBR then computes
+            # inf * 0 = NaN and int(NaN) raises.
+            dt = 1e-12
+        target = self.now + dt
         self._run_timers(target)
         self.now = target
 
