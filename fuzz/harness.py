@@ -309,7 +309,7 @@ class Craft:
     cut to 40 bytes: a cut may leave a malformed option, which is fine).
     """
 
-    victim: int = 0  # index into the victim side's connections (mod); see Pair.craft
+    victim: int = 0  # index into the victim side's connections, or the listener (mod)
     flags: int = 0x10
     seq_base: int = 0
     seq_delta: int = 0
@@ -761,7 +761,9 @@ class Pair:
         """Build ``c`` towards a connection of ``side`` (or, if it has none, towards
         the server's listener): valid checksum, stream-consistent payload."""
         victims = self.victims(side)
-        v = victims[c.victim % len(victims)] if victims else None
+        # One more choice than there are connections: the listener (no victim).
+        i = c.victim % (len(victims) + 1)
+        v = victims[i] if i < len(victims) else None
         if v is not None:
             sport, dport = v.remote_port, v.local_port
             peer_addr = v.addr
