@@ -78,6 +78,8 @@ ATTACKER_ADDRS: tuple[Address, ...] = (("10.66.0.1", 6666), ("10.66.0.2", 7777))
 HISTORY = 256
 #: Timer expiries without output within 10 ms of virtual time: a storm.
 STORM = 500
+#: Most bytes one application sends on one connection (keeps every run fast).
+MAX_STREAM = 256 * 1024
 #: Largest single send() the harness makes (the stream table's overlap).
 MAX_CHUNK = 1 << 17
 
@@ -856,7 +858,7 @@ class Pair:
         app = self._app(side, which)
         if app is None:
             return
-        n = max(0, min(n, MAX_CHUNK))
+        n = max(0, min(n, MAX_CHUNK, MAX_STREAM - app.sent))
         data = stream(app.conn.iss, app.sent, n)
         try:
             app.conn.send(data, self.now)
