@@ -13,7 +13,10 @@ unchanged on top of it:
   fills, the advertised window closes and the sender stalls, so memory stays
   bounded and nothing is dropped;
 * ``write_eof()`` sends FIN and keeps receiving (half-close);
-* ``get_extra_info("rudp_stats")`` returns live statistics (see :data:`STATS_KEY`).
+* ``get_extra_info("rudp_stats")`` returns live statistics (see :data:`STATS_KEY`);
+* TLS runs over it (``_start_tls_compatible``): asyncio's ``loop.start_tls()`` and
+  ``StreamWriter.start_tls()`` accept it where the loop allows it (the default loop),
+  and :mod:`rudp.aio.tls` wraps it on any loop (docs/tls.md).
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ STATS_KEY = "rudp_stats"
 class RudpTransport(asyncio.Transport):
     """The transport of one rudp connection (see the module docstring)."""
 
+    #: asyncio's ``loop.start_tls()`` refuses transports without this flag. rudp's
+    #: transport keeps the contract asyncio's TLS layer (``asyncio.sslproto``) relies
+    #: on: ``set_protocol``, pause/resume in both directions, ``_force_close``.
+    _start_tls_compatible = True
+
     def __init__(self, endpoint: Endpoint, conn: Connection, protocol: asyncio.BaseProtocol):
         super().__init__()
         self._endpoint = endpoint
@@ -48,6 +56,7 @@ class RudpTransport(asyncio.Transport):
         self._eof_pending = False  # FIN arrived while reading was paused
         self._eof_delivered = False
         self._protocol_paused = False
+        self._force_error: BaseException | None = None  # _force_close()'s error
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
         self._lost_callbacks: list[Callable[[RudpTransport], None]] = []
         self._extra: dict[str, Any] = {
@@ -81,6 +90,16 @@ class RudpTransport(asyncio.Transport):
         conn.close(self._loop.time())
         self._endpoint.wake()
 
+    def _force_close(self, exc: BaseException | None) -> None:
+        """Abort (RST) and report ``exc`` to ``connection_lost``. asyncio's TLS layer
+        calls this on a fatal TLS error or a handshake/shutdown timeout (as it does
+        on asyncio's socket transports), so the error reaches the application."""
+        if self._lost:
+            return
+        if self._force_error is None:
+            self._force_error = exc
+        self.abort()
+
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
@@ -91,6 +110,12 @@ class RudpTransport(asyncio.Transport):
     # ----------------------------------------------------------- ReadTransport
     def is_reading(self) -> bool:
         return self._reading and not self._lost
+
+    @property
+    def _paused(self) -> bool:
+        """Reading is paused (Python 3.10's ``asyncio.sslproto`` reads this attribute
+        of asyncio's socket transports to resume a transport a TLS write waits on)."""
+        return not self._reading
 
     def pause_reading(self) -> None:
         self._reading = False
@@ -227,6 +252,8 @@ class RudpTransport(asyncio.Transport):
             self._resume_writing()
         if isinstance(error, ConnectionAbortedError) and self._closing:
             error = None  # our own abort(): asyncio reports connection_lost(None)
+        if self._force_error is not None:
+            error = self._force_error  # _force_close(exc): the TLS layer's reason
         exc = error if isinstance(error, Exception) else None
         self._loop.call_soon(self._protocol.connection_lost, exc)
         for callback in self._lost_callbacks:
