@@ -211,6 +211,40 @@ def _mss(text: str) -> int:
     return value
 
 
+# ------------------------------------------------------- TCP-AO key file
+def _auth_option(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--auth-key-file",
+        metavar="FILE",
+        default=None,
+        help="authenticate every segment with TCP-AO (RFC 5925, docs/authentication.md) "
+        "under the secret in FILE: hex digits (e.g. from 'openssl rand -hex 32') or "
+        "else its raw bytes, 1-80 bytes, key id 0; the peer needs the same secret "
+        "(default: none)",
+    )
+
+
+def _auth_keys(args: argparse.Namespace) -> object:
+    """The ``--auth-key-file`` secret as a TCP-AO master key (ids 0), or None."""
+    path = getattr(args, "auth_key_file", None)
+    if path is None:
+        return None
+    from .engine.auth import AuthConfigError, MasterKey
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(4096)
+    except OSError as exc:
+        raise CliError(f"cannot read the key file {path}: {exc.strerror or exc}") from None
+    text = data.strip()
+    if text and len(text) % 2 == 0 and all(c in b"0123456789abcdefABCDEF" for c in text):
+        data = bytes.fromhex(text.decode())
+    try:
+        return MasterKey(0, 0, data)
+    except AuthConfigError as exc:  # (the message never shows the secret)
+        raise CliError(f"key file {path}: {exc}") from None
+
+
 # ------------------------------------------------------------ error text
 def _where(host: str, port: int) -> str:
     return f"{host} port {port}"
@@ -432,6 +466,7 @@ async def _session(
 def _config(args: argparse.Namespace) -> Config:
     keepalive = args.keepalive > 0
     return Config(
+        auth_keys=_auth_keys(args),
         mss=args.mss,
         keepalive=keepalive,
         keepalive_idle=args.keepalive if keepalive else _DEFAULTS.keepalive_idle,
@@ -544,7 +579,12 @@ def _mib(n: float) -> str:
 
 
 async def _demo(
-    size: int, mss: int, rounds: int, host: str, pcap: str | None = None
+    size: int,
+    mss: int,
+    rounds: int,
+    host: str,
+    pcap: str | None = None,
+    auth_keys: object = None,
 ) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import (
@@ -564,7 +604,7 @@ async def _demo(
             return Text("?" if speed is None else f"{speed / 2**20:.1f} MiB/s")
 
     console = Console(stderr=True)
-    cfg = Config(mss=mss)
+    cfg = Config(mss=mss, auth_keys=auth_keys)
     received = 0
     server_hash = hashlib.sha256()
     done = asyncio.get_running_loop().create_future()
@@ -597,7 +637,9 @@ async def _demo(
     port = server.addresses[0][1]
     # Only the client records: both ends share this process, and a file written by
     # both would hold every datagram twice (once sent, once received).
-    reader, writer = await open_connection(host, port, config=Config(mss=mss, pcap=pcap))
+    reader, writer = await open_connection(
+        host, port, config=Config(mss=mss, pcap=pcap, auth_keys=auth_keys)
+    )
 
     rtts = []
     msg = os.urandom(64)
@@ -707,7 +749,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {}
 
     async def run() -> int:
-        result.update(await _demo(size, args.mss, args.rounds, args.host, args.pcap))
+        result.update(
+            await _demo(size, args.mss, args.rounds, args.host, args.pcap, _auth_keys(args))
+        )
         return EXIT_OK
 
     try:
@@ -1116,6 +1160,7 @@ def build_parser() -> argparse.ArgumentParser:
         "SHA-256 and prints a summary. Needs the 'cli' extra.",
     )
     common(d)
+    _auth_option(d)
     d.add_argument(
         "--size",
         type=_positive("size"),
@@ -1323,6 +1368,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "directions are closed.",
             )
         common(sp)
+        _auth_option(sp)
         sp.add_argument(
             "host",
             metavar="HOST",

@@ -61,7 +61,9 @@ _OPENING = frozenset({State.SYN_SENT, State.SYN_RECEIVED})
 #: Reasons the engine drops a datagram (``drop_<reason>`` counters): malformed
 #: (rudp.wire: ``short``, ``data_offset``, ``checksum``, ``option_*``), an RST or a
 #: non-SYN for a listener, a full backlog, an RST for no connection, an unproven
-#: NAT rebinding. Reasons the engine adds later appear in ``stats()`` too.
+#: NAT rebinding; with TCP-AO (docs/authentication.md) a missing, malformed or wrong
+#: MAC, an unknown KeyID, or a segment for no connection that would have drawn an
+#: RST it could not sign. Reasons the engine adds later appear in ``stats()`` too.
 DROP_REASONS = (
     "short",
     "data_offset",
@@ -74,6 +76,12 @@ DROP_REASONS = (
     "backlog_full",
     "closed_rst",
     "migration_rejected",
+    "auth_missing",
+    "auth_malformed",
+    "auth_unknown_key",
+    "auth_bad_length",
+    "auth_bad_mac",
+    "auth_no_connection",
 )
 
 
@@ -185,6 +193,9 @@ class Endpoint:
             # docs/migration.md: an unproven segment from a new address gets no RST,
             # which could reset the real connection through the NAT.
             "rst_to_unproven_migration": drops["migration_rejected"],
+            # docs/authentication.md: with TCP-AO an RST for no connection could not
+            # be signed, so it is not sent.
+            "rst_unsignable": drops["auth_no_connection"],
             # Datagrams the socket layer could not send (queue full or send error).
             "udp_queue_full": sockio.dropped_queue_full,
             "udp_send_errors": sockio.send_errors,
