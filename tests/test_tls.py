@@ -604,16 +604,19 @@ def starttls_handler(server_ctx: ssl.SSLContext, how: str) -> Handler:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert await reader.readline() == b"STARTTLS\n"
         writer.write(b"OK\n")
-        if how == "writer.start_tls":
-            await writer.start_tls(server_ctx)  # type: ignore[attr-defined]
-        else:
-            await rudp.start_tls(writer, server_ctx)
-        assert writer.get_extra_info("ssl_object") is not None
-        line = await reader.readline()
-        writer.write(line.upper())
-        await writer.drain()
-        writer.close()
-        await writer.wait_closed()
+        try:
+            if how == "writer.start_tls":
+                await writer.start_tls(server_ctx)  # type: ignore[attr-defined]
+            else:
+                await rudp.start_tls(writer, server_ctx)
+            assert writer.get_extra_info("ssl_object") is not None
+            line = await reader.readline()
+            writer.write(line.upper())
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+        except (ConnectionError, ssl.SSLError):
+            return  # the client gave up (test_start_tls_failure_closes_the_connection)
 
     return handle
 
@@ -734,3 +737,48 @@ async def test_arguments_are_checked_as_asyncio_does(
         await writer.wait_closed()
         with pytest.raises(BrokenPipeError):
             await rudp.start_tls(writer, client_ctx)
+
+
+# -- the transport contract the TLS layer relies on ------------------------------------
+
+
+class Raises(Collect):
+    """A protocol whose data_received() and eof_received() raise."""
+
+    def data_received(self, data: bytes) -> None:
+        raise RuntimeError("boom in data_received")
+
+    def eof_received(self) -> bool | None:
+        raise RuntimeError("boom in eof_received")
+
+
+@pytest.mark.parametrize("where", ["data", "eof"])
+async def test_a_raising_protocol_aborts_its_connection_only(where: str) -> None:
+    """As asyncio's socket transports: a protocol that raises while receiving is
+    reported to the loop's exception handler and its connection is reset with that
+    error; the endpoint's receive path (and the connections sharing it) go on."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        async with serving(echo) as server:
+            transport, protocol = await rudp.create_connection(Raises, HOST, port_of(server))
+            _reader, other = await rudp.open_connection(HOST, port_of(server))
+            assert other.get_extra_info("socket") is transport.get_extra_info("socket")
+            if where == "data":
+                transport.write(b"echoed back, then data_received raises")
+            else:
+                server.close_clients()  # FIN: eof_received raises
+            exc = await asyncio.wait_for(protocol.lost, 10)
+            assert isinstance(exc, RuntimeError) and f"boom in {where}" in str(exc)
+            (context,) = reported
+            name = "data_received" if where == "data" else "eof_received"
+            assert context["message"] == f"protocol.{name}() call failed"
+            assert context["exception"] is exc and context["transport"] is transport
+            assert transport.get_extra_info("rudp_connection").state.value == "CLOSED"
+            if where == "data":  # the shared endpoint still serves the other connection
+                other.write(b"still here\n")
+                assert await _reader.readline() == b"still here\n"
+            other.close()
+    finally:
+        loop.set_exception_handler(None)

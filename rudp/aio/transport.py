@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from .. import log
 from ..engine import Connection
 from ..engine.connection import default_write_low
 
@@ -201,18 +202,41 @@ class RudpTransport(asyncio.Transport):
         """Hand readable data to the protocol while reading is not paused."""
         conn = self._conn
         protocol = self._protocol
-        while (self._reading or force) and conn.readable and not self._lost:
-            if self._buffered:
-                assert isinstance(protocol, asyncio.BufferedProtocol)
-                buf = memoryview(protocol.get_buffer(conn.readable))
-                n = min(len(buf), conn.readable)
-                if n == 0:
-                    raise RuntimeError("get_buffer() returned an empty buffer")
-                buf[:n] = conn.read(n)
-                protocol.buffer_updated(n)
-            else:
-                assert isinstance(protocol, asyncio.Protocol)
-                protocol.data_received(conn.read())
+        try:
+            while (self._reading or force) and conn.readable and not self._lost:
+                if self._buffered:
+                    assert isinstance(protocol, asyncio.BufferedProtocol)
+                    buf = memoryview(protocol.get_buffer(conn.readable))
+                    n = min(len(buf), conn.readable)
+                    if n == 0:
+                        raise RuntimeError("get_buffer() returned an empty buffer")
+                    buf[:n] = conn.read(n)
+                    protocol.buffer_updated(n)
+                else:
+                    assert isinstance(protocol, asyncio.Protocol)
+                    protocol.data_received(conn.read())
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "protocol.data_received() call failed")
+
+    def _fatal_error(self, exc: BaseException, message: str) -> None:
+        """The protocol raised: as asyncio's transports, report it (OSErrors only
+        at DEBUG) and abort this connection with that error; the exception never
+        reaches the endpoint's receive path, shared by other connections."""
+        if isinstance(exc, OSError):
+            if log.debug_enabled:
+                log.logger.debug("protocol_error", conn=self._conn.name, error=repr(exc))
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._force_close(exc)
 
     def _peer_closed(self) -> None:
         if self._eof_delivered or self._lost:
@@ -223,7 +247,13 @@ class RudpTransport(asyncio.Transport):
         self._eof_pending = False
         self._eof_delivered = True
         assert isinstance(self._protocol, (asyncio.Protocol, asyncio.BufferedProtocol))
-        keep_open = self._protocol.eof_received()
+        try:
+            keep_open = self._protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "protocol.eof_received() call failed")
+            return
         if not keep_open:
             self.close()
 
