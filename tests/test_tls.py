@@ -308,7 +308,8 @@ async def test_handshake_timeout_against_a_non_tls_peer(
 ) -> None:
     """A client's handshake with a plain rudp server that never answers ends with
     asyncio's ConnectionAbortedError after ssl_handshake_timeout, and the connection
-    is reset; a TLS server's handshake with a silent plain client too."""
+    is reset (one that hangs up or resets first: ConnectionResetError); a TLS
+    server's handshake with a silent plain client times out too."""
     got: list[bytes] = []
     ended: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
 
@@ -328,6 +329,21 @@ async def test_handshake_timeout_against_a_non_tls_peer(
             )
         assert isinstance(await asyncio.wait_for(ended, 10), ConnectionResetError)
         assert got and got[0][0] == 0x16  # a TLS handshake record did arrive
+
+    def hang_up(reset: bool) -> Handler:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1)  # in the middle of the TLS handshake:
+            if reset:
+                writer.transport.abort()  # RST
+            else:
+                writer.close()  # FIN
+
+        return handle
+
+    for reset in (False, True):
+        async with serving(hang_up(reset)) as server:
+            with pytest.raises(ConnectionResetError):
+                await rudp.open_connection(HOST, port_of(server), ssl=client_ctx)
 
     async with serving(echo, ssl=server_ctx, ssl_handshake_timeout=0.3) as server:
         reader, writer = await rudp.open_connection(HOST, port_of(server))  # no TLS
@@ -782,3 +798,29 @@ async def test_a_raising_protocol_aborts_its_connection_only(where: str) -> None
             other.close()
     finally:
         loop.set_exception_handler(None)
+
+
+async def test_start_tls_roles_are_chosen_by_server_side(
+    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    """The rudp client can be the TLS server (server_side=True), as two peers of a
+    simultaneous open must decide (docs/p2p.md)."""
+    client_ctx.check_hostname = False  # the rudp server has no name here
+    done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await rudp.start_tls(writer, client_ctx, server_side=False)
+        writer.write(b"from the TLS client\n")
+        done.set_result(await reader.readline())
+        writer.close()
+
+    async with serving(handle) as server:
+        reader, writer = await rudp.open_connection(HOST, port_of(server))
+        await rudp.start_tls(writer, server_ctx, server_side=True)
+        assert writer.get_extra_info("ssl_object").server_side
+        assert await reader.readline() == b"from the TLS client\n"
+        writer.write(b"from the TLS server\n")
+        assert await asyncio.wait_for(done, 10) == b"from the TLS server\n"
+        assert await reader.read() == b""
+        writer.close()
+        await writer.wait_closed()
