@@ -824,3 +824,28 @@ async def test_start_tls_roles_are_chosen_by_server_side(
         assert await reader.read() == b""
         writer.close()
         await writer.wait_closed()
+
+
+async def test_cancelling_during_the_handshake_resets_the_connection(
+    client_ctx: ssl.SSLContext,
+) -> None:
+    hello: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    ended: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hello.set_result(await reader.read(65536))  # the ClientHello, unanswered
+        try:
+            await reader.read()
+        except ConnectionError as exc:
+            ended.set_result(exc)
+        else:
+            ended.set_result(None)
+
+    async with serving(silent) as server:
+        task = asyncio.ensure_future(rudp.open_connection(HOST, port_of(server), ssl=client_ctx))
+        assert (await asyncio.wait_for(hello, 10))[0] == 0x16
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert isinstance(await asyncio.wait_for(ended, 10), ConnectionResetError)
+        await until(lambda: not server.connections)
