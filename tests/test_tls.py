@@ -768,7 +768,17 @@ class Raises(Collect):
         raise RuntimeError("boom in eof_received")
 
 
-@pytest.mark.parametrize("where", ["data", "eof"])
+class RaisesBuffered(asyncio.BufferedProtocol, Raises):
+    """The same with buffer_updated()."""
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return bytearray(max(sizehint, 1))
+
+    def buffer_updated(self, nbytes: int) -> None:
+        raise RuntimeError("boom in buffer_updated")
+
+
+@pytest.mark.parametrize("where", ["data_received", "buffer_updated", "eof_received"])
 async def test_a_raising_protocol_aborts_its_connection_only(where: str) -> None:
     """As asyncio's socket transports: a protocol that raises while receiving is
     reported to the loop's exception handler and its connection is reset with that
@@ -778,21 +788,21 @@ async def test_a_raising_protocol_aborts_its_connection_only(where: str) -> None
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
     try:
         async with serving(echo) as server:
-            transport, protocol = await rudp.create_connection(Raises, HOST, port_of(server))
+            factory = RaisesBuffered if where == "buffer_updated" else Raises
+            transport, protocol = await rudp.create_connection(factory, HOST, port_of(server))
             _reader, other = await rudp.open_connection(HOST, port_of(server))
             assert other.get_extra_info("socket") is transport.get_extra_info("socket")
-            if where == "data":
-                transport.write(b"echoed back, then data_received raises")
+            if where != "eof_received":
+                transport.write(b"echoed back, then the protocol raises")
             else:
                 server.close_clients()  # FIN: eof_received raises
             exc = await asyncio.wait_for(protocol.lost, 10)
             assert isinstance(exc, RuntimeError) and f"boom in {where}" in str(exc)
             (context,) = reported
-            name = "data_received" if where == "data" else "eof_received"
-            assert context["message"] == f"protocol.{name}() call failed"
+            assert context["message"] == f"protocol.{where}() call failed"
             assert context["exception"] is exc and context["transport"] is transport
             assert transport.get_extra_info("rudp_connection").state.value == "CLOSED"
-            if where == "data":  # the shared endpoint still serves the other connection
+            if where != "eof_received":  # the shared endpoint still serves the other one
                 other.write(b"still here\n")
                 assert await _reader.readline() == b"still here\n"
             other.close()

@@ -218,7 +218,8 @@ class RudpTransport(asyncio.Transport):
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            self._fatal_error(exc, "protocol.data_received() call failed")
+            what = "buffer_updated" if self._buffered else "data_received"
+            self._fatal_error(exc, f"protocol.{what}() call failed")
 
     def _fatal_error(self, exc: BaseException, message: str) -> None:
         """The protocol raised: as asyncio's transports, report it (OSErrors only
