@@ -1670,12 +1670,13 @@ class Connection:
         if since is None or self._timer_at[_T_RTO] == INF or self.state in _HANDSHAKE_STATES:
             return
         ut = self.config.user_timeout
-        if now - since >= ut:
+        due = since + ut  # the deadline itself: (since + ut) - since may be < ut
+        if now >= due:
             self._terminate(
                 now, UserTimeoutError(f"data unacknowledged for {ut:g} s (user timeout)")
             )
         else:
-            self._timer_at[_T_USER_TIMEOUT] = since + ut
+            self._timer_at[_T_USER_TIMEOUT] = due
 
     def _on_rto_timer(self, now: float) -> None:
         """The retransmission timer expired (RFC 6298 §5.4-5.7)."""
