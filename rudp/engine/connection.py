@@ -617,7 +617,10 @@ class Connection:
             self._terminate(now, None)
             return
         self._fin_queued = True
-        if self.state in (S.ESTABLISHED, S.SYN_RECEIVED):
+        # In SYN-RECEIVED the FIN waits for ESTABLISHED (RFC 9293 §3.10.4 CLOSE:
+        # "queue for processing after entering ESTABLISHED"), so the ACK of our SYN
+        # is taken as such (the fifth check, SYN-RECEIVED) and never as data.
+        if self.state is S.ESTABLISHED:
             self.set_state(S.FIN_WAIT_1, now)
         elif self.state is S.CLOSE_WAIT:
             self.set_state(S.LAST_ACK, now)
