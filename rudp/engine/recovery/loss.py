@@ -236,8 +236,7 @@ class LossRecovery:
                 self.reno_sacked = max(0, self.reno_sacked - acked)
             elif dupack:
                 self.dupacks += 1
-                outstanding = snd_max - una
-                self.reno_sacked = min(self.reno_sacked + mss, max(outstanding - mss, 0))
+                self.reno_sacked += mss
 
         # --- loss detection ---
         newly_lost = 0
@@ -257,6 +256,12 @@ class LossRecovery:
                 elif self.state == RECOVERY and acked and una < self.recover:
                     # RFC 6582 §3.2 step 5: a partial ACK; the next hole is lost too.
                     newly_lost = sb.mark_lost(first)
+            if self.reno_sacked:
+                # Linux tcp_limit_reno_sacked: sacked_out <= packets_out - lost_out
+                # (at least one hole), so the pipe stays >= 0 when duplicate ACKs
+                # follow an RTO that marked everything lost.
+                limit = snd_max - una - max(sb.lost, mss)
+                self.reno_sacked = min(self.reno_sacked, max(limit, 0))
 
         # --- state machine ---
         in_flight = self.in_flight(snd_max - una)
