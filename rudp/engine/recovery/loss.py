@@ -48,6 +48,9 @@ STATE_NAMES = ("open", "recovery", "loss")
 
 #: RFC 5681 §3.2: duplicate ACKs that trigger fast retransmit without SACK.
 DUPTHRESH = 3
+#: Shortest interval (seconds) a delivery-rate sample may span: Linux measures it
+#: in microseconds and rejects zero (tcp_rate_gen), so a rate is never infinite.
+MIN_RATE_INTERVAL = 1e-6
 
 
 class LossRecovery:
@@ -356,8 +359,11 @@ class LossRecovery:
         sb.first_sent_time = rec[XMIT]
         interval = max(send_elapsed, ack_elapsed)
         min_rtt = self.rtt.min_rtt
-        if interval <= 0 or interval < min_rtt:
-            return  # shorter than a round trip: ACK compression, not a rate
+        if interval < MIN_RATE_INTERVAL or interval < min_rtt:
+            # Shorter than a round trip: ACK compression, not a rate. Linux counts
+            # in microseconds and drops a zero interval; a float interval of a few
+            # denormal seconds would give an infinite rate.
+            return
         rs.delivery_rate = (sb.delivered - prior_delivered) / interval
 
     # ------------------------------------------------------------ episodes
