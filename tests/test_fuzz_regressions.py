@@ -263,6 +263,27 @@ def test_rate_samples_need_a_positive_interval_and_bbr_takes_only_finite_ones() 
         assert bbr.btl_bw == before and bbr.cwnd > 0
 
 
+def test_close_with_unread_data_is_not_a_short_eof(strict: None) -> None:
+    """Found by the stateful fuzzer (a harness false positive, not an engine bug):
+    the server's application never reads, the peer sends 100 bytes and its FIN,
+    then the server closes. close() discards the unread data and resets (RFC 2525
+    §2.17, as Linux), so the receive buffer is empty and at_eof holds: the harness
+    took that for an EOF after 0 of 100 bytes."""
+    p = Pair()
+    p.prefix(2)  # established
+    p.auto_read[SERVER] = False
+    p.send(CLIENT, 0, 100)
+    p.close(CLIENT, 0)
+    p.deliver_all()
+    server = p.apps[SERVER][0]
+    assert server.conn.readable == 100 and server.conn.state is State.CLOSE_WAIT
+    p.close(SERVER, 0)  # the check after it must pass
+    assert server.rcvd == 0 and server.conn.state is State.CLOSED
+    p.deliver_all()
+    assert isinstance(p.apps[CLIENT][0].conn.error, ConnectionResetError)  # the RST
+    p.finish()
+
+
 # ---------------------------------------------------------------------------
 # Saved fuzz inputs
 
