@@ -85,6 +85,7 @@ MAX_ACKS_OWED = 256
 #: path proves it receives), send it at most this many times the bytes received from
 #: it (as QUIC, RFC 9000 §8; SYN-ACK retransmissions included).
 AMPLIFICATION_FACTOR = 3
+_NO_LIMIT = 1 << 62
 #: How old an echoed timestamp may be and still look like ours (a migration check).
 MIGRATION_TS_WINDOW = 120.0
 #: The pacer lets a burst of about this much time at the pacing rate leave at once
@@ -617,7 +618,10 @@ class Connection:
             self._terminate(now, None)
             return
         self._fin_queued = True
-        if self.state in (S.ESTABLISHED, S.SYN_RECEIVED):
+        # In SYN-RECEIVED the FIN waits for ESTABLISHED (RFC 9293 §3.10.4 CLOSE:
+        # "queue for processing after entering ESTABLISHED"), so the ACK of our SYN
+        # is taken as such (the fifth check, SYN-RECEIVED) and never as data.
+        if self.state is S.ESTABLISHED:
             self.set_state(S.FIN_WAIT_1, now)
         elif self.state is S.CLOSE_WAIT:
             self.set_state(S.LAST_ACK, now)
@@ -956,8 +960,10 @@ class Connection:
                 self._on_segment_synchronized(seg, now)
         except _Drop:
             pass
-        if not self._validated and self.migrations and self._check_path(seg):
-            self.host.wake(self)  # sending was held back by the budget
+        if not self._validated and self.migrations:
+            # Validated, or at least a larger budget: sending was held back by it.
+            self._check_path(seg)
+            self.host.wake(self)
         self._update_deadline()
 
     def _on_segment_syn_sent(self, seg: Segment, now: float) -> None:
@@ -1670,12 +1676,13 @@ class Connection:
         if since is None or self._timer_at[_T_RTO] == INF or self.state in _HANDSHAKE_STATES:
             return
         ut = self.config.user_timeout
-        if now - since >= ut:
+        due = since + ut  # the deadline itself: (since + ut) - since may be < ut
+        if now >= due:
             self._terminate(
                 now, UserTimeoutError(f"data unacknowledged for {ut:g} s (user timeout)")
             )
         else:
-            self._timer_at[_T_USER_TIMEOUT] = since + ut
+            self._timer_at[_T_USER_TIMEOUT] = due
 
     def _on_rto_timer(self, now: float) -> None:
         """The retransmission timer expired (RFC 6298 §5.4-5.7)."""
@@ -2075,14 +2082,19 @@ class Connection:
         sndq = self._sndq
         unsent = (sndq.end - self.snd_max) & SEQ_MASK if seq_lt(self.snd_max, sndq.end) else 0
         room = seq_sub((self.snd_una + self.snd_wnd) & SEQ_MASK, self.snd_max)
+        # An unvalidated address: only what the amplification budget allows (the
+        # segment would not leave, yet count as sent).
+        amp = _NO_LIMIT if self._validated else self._amp_room()
         if unsent and room > 0:
-            n = min(unsent, self.snd_mss, room)
+            n = min(unsent, self.snd_mss, room, amp)
+            if n <= 0:
+                return
             fin = self._fin_queued and n == unsent
             self._send_new(now, n, fin, in_flight)
             rec.on_probe_sent(self._max_abs, False)
         else:
             last = rec.sb.last()
-            if last is None or last[FLAGS] & SACKED:
+            if last is None or last[FLAGS] & SACKED or last[END] - last[START] > amp:
                 return
             self._resend(now, last, in_flight)
             rec.on_probe_sent(last[END], True)
@@ -2108,19 +2120,28 @@ class Connection:
         rate = self._pacing_rate()
         sent_any = False
         app_limited = False
+        amp = _NO_LIMIT  # payload the amplification budget allows in one segment
+        amp_blocked = False
         while True:
             if rate > 0 and self._pace_next > now:
                 timers[_T_PACING] = self._pace_next
                 break
             room = cwnd - in_flight
-            if not self._validated and (
-                self._amp_tx + mss + 60 > AMPLIFICATION_FACTOR * self._amp_rx
-            ):
-                break  # an unvalidated address: no more than 3x what it sent us
+            if not self._validated:
+                # An unvalidated address: no more than 3x what it sent us, headers
+                # included (docs/migration.md; RFC 9000 §8), but segments shrink to
+                # fit what is left, so the data whose ACK validates the path can go.
+                amp = self._amp_room()
+                if amp < 0:
+                    amp_blocked = True
+                    break
             lost = sb.next_lost() if sb.lost > sb.retrans else None
             if lost is not None:
                 size = lost[END] - lost[START]
                 if room <= 0 or (room < size and in_flight > 0):
+                    break
+                if size > amp:
+                    amp_blocked = True
                     break
                 self._resend(now, lost, in_flight)
                 if lost[START] == self._una_abs:
@@ -2140,8 +2161,9 @@ class Connection:
                         app_limited = room > 0
                         break
                 else:
-                    n = min(unsent, room, seq_sub(right, nxt), mss)
+                    n = min(unsent, room, seq_sub(right, nxt), mss, amp)
                     if n <= 0:
+                        amp_blocked = amp <= 0
                         break
                     # Sender SWS avoidance: full segment, or all remaining data (push,
                     # TCP_NODELAY semantics), or half the largest window the peer
@@ -2162,17 +2184,31 @@ class Connection:
             sb.mark_app_limited(in_flight)
         if sent_any:
             self._arm_tlp(now)
-        # Persist timer: data waits and nothing is in flight to elicit an ACK.
+        # Persist timer: data waits and nothing is in flight to elicit an ACK (a
+        # zero window, or the amplification budget: the probe's answer adds to it).
         if (
             not sent_any
             and self.snd_una == self.snd_max
-            and seq_lt(self.snd_max, buf_end)
-            and self.snd_wnd < min(mss, (buf_end - self.snd_max) & SEQ_MASK)
+            and (
+                amp_blocked
+                or (
+                    seq_lt(self.snd_max, buf_end)
+                    and self.snd_wnd < min(mss, (buf_end - self.snd_max) & SEQ_MASK)
+                )
+            )
         ):
             self._schedule_persist(now)
         elif self.snd_wnd > 0:
             timers[_T_PERSIST] = INF
             self._persist_backoff = 0
+
+    def _amp_room(self) -> int:
+        """Payload bytes the next segment to an unvalidated address may carry within
+        the amplification budget (negative: not even its header fits)."""
+        hdr = HEADER_LEN + 12 if self._ts_ok else HEADER_LEN
+        if self.auth is not None or (self._sack_ok and (self._rcvq.ooo_starts or self._dsack)):
+            hdr = HEADER_LEN + 40  # options of any length
+        return AMPLIFICATION_FACTOR * self._amp_rx - self._amp_tx - hdr
 
     def _arm_rto(self, now: float) -> None:
         # RFC 6298 §5.1: start the timer when sending data if it is not running.

@@ -396,10 +396,17 @@ class Endpoint:
     def handle_timer(self, now: float) -> None:
         """Run every timer due at ``now``."""
         heap = self._heap
+        # Only what is due on entry, each connection once: a timer (re-)armed at or
+        # before ``now`` while these run waits for the next call, so no timer can
+        # make this spin.
+        due: list[tuple[float, int, Held]] = []
         while heap and heap[0][0] <= now:
-            t, _, conn = heapq.heappop(heap)
-            if conn.sched_at != t or conn.state is State.CLOSED:
+            due.append(heapq.heappop(heap))
+        ran: set[int] = set()
+        for t, _, conn in due:
+            if conn.sched_at != t or conn.state is State.CLOSED or id(conn) in ran:
                 continue
+            ran.add(id(conn))
             conn.sched_at = INF
             d = conn.deadline
             if d > now:

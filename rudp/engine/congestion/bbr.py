@@ -195,7 +195,7 @@ class BBR(CongestionControl):
 
     def _update_bw(self, rs: AckSample) -> None:
         bw = rs.delivery_rate
-        if bw <= 0.0:
+        if not 0.0 < bw < _INF:  # no sample (-1), or not a finite rate (NaN too)
             self._sample_app_limited = True  # no sample: nothing to judge rounds by
             return
         # PROBE_RTT's low rate, and the round after it, say nothing of the path

@@ -48,6 +48,9 @@ STATE_NAMES = ("open", "recovery", "loss")
 
 #: RFC 5681 §3.2: duplicate ACKs that trigger fast retransmit without SACK.
 DUPTHRESH = 3
+#: Shortest interval (seconds) a delivery-rate sample may span: Linux measures it
+#: in microseconds and rejects zero (tcp_rate_gen), so a rate is never infinite.
+MIN_RATE_INTERVAL = 1e-6
 
 
 class LossRecovery:
@@ -236,8 +239,7 @@ class LossRecovery:
                 self.reno_sacked = max(0, self.reno_sacked - acked)
             elif dupack:
                 self.dupacks += 1
-                outstanding = snd_max - una
-                self.reno_sacked = min(self.reno_sacked + mss, max(outstanding - mss, 0))
+                self.reno_sacked += mss
 
         # --- loss detection ---
         newly_lost = 0
@@ -257,6 +259,12 @@ class LossRecovery:
                 elif self.state == RECOVERY and acked and una < self.recover:
                     # RFC 6582 §3.2 step 5: a partial ACK; the next hole is lost too.
                     newly_lost = sb.mark_lost(first)
+            if self.reno_sacked:
+                # Linux tcp_limit_reno_sacked: sacked_out <= packets_out - lost_out
+                # (at least one hole), so the pipe stays >= 0 when duplicate ACKs
+                # follow an RTO that marked everything lost.
+                limit = snd_max - una - max(sb.lost, mss)
+                self.reno_sacked = min(self.reno_sacked, max(limit, 0))
 
         # --- state machine ---
         in_flight = self.in_flight(snd_max - una)
@@ -351,8 +359,11 @@ class LossRecovery:
         sb.first_sent_time = rec[XMIT]
         interval = max(send_elapsed, ack_elapsed)
         min_rtt = self.rtt.min_rtt
-        if interval <= 0 or interval < min_rtt:
-            return  # shorter than a round trip: ACK compression, not a rate
+        if interval < MIN_RATE_INTERVAL or interval < min_rtt:
+            # Shorter than a round trip: ACK compression, not a rate. Linux counts
+            # in microseconds and drops a zero interval; a float interval of a few
+            # denormal seconds would give an infinite rate.
+            return
         rs.delivery_rate = (sb.delivered - prior_delivered) / interval
 
     # ------------------------------------------------------------ episodes
