@@ -48,7 +48,9 @@ def _direct(fn: Callable[[], None]) -> None:
 
 def run(total: int, mss: int, trace: str | None = None) -> dict[str, float]:
     cfg = Config(mss=mss, rcv_buf=1 << 20, snd_buf=1 << 20)
-    snd, rcv = Endpoint(cfg, seed=1), Endpoint(cfg, seed=2)
+    # Fixed initial sequence numbers (and timestamp offsets): the same work every run.
+    snd = Endpoint(cfg, seed=1, isn=lambda _identity, _now: 0x3B9ACA00)
+    rcv = Endpoint(cfg, seed=2, isn=lambda _identity, _now: 0xB2D05E00)
     rcv.listen(80)
     now = 0.0
     conn = snd.connect(B, 80, now)

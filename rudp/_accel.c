@@ -252,6 +252,7 @@ typedef struct {
     PyObject *segment_type;  /* the bound Segment class (NULL until bind_segment) */
     PyObject *parse_error;   /* its ParseError exception */
     PyObject *struct_error;  /* struct.error: what the Python builders raise */
+    PyObject *builtin_min;   /* builtins.min, for earliest()'s general case */
     Py_ssize_t offsets[N_FIELDS];
 } accel_state;
 
@@ -828,6 +829,44 @@ bind_segment(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------------
+ * Timers
+ */
+
+PyDoc_STRVAR(earliest_doc,
+"earliest(deadlines, /)\n--\n\n"
+"min(deadlines) for a non-empty list of floats (a connection's timers, inf\n"
+"when not armed), without min()'s per-item comparison calls. Any other\n"
+"input is handed to min().");
+
+static PyObject *
+earliest(PyObject *module, PyObject *deadlines)
+{
+    Py_ssize_t i, n;
+    PyObject *best, *item;
+    double d, v;
+
+    if (!PyList_CheckExact(deadlines) || (n = PyList_GET_SIZE(deadlines)) == 0)
+        goto generic;
+    best = PyList_GET_ITEM(deadlines, 0);
+    if (!PyFloat_CheckExact(best))
+        goto generic;
+    d = PyFloat_AS_DOUBLE(best);
+    for (i = 1; i < n; i++) {
+        item = PyList_GET_ITEM(deadlines, i);
+        if (!PyFloat_CheckExact(item))
+            goto generic;
+        v = PyFloat_AS_DOUBLE(item);
+        if (v < d) { /* as min(): the first of equal values, NaN never replaces */
+            d = v;
+            best = item;
+        }
+    }
+    return Py_NewRef(best);
+generic:
+    return PyObject_CallOneArg(get_state(module)->builtin_min, deadlines);
+}
+
 static PyMethodDef accel_methods[] = {
     {"ones_complement_sum", (PyCFunction)ones_complement_sum, METH_O,
      ones_complement_sum_doc},
@@ -842,6 +881,7 @@ static PyMethodDef accel_methods[] = {
      METH_FASTCALL | METH_KEYWORDS, build_segment_ts_doc},
     {"bind_segment", (PyCFunction)(void (*)(void))bind_segment, METH_FASTCALL,
      bind_segment_doc},
+    {"earliest", (PyCFunction)earliest, METH_O, earliest_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -857,6 +897,13 @@ accel_exec(PyObject *module)
     Py_DECREF(mod);
     if (st->struct_error == NULL)
         return -1;
+    mod = PyImport_ImportModule("builtins");
+    if (mod == NULL)
+        return -1;
+    st->builtin_min = PyObject_GetAttrString(mod, "min");
+    Py_DECREF(mod);
+    if (st->builtin_min == NULL)
+        return -1;
     return PyModule_AddStringConstant(module, "source_sha256", SOURCE_SHA256);
 }
 
@@ -867,6 +914,7 @@ accel_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->segment_type);
     Py_VISIT(st->parse_error);
     Py_VISIT(st->struct_error);
+    Py_VISIT(st->builtin_min);
     return 0;
 }
 
@@ -877,6 +925,7 @@ accel_clear(PyObject *module)
     Py_CLEAR(st->segment_type);
     Py_CLEAR(st->parse_error);
     Py_CLEAR(st->struct_error);
+    Py_CLEAR(st->builtin_min);
     return 0;
 }
 

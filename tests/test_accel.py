@@ -545,6 +545,42 @@ def test_bind_segment_checks_the_class(accel: ModuleType) -> None:
     assert type(accel.parse_segment(_raw(b"", b""))) is segment_mod.Segment
 
 
+# ---------------------------------------------------------------------------
+# Timers: earliest() is min()
+
+finite_or_inf = st.one_of(
+    st.floats(allow_nan=False), st.just(float("inf")), st.just(float("-inf")), st.just(0.0)
+)
+
+
+@FAST
+@given(st.lists(st.one_of(finite_or_inf, st.just(float("nan"))), min_size=1, max_size=12))
+def test_earliest_is_min(accel: ModuleType, deadlines: list[float]) -> None:
+    got = accel.earliest(deadlines)
+    want = min(deadlines)
+    assert got is want  # the same object: the first of equal values, NaN as min() does
+
+
+@pytest.mark.parametrize(
+    "deadlines", [[1, 2.0], [2.0, 1], [3.0, True], [], (1.0, 2.0), "ab", [float("inf")] * 10]
+)
+def test_earliest_general_inputs_as_min(accel: ModuleType, deadlines: Any) -> None:
+    try:
+        want = min(deadlines)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            accel.earliest(deadlines)
+    else:
+        assert accel.earliest(deadlines) is want
+
+
+def test_connection_uses_the_selected_earliest() -> None:
+    from rudp.engine import connection
+
+    expected = _ACCEL.earliest if IMPLEMENTATION == "c" and _ACCEL is not None else min
+    assert connection._earliest is expected
+
+
 def test_segment_module_uses_the_selected_implementation() -> None:
     chosen = importlib.import_module("rudp.wire.checksum")
     assert segment_mod.checksum2 is chosen.checksum2
