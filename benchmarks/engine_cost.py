@@ -1,6 +1,6 @@
 """Per-segment CPU cost of the sans-IO engine (no sockets, no event loop).
 
-    python -m benchmarks.engine_cost [--mb 50] [--mss 1400]
+    python -m benchmarks.engine_cost [--mb 50] [--mss 1400] [--auth ALGORITHM]
     python -m benchmarks.engine_cost --icount [--mb 5]   # instructions (valgrind)
 
 Two :class:`rudp.engine.Endpoint` objects exchange a bulk transfer by direct
@@ -8,7 +8,8 @@ hand-off of datagrams (a lossless, zero-delay path, like the simulator without
 impairments). Time spent inside the sender's and the receiver's engine calls is
 measured separately and divided by the number of data segments, giving the cost
 to *send* one segment (including processing its ACKs) and to *receive* one
-(including generating ACKs).
+(including generating ACKs). ``--auth hmac-sha256-96`` (or another TCP-AO
+algorithm) signs and checks every segment (docs/authentication.md).
 
 Wall-clock figures on a shared machine vary by ±30% between runs; ``--icount``
 counts CPU instructions instead (stable to a fraction of a percent): it runs the
@@ -30,9 +31,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from rudp import Config
 from rudp.engine import ConnectionAccepted, DataReceived, Endpoint
+from rudp.engine.endpoint import Address
 
 A = ("10.0.0.1", 1)
 B = ("10.0.0.2", 2)
@@ -46,8 +49,10 @@ def _direct(fn: Callable[[], None]) -> None:
     fn()
 
 
-def run(total: int, mss: int, trace: str | None = None) -> dict[str, float]:
-    cfg = Config(mss=mss, rcv_buf=1 << 20, snd_buf=1 << 20)
+def run(
+    total: int, mss: int, trace: str | None = None, auth: str | None = None
+) -> dict[str, float | str | None]:
+    cfg = _with_auth(Config(mss=mss, rcv_buf=1 << 20, snd_buf=1 << 20), auth)
     # Fixed initial sequence numbers (and timestamp offsets): the same work every run.
     snd = Endpoint(cfg, seed=1, isn=lambda _identity, _now: 0x3B9ACA00)
     rcv = Endpoint(cfg, seed=2, isn=lambda _identity, _now: 0xB2D05E00)
@@ -62,8 +67,8 @@ def run(total: int, mss: int, trace: str | None = None) -> dict[str, float]:
     queued = 0
     wrap_snd = contextvars.copy_context().run if trace == "send" else _direct
     wrap_rcv = contextvars.copy_context().run if trace == "receive" else _direct
-    out: list[tuple[bytes, object]] = []
-    back: list[tuple[bytes, object]] = []
+    out: list[tuple[bytes, Address]] = []
+    back: list[tuple[bytes, Address]] = []
 
     def send_out() -> None:
         nonlocal queued, out
@@ -107,6 +112,7 @@ def run(total: int, mss: int, trace: str | None = None) -> dict[str, float]:
     return {
         "mb": total / 1e6,
         "mss": mss,
+        "auth": auth,
         "data_segments": segs,
         "acks": server.segments_sent,
         "us_per_segment_sent": t_snd / segs * 1e6,
@@ -115,12 +121,12 @@ def run(total: int, mss: int, trace: str | None = None) -> dict[str, float]:
     }
 
 
-def icount(mb: float, mss: int) -> dict[str, float]:
+def icount(mb: float, mss: int, auth: str | None = None) -> dict[str, float | str | None]:
     """Instructions per data segment on each side, counted by callgrind."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("--icount needs valgrind (apt install valgrind)")
-    result: dict[str, float] = {"mb": mb, "mss": mss}
+    result: dict[str, float | str | None] = {"mb": mb, "mss": mss, "auth": auth}
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     with tempfile.TemporaryDirectory() as tmp:
         for side in SIDES:
@@ -139,6 +145,7 @@ def icount(mb: float, mss: int) -> dict[str, float]:
                 str(mss),
                 "--trace",
                 side,
+                *(["--auth", auth] if auth else []),
             ]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
             report = json.loads(proc.stdout)
@@ -152,12 +159,27 @@ def icount(mb: float, mss: int) -> dict[str, float]:
     return result
 
 
+def _with_auth(cfg: Config, algorithm: str | None) -> Config:
+    """``cfg`` with a TCP-AO key of ``algorithm`` (each endpoint its own chain)."""
+    if algorithm is None:
+        return cfg
+    from rudp.engine.auth import MasterKey
+
+    return replace(cfg, auth_keys=MasterKey(1, 1, bytes(range(32)), algorithm))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--mb", type=float, default=None, help="MB to transfer (default 50; 5 with --icount)"
     )
     p.add_argument("--mss", type=int, default=1400)
+    p.add_argument(
+        "--auth",
+        metavar="ALGORITHM",
+        default=None,
+        help="TCP-AO on every segment: hmac-sha256-96, hmac-sha1-96 or aes-128-cmac-96",
+    )
     p.add_argument(
         "--icount",
         action="store_true",
@@ -166,10 +188,10 @@ def main() -> None:
     p.add_argument("--trace", choices=SIDES, help=argparse.SUPPRESS)  # used by --icount
     args = p.parse_args()
     if args.icount:
-        print(json.dumps(icount(args.mb or 5.0, args.mss), indent=2))
+        print(json.dumps(icount(args.mb or 5.0, args.mss, args.auth), indent=2))
         return
     mb = 50.0 if args.mb is None else args.mb
-    print(json.dumps(run(int(mb * 1e6), args.mss, args.trace), indent=2))
+    print(json.dumps(run(int(mb * 1e6), args.mss, args.trace, args.auth), indent=2))
 
 
 if __name__ == "__main__":

@@ -672,3 +672,54 @@ def test_docs_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert scope["app"].terminated and scope["conn"].retransmissions > 0
     assert isinstance(scope["conn"].cc, BBR)
     assert capsys.readouterr().out.startswith("bbr ")
+
+
+@pytest.mark.parametrize(
+    ("events", "lost_each", "exits"),
+    [(6, MSS, True), (5, MSS, False), (6, 10, False)],
+    ids=["6-events-over-2pct", "5-events", "under-2pct"],
+)
+def test_startup_ends_on_heavy_loss_in_a_recovery_round(
+    events: int, lost_each: int, exits: bool
+) -> None:
+    """draft-ietf-ccwg-bbr BBRCheckStartupHighLoss: a round of fast recovery with at
+    least 6 loss events and more than 2% lost ends STARTUP, although the bandwidth
+    samples still grow (a shallow buffer overflowing); fewer events or a lower
+    loss rate (random loss) do not."""
+    cc = BBR(MSS, 10, seed=3)
+    t = feed(cc, 0.0, 1e5, 0.05, rounds=2)
+    rate = 2e5
+    cc.on_congestion_event(t, cc.cwnd)
+    rs = AckSample()
+    delivered = cc._test_delivered  # type: ignore[attr-defined]
+    for rnd in range(2):  # the recovery round, then the next round start judges it
+        rate *= 2  # growing: the full-pipe rule alone would not fire
+        for i in range(10):
+            delivered += MSS
+            rs.acked, rs.delivered, rs.delivery_rate, rs.rtt, rs.srtt = (
+                MSS,
+                delivered,
+                rate,
+                0.05,
+                0.05,
+            )
+            rs.in_flight = rs.prior_in_flight = 20 * MSS
+            rs.round_start = i == 0
+            rs.app_limited = False
+            rs.lost = lost_each if rnd == 0 and i < events else 0
+            rs.in_recovery = True
+            cc.on_ack(rs, t)
+            t += 0.005
+    assert cc.full_bw_reached is exits
+    assert (cc.mode != STARTUP) is exits
+
+
+def test_startup_overshoots_a_shallow_buffer_once() -> None:
+    """A 1-BDP buffer: STARTUP's overshoot costs one recovery, after which BBR is
+    in PROBE_BW with the queue drained (no second STARTUP burst after the restored
+    window)."""
+    cc, path, _ = run_bbr(3.0, buffer=BDP)
+    assert path.queue_drops > 0 and cc.mode == PROBE_BW
+    drops = path.queue_drops
+    path.run(6.0)
+    assert path.queue_drops - drops < 0.01 * drops + 5

@@ -8,10 +8,15 @@ this segment out. Our ISN and our timestamp offset are both ``ISN`` in the drill
 
 from __future__ import annotations
 
+import pytest
 from drill import ANY, ISN, RTT, Drill, pattern
 
 from rudp import Config
 from rudp.engine import ConnectionEstablished, State
+from rudp.engine.congestion.reno import Reno
+from rudp.engine.recovery.loss import LossRecovery
+from rudp.engine.recovery.rtt import RttEstimator
+from rudp.engine.timers import Timer
 from rudp.seq import SEQ_MASK
 from rudp.wire.segment import OPT_MSS, OPT_SACK_PERM, OPT_TIMESTAMP, OPT_WSCALE
 
@@ -139,8 +144,8 @@ def test_dsack_for_duplicate_below_the_cumulative_ack() -> None:
     d = opened(Drill())
     data = pattern(0, 2000)
     _peer_data(d, data, 0, 1.0, 6000)
-    _peer_data(d, data, 1, 1.001, 6001)  # 2000 < 2 x our MSS: the delayed ACK at 1.04
-    d.expect(".", seq=d.L(1), ack=d.R(2001), at=1.04, sack=None)
+    _peer_data(d, data, 1, 1.001, 6001)  # two segments of the size seen: ACK at once
+    d.expect(".", seq=d.L(1), ack=d.R(2001), at=1.001, sack=None)
     _peer_data(d, data, 0, 1.1, 6002)  # a spurious retransmission
     d.expect(".", seq=d.L(1), ack=d.R(2001), at=1.1, sack=[(d.R(1), d.R(1001))])
     assert d.conn.dsacks_sent == 1
@@ -385,18 +390,19 @@ def test_prr_spreads_the_reduction_over_the_recovery_round() -> None:
         sent.append([(s.seg.seq - d.isn) & SEQ_MASK for s in d.take_sent()])
     # Before loss is declared, each SACKed segment grows cwnd (slow start): two out.
     assert sent[:2] == [[30001, 31001], [32001, 33001]]
-    # Third SACK: RACK's DupThresh rule; recovery with FlightSize 24000, so
-    # ssthresh 12000; RecoverFS = pipe = 22000. The retransmission goes at once.
+    # Third SACK: RACK's DupThresh rule; recovery with FlightSize 24000 capped at
+    # cwnd 22000 (2000 of the flight is SACKed), so ssthresh 11000; RecoverFS =
+    # pipe = 22000. The retransmission goes at once.
     assert sent[2] == [10001]
-    assert (d.conn.cc.ssthresh, d.conn.recovery.prr.recover_fs) == (12000, 22000)
+    assert (d.conn.cc.ssthresh, d.conn.recovery.prr.recover_fs) == (11000, 22000)
     # Then: total sent = CEIL(prr_delivered * ssthresh / RecoverFS), in whole segments.
     expected, total = [], 1
     for k in range(4, 16):
-        allowed = -(-(k - 2) * 1000 * 12000 // 22000) // 1000
+        allowed = -(-(k - 2) * 1000 * 11000 // 22000) // 1000
         expected.append(allowed - total)
         total = allowed
     assert [len(x) for x in sent[3:]] == expected
-    assert [x for x in sent[3:] if x] == [[34001], [35001], [36001], [37001], [38001], [39001]]
+    assert [x for x in sent[3:] if x] == [[34001], [35001], [36001], [37001], [38001]]
 
 
 def test_dsack_of_the_only_retransmission_undoes_the_reduction() -> None:
@@ -432,3 +438,107 @@ def test_eifel_undoes_a_spurious_timeout() -> None:
     assert st["recovery_state"] == "open" and st["lost_bytes"] == 0
     d.expect_nothing(until=5.0)
     assert st["retransmissions"] == 2  # the probe and the RTO's, nothing after
+
+
+# ---------------------------------------------------------------------------
+# Found against Linux and on long, deep paths (docs/interop-linux.md, the path table)
+
+
+def test_hole_filled_in_the_same_batch_still_gets_its_ack() -> None:
+    """Out-of-order segments and then the one that fills the hole arrive in one
+    receive batch: the duplicate ACKs queued for the out-of-order ones carry the old
+    RCV.NXT and must not count as the ACK of the filled hole."""
+    d = opened(Drill())
+    data = pattern(0, 3000)
+    seg = [
+        {
+            "flags": ".",
+            "seq": d.R(1 + 1000 * i),
+            "ack": d.L(1),
+            "payload": data[1000 * i : 1000 * (i + 1)],
+            "ts": (6000 + i, tsv(RTT)),
+        }
+        for i in range(3)
+    ]
+    d.inject_batch([seg[1], seg[2], seg[0]], at=1.0)
+    d.expect(".", seq=d.L(1), ack=d.R(1), at=1.0, sack=[(d.R(1001), d.R(2001))])
+    d.expect(".", seq=d.L(1), ack=d.R(1), at=1.0, sack=[(d.R(1001), d.R(3001))])
+    d.expect(".", seq=d.L(1), ack=d.R(3001), at=1.0, sack=None)  # the filled hole
+    d.expect_nothing()
+
+
+def test_full_sized_means_the_largest_segment_seen() -> None:
+    """RFC 1122 §4.2.3.2 ACK every second full-sized segment, with "full-sized" as
+    Linux measures it (tcp_measure_rcv_mss): a peer using timestamps sends MSS - 12
+    byte segments, and two of them are ACKed at once, not after the delayed-ACK
+    timer."""
+    d = opened(Drill())
+    size = d.config.mss - 12
+    data = pattern(0, 4 * size)
+    for i in range(2):
+        d.inject(
+            ".",
+            seq=d.R(1 + size * i),
+            ack=d.L(1),
+            payload=data[size * i : size * (i + 1)],
+            ts=(6000 + i, tsv(RTT)),
+            at=1.0 + i / 1000,
+        )
+    d.expect(".", seq=d.L(1), ack=d.R(1 + 2 * size), at=1.001)
+    d.expect_nothing()
+
+
+def test_sack_blocks_repeated_after_a_lost_ack_are_not_reordering() -> None:
+    """The ACK that first reported a block was lost; the next one repeats it after
+    a newer block (RFC 2018 §4). Taken lowest first, as Linux does, that is not a
+    segment delivered below the highest SACKed one (RFC 8985 §6.2 step 3)."""
+    d = opened(Drill())
+    _send_ten(d)
+    # (the ACK that SACKed 2001-3001 was lost; 3001-4001 has not arrived yet)
+    _sack(d, 1001, [(4001, 5001), (2001, 3001)], 1.252)
+    assert not d.conn.stats()["reordering_seen"]
+    # A segment that really arrives late, below the highest SACKed: reordering.
+    _sack(d, 1001, [(2001, 5001)], 1.253)
+    assert d.conn.stats()["reordering_seen"]
+
+
+def test_sacked_segments_give_rtt_samples() -> None:
+    """While a hole holds SND.UNA, the earliest newly SACKed segment (never
+    retransmitted) is an RTT sample, as Linux's tcp_ack_update_rtt takes it: SRTT
+    keeps following a path whose queue grows during the recovery."""
+    d = opened(Drill(), ts=False)
+    d.send(pattern(0, 6000), at=1.0)
+    d.take_sent()
+    srtt = d.conn.rtt.srtt
+    for i, t in enumerate((1.8, 1.9, 2.0)):
+        d.inject(".", seq=d.R(1), ack=d.L(1), sack=((d.L(1001), d.L(2001 + 1000 * i)),), at=t)
+    assert srtt is not None and d.conn.rtt.srtt is not None
+    assert d.conn.rtt.srtt > srtt + 0.05  # samples of 0.8, 0.9 and 1.0 s moved it
+
+
+def test_resending_the_first_unacked_segment_restarts_the_rto() -> None:
+    """Linux's tcp_xmit_retransmit_queue: the RTO runs from the retransmission of
+    the head, so a repair that waits behind a long queue does not time out."""
+    d = opened(Drill())
+    data = _send_ten(d)
+    for k, t in ((3001, 1.3), (4001, 1.301)):
+        _sack(d, 1, [(1001, k)], t)
+    d.expect(".", seq=d.L(1), ack=d.R(1), payload=data[:1000], at=1.301)
+    d.take_sent()
+    # Not 1.0 + RTO: no ACK has moved SND.UNA since the data left at 1.0.
+    assert d.conn._timer_at[Timer.RTO] == pytest.approx(1.301 + d.conn.rtt.rto)
+
+
+def test_eifel_compares_the_echo_with_the_first_retransmission() -> None:
+    """Two hole-filling retransmissions ACKed together echo the first one's
+    timestamp (RFC 7323 §4.3): older than the second, not older than the first.
+    That is no sign of a spurious recovery; only an echo older than the episode's
+    first retransmission is (Linux tcp_packet_delayed)."""
+    rec = LossRecovery(Reno(1000, 10), RttEstimator(1.0, 0.2, 60.0), 1000)
+    rec.undo_retrans = 2  # two retransmissions, neither reported as a duplicate
+    rec.retrans_stamp = 1.252  # first retransmission of the episode
+    rec.sb.rtx_acked_xmit = 1.262  # the newest retransmission this ACK covers
+    first = int(1.252 * 1000)  # TSvals are int(send time in ms)
+    assert not rec._may_undo(first, True)  # echoes the first retransmission
+    assert rec._may_undo(first - 1, True)  # echoes an original sent before it
+    assert not rec._may_undo(first - 1, False)  # only an ACK of new data decides

@@ -167,12 +167,21 @@ def reorder_table(results: Sequence[JSONDict]) -> Table | None:
         f"Reordering: {100 * p['reorder']:g}% of data segments held back "
         f"{p['reorder_delay_ms']:g} ms ({p['rate_mbps']:g}M {p['rtt_ms']:g}ms "
         f"{p['buffer_bdp']:g}BDP, no loss)",
-        ["controller", "gp%", "rtx%", "spurious segs", "spurious %", "queue drops", "RTO"],
+        [
+            "controller",
+            "gp%",
+            "rtx%",
+            "spurious segs",
+            "wire dups",
+            "PAWS discards",
+            "queue drops",
+            "RTO",
+        ],
     )
     for r in rows:
         f = _flow(r)
         if f is None:
-            table.rows.append([r["controllers"][0], "ERROR", "", "", "", "", ""])
+            table.rows.append([r["controllers"][0], "ERROR", "", "", "", "", "", ""])
             continue
         table.rows.append(
             [
@@ -180,13 +189,18 @@ def reorder_table(results: Sequence[JSONDict]) -> Table | None:
                 _f(f["goodput_pct"]),
                 _f(f["retx_pct"], 2),
                 _f(f["spurious_segments"]),
-                _f(f["spurious_pct"], 2),
+                _f(f["wire_dup_segments"]),
+                _f(f["paws_discarded"]),
                 _f(r["bottleneck"].get("queue_drops")),
                 _f(f["engine_delta"].get("rto_expiries")),
             ]
         )
     table.notes.append(
-        "spurious = data segments that reached the receiver carrying bytes it already had"
+        "spurious = retransmitted segments whose bytes the receiving TCP already had "
+        "(it answers them with D-SACK); wire dups = segments that reached the receiver's "
+        "host carrying bytes that had arrived before, which also counts originals the "
+        "receiver discarded (PAWS discards: a reordered original older than the "
+        "retransmission that filled the hole before it, RFC 7323 §5.3) and then needed"
     )
     return table
 

@@ -301,7 +301,11 @@ def _flow_result(
     payload, header = _shape(meter)
     max_goodput = path.rate * payload / (payload + header)
     base_rtt = path.rtt + (payload + header) / path.rate
-    goodput = wire["delivered"] / measure
+    # Goodput: payload bytes that reached the receiver for the first time in the
+    # window. (What the application read in order can exceed the link rate in a
+    # window that starts while a hole holds data back; it is kept as app_*.)
+    goodput = (wire["rcv_bytes"] - wire["dup_bytes"]) / measure
+    app_goodput = wire["delivered"] / measure
     samples = sorted(meter.rtt_samples)
     p50 = percentile(samples, 50)
     sent = wire["sent_bytes"]
@@ -311,10 +315,18 @@ def _flow_result(
         "goodput_Bps": goodput,
         "goodput_pct": 100 * goodput / max_goodput,
         "goodput_raw_pct": 100 * goodput / path.rate,
+        "app_goodput_Bps": app_goodput,
+        "app_goodput_pct": 100 * app_goodput / max_goodput,
         "retx_pct": 100 * wire["retx_bytes"] / sent if sent else None,
-        "spurious_bytes": wire["dup_bytes"],
-        "spurious_segments": wire["dup_segs"],
-        "spurious_pct": 100 * wire["dup_bytes"] / sent if sent else None,
+        # Unneeded retransmissions: data segments the receiving TCP already had
+        # (what it reports with D-SACK). The wire meter's count also includes
+        # originals that arrived but that the receiver discarded, e.g. by PAWS
+        # (RFC 7323 §5.3) after a retransmission filled the hole before them.
+        "spurious_segments": receiver.get("dup_data_segments", 0),
+        "paws_discarded": receiver.get("paws_drops", 0),
+        "wire_dup_bytes": wire["dup_bytes"],
+        "wire_dup_segments": wire["dup_segs"],
+        "wire_dup_pct": 100 * wire["dup_bytes"] / sent if sent else None,
         "rtt_p50_s": p50,
         "rtt_p90_s": percentile(samples, 90),
         "rtt_p99_s": percentile(samples, 99),

@@ -7,7 +7,8 @@ unchanged on top of it:
 * ``write()`` never blocks; data waits in the connection's send buffer, and the
   protocol's ``pause_writing()``/``resume_writing()`` follow that buffer's
   high/low water marks (``set_write_buffer_limits``; default high = ``Config.snd_buf``,
-  low = high // 4), so ``StreamWriter.drain()`` really blocks;
+  low = 2/3 of high, since that buffer also holds unacknowledged data, as a kernel
+  socket buffer does), so ``StreamWriter.drain()`` really blocks;
 * ``pause_reading()`` stops taking data from the connection: its receive buffer
   fills, the advertised window closes and the sender stalls, so memory stays
   bounded and nothing is dropped;
@@ -21,6 +22,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ..engine import Connection
+from ..engine.connection import default_write_low
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -72,7 +74,7 @@ class RudpTransport(asyncio.Transport):
     # ----------------------------------------------------------- BaseTransport
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == STATS_KEY:
-            return self._conn.stats()
+            return self._conn.stats(self._loop.time())
         if name == "peername":
             return self._conn.addr  # current: it follows a NAT rebinding
         if name == "sockname":
@@ -183,9 +185,9 @@ class RudpTransport(asyncio.Transport):
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         if high is None:
-            high = self._conn.config.snd_buf if low is None else 4 * low
+            high = self._conn.config.snd_buf if low is None else max(low, 3 * low // 2)
         if low is None:
-            low = high // 4
+            low = default_write_low(high)
         paused = self._conn.set_write_buffer_limits(high, low)
         if paused and not self._protocol_paused:
             self._protocol_paused = True

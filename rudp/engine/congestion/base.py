@@ -15,7 +15,9 @@ Call sequence, per connection:
   in loss recovery (RFC 6937 PRR sizes sending then); for the others it is called
   always, with ``rs.in_recovery`` telling them;
 * :meth:`on_congestion_event` when loss recovery starts (at most once per round trip
-  of data: one event per recovery episode), after :meth:`save_undo_state`;
+  of data: one event per recovery episode), after :meth:`save_undo_state`; its
+  ``basis`` is the window to reduce from: FlightSize, capped at ``cwnd`` (see
+  docs/recovery.md);
 * :meth:`on_recovery_end` when that episode's data is all acknowledged;
 * :meth:`on_rto` when the retransmission timer expires (after :meth:`save_undo_state`);
 * :meth:`undo` when the last congestion event or RTO proved spurious (D-SACK or
@@ -113,14 +115,15 @@ class CongestionControl:
     def on_ack(self, rs: AckSample, now: float) -> None:
         """An ACK delivered new data (see the module docstring for when)."""
 
-    def on_congestion_event(self, now: float, in_flight: int) -> None:
-        """Loss detected: a congestion event (one per recovery episode) begins."""
+    def on_congestion_event(self, now: float, basis: int) -> None:
+        """Loss detected: a congestion event (one per recovery episode) begins;
+        reduce from ``basis`` bytes."""
 
     def on_recovery_end(self, now: float) -> None:
         """The loss recovery episode started by :meth:`on_congestion_event` ended."""
 
-    def on_rto(self, now: float, in_flight: int) -> None:
-        """The retransmission timer expired."""
+    def on_rto(self, now: float, basis: int) -> None:
+        """The retransmission timer expired (``basis``: as in on_congestion_event)."""
 
     def on_idle_restart(self, now: float) -> None:
         """Sending restarts after an idle period longer than the RTO (RFC 5681 §4.1)."""

@@ -211,7 +211,7 @@ class Cubic(CongestionControl):
         self.cwnd += whole
 
     # ---------------------------------------------------- congestion events
-    def _reduce(self, in_flight: int) -> None:
+    def _reduce(self, basis: int) -> None:
         """RFC 9438 §4.6 multiplicative decrease with §4.7 fast convergence."""
         cwnd = self.cwnd
         if self.fast_convergence and cwnd < self.w_max:
@@ -219,16 +219,16 @@ class Cubic(CongestionControl):
         else:
             self.w_max = float(cwnd)
         self.cwnd_prior = cwnd
-        # ssthresh from flight_size (the RFC's formula; growth is already held
-        # to is_cwnd_limited, so it is close to cwnd when the window was used).
-        self.ssthresh = max(int(in_flight * BETA_CUBIC), 2 * self.mss)
+        # ssthresh = flight_size * beta (the connection caps FlightSize at cwnd:
+        # LossRecovery.reduction_basis).
+        self.ssthresh = max(int(basis * BETA_CUBIC), 2 * self.mss)
         self.t_epoch = None
         self._limited_since = None
         self._frac = 0.0
         self.hystart = HS_OFF
 
-    def on_congestion_event(self, now: float, in_flight: int) -> None:
-        self._reduce(in_flight)
+    def on_congestion_event(self, now: float, basis: int) -> None:
+        self._reduce(basis)
         # §4.6: cwnd = max(ssthresh, 2) at once; PRR paces the way down.
         self.cwnd = self.ssthresh
         self._in_reduction = True
@@ -239,13 +239,13 @@ class Cubic(CongestionControl):
             self.cwnd = self.ssthresh
             self._in_reduction = False
 
-    def on_rto(self, now: float, in_flight: int) -> None:
+    def on_rto(self, now: float, basis: int) -> None:
         # §4.8: ssthresh from beta_cubic as in §4.6, cwnd as Reno (RFC 5681:
         # the loss window, 1 SMSS). A repeated RTO, or one inside a recovery
         # episode that already reduced, keeps ssthresh (RFC 5681 §3.1; Linux
         # tcp_enter_loss).
         if not (self._after_rto or self._in_reduction):
-            self._reduce(in_flight)
+            self._reduce(basis)
         self.t_epoch = None
         self.hystart = HS_OFF
         # §4.8: the first CA stage after a timeout uses K = 0 and W_max = cwnd

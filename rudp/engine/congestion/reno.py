@@ -44,9 +44,10 @@ class Reno(CongestionControl):
             cwnd += self.mss
         self.cwnd = cwnd
 
-    def on_congestion_event(self, now: float, in_flight: int) -> None:
-        # RFC 5681 §3.2 step 2, eq. (4): ssthresh = max(FlightSize / 2, 2 * SMSS).
-        self.ssthresh = max(in_flight // 2, 2 * self.mss)
+    def on_congestion_event(self, now: float, basis: int) -> None:
+        # RFC 5681 §3.2 step 2, eq. (4): ssthresh = max(FlightSize / 2, 2 * SMSS),
+        # FlightSize capped at cwnd (see LossRecovery.reduction_basis).
+        self.ssthresh = max(basis // 2, 2 * self.mss)
         self.cwnd = self.ssthresh
 
     def on_recovery_end(self, now: float) -> None:
@@ -54,9 +55,9 @@ class Reno(CongestionControl):
         self.cwnd = self.ssthresh
         self._ca_acc = 0
 
-    def on_rto(self, now: float, in_flight: int) -> None:
+    def on_rto(self, now: float, basis: int) -> None:
         # RFC 5681 §3.1 eq. (4) and: cwnd <- loss window (1 SMSS).
-        self.ssthresh = max(in_flight // 2, 2 * self.mss)
+        self.ssthresh = max(basis // 2, 2 * self.mss)
         self.cwnd = self.mss
         self._ca_acc = 0
 

@@ -191,7 +191,11 @@ class LossRecovery:
             sb.ack(una, now)
         if dsack is not None:
             self._on_dsack(dsack, una, snd_max)
-        for left, right in sack:
+        # Lowest block first, as Linux sorts them (tcp_sacktag_write_queue): blocks
+        # come most recent first (RFC 2018 §4), and walking them in that order
+        # would take an older block, repeated after the ACK that first carried it
+        # was lost, for reordering (RFC 8985 §6.2 step 3).
+        for left, right in sorted(sack) if len(sack) > 1 else sack:
             sb.sack(left, right, now)
         if sb.sacked and (first := sb.first()) is not None and first[3] & SACKED:
             # RFC 2018 §8: the cumulative ACK stopped at data the receiver had
@@ -199,15 +203,21 @@ class LossRecovery:
             sb.clear_sacked()
 
         # --- RTT (RFC 6298 §3 with Karn's rule, RFC 7323 §4 with timestamps) ---
+        # Linux's order (tcp_ack_update_rtt): the cumulatively ACKed segment, else
+        # the earliest newly SACKed one (both never retransmitted: Karn), else the
+        # echoed timestamp of an ACK that acknowledged new data (RFC 7323 §4.1).
+        # The SACK sample keeps the RTO following a queue that grows while the
+        # cumulative ACK is held at a hole during recovery.
         sample = -1.0
-        if acked:
-            if sb.rtt_rec is not None:
-                sample = now - sb.rtt_rec[XMIT]
-            elif ts_rtt >= 0:
-                sample = ts_rtt
-            if sample >= 0:
-                expected = -(-prior_in_flight // (2 * mss)) if mss else 1
-                rtt.sample(sample, now, expected)
+        if acked and sb.rtt_rec is not None:
+            sample = now - sb.rtt_rec[XMIT]
+        elif sb.sack_rtt_rec is not None:
+            sample = now - sb.sack_rtt_rec[XMIT]
+        elif acked and ts_rtt >= 0:
+            sample = ts_rtt
+        if sample >= 0:
+            expected = -(-prior_in_flight // (2 * mss)) if mss else 1
+            rtt.sample(sample, now, expected)
         rack_rec = sb.rack_rec
         newest_rtt = sample
         if rack_rec is not None:
@@ -302,6 +312,15 @@ class LossRecovery:
             self.prr_cwnd = self.in_flight(outstanding) + self.mss  # let one out now
         return lost
 
+    def reduction_basis(self, flight_size: int) -> int:
+        """What a congestion response reduces from: FlightSize (RFC 5681 eq. 4,
+        RFC 9438 §4.6), but never more than cwnd. SACKed data held behind a hole
+        that outlives a round trip still counts in FlightSize, so it can exceed
+        what the window let into the network, and a "reduction" from it would
+        raise the window (Linux bases every reduction on cwnd)."""
+        cwnd = self.cc.cwnd
+        return flight_size if flight_size < cwnd else cwnd
+
     def _cwnd_limited(self) -> bool:
         """RFC 7661 / Linux tcp_is_cwnd_limited: was the window used last round?"""
         cc = self.cc
@@ -351,7 +370,7 @@ class LossRecovery:
         self.undo_start = snd_max - outstanding
         self.retrans_stamp = 0.0
         cc.save_undo_state()
-        cc.on_congestion_event(now, outstanding)
+        cc.on_congestion_event(now, self.reduction_basis(outstanding))
         self.prr.start(prior_in_flight)
         self.prr_cwnd = 0
 
@@ -371,13 +390,17 @@ class LossRecovery:
             return False
         if self.undo_retrans <= 0:
             return True  # every retransmission D-SACKed (RFC 2883 §4)
-        # RFC 3522 Eifel: the first cumulative ACK of a segment retransmitted in this
-        # episode echoes a timestamp older than that retransmission: the original
-        # transmission got through.
+        # RFC 3522 Eifel (Linux tcp_packet_delayed): an ACK that cumulatively
+        # acknowledges data retransmitted in this episode echoes a timestamp older
+        # than the episode's *first* retransmission: the segment that moved the
+        # receiver's RCV.NXT was an original, so nothing had been lost. (Comparing
+        # with the newest retransmission it covers would be wrong: a receiver that
+        # ACKs two hole-filling retransmissions at once echoes the first one's
+        # timestamp, RFC 7323 §4.3.) TSvals are int(send time in ms).
         rtx = self.sb.rtx_acked_xmit
         if not acked or echo_ms < 0 or rtx < self.retrans_stamp:
             return False
-        return 0 < (int(rtx * 1000) - echo_ms) & 0xFFFFFFFF < 1 << 31
+        return 0 < (int(self.retrans_stamp * 1000) - echo_ms) & 0xFFFFFFFF < 1 << 31
 
     def _undo(self, now: float) -> None:
         self.cc.undo(now)
@@ -390,8 +413,11 @@ class LossRecovery:
         """RFC 2883: the receiver got ``dsack`` twice."""
         left, right = dsack
         self.dsacks_received += 1
+        # RFC 8985 §6.2 step 4: a D-SACK widens the reordering window; it does not
+        # by itself say the path reorders (a TLP probe or an RTO duplicating a
+        # segment whose ACK was late or lost draws one too), so reordering_seen is
+        # left to step 3 and to a full undo.
         self.rack.on_dsack(una, snd_max)
-        self.rack.reordering_seen = True
         # Only duplicates of this episode's data count towards undoing it (Linux:
         # after(end_seq, undo_marker)); a late D-SACK for an older episode's
         # retransmission says nothing about this one.
@@ -413,7 +439,7 @@ class LossRecovery:
             self.undo_start = una
             self.retrans_stamp = 0.0
             self.cc.save_undo_state()
-        self.cc.on_rto(now, snd_max - una)
+        self.cc.on_rto(now, self.reduction_basis(snd_max - una))
         for rec in sb.outstanding_records():
             sb.mark_lost(rec)
         self.state = LOSS
@@ -456,5 +482,5 @@ class LossRecovery:
                 # tcp_process_tlp_ack: a window reduction, then back to Open).
                 self.tlp_recoveries += 1
                 self.cc.save_undo_state()
-                self.cc.on_congestion_event(now, max(in_flight, self.cc.cwnd))
+                self.cc.on_congestion_event(now, self.reduction_basis(in_flight))
                 self.cc.on_recovery_end(now)

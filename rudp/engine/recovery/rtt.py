@@ -64,9 +64,14 @@ class RttEstimator:
             self.rttvar = (1 - beta) * self.rttvar + beta * abs(self.srtt - r)
             self.srtt = (1 - alpha) * self.srtt + alpha * r
         self.backoff = 0
-        rto = self.srtt + max(_G, _K * self.rttvar)
-        # §2.4 lower bound, §2.5 upper bound.
-        self.rto = min(max(rto, self.rto_min), self.rto_max)
+        # §2.3 RTO = SRTT + max(G, K*RTTVAR), with the lower bound applied as Linux
+        # does (__tcp_set_rto: rttvar is at least tcp_rto_min), to the variance
+        # term rather than to the sum (§2.4): RTO >= SRTT + rto_min. A queue that
+        # grows faster than SRTT follows (slow start filling a deep buffer, the
+        # RTT doubling within two rounds) then does not make the timer fire
+        # while the ACKs are merely late. §2.5 upper bound.
+        rto = self.srtt + max(_G, _K * self.rttvar, self.rto_min)
+        self.rto = min(rto, self.rto_max)
 
     def note_min(self, r: float, now: float) -> None:
         """Feed the minimum-RTT filter only (samples too noisy for SRTT)."""

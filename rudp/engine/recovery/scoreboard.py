@@ -72,6 +72,7 @@ class Scoreboard:
         "retrans",
         "rtt_rec",
         "rtx_acked_xmit",
+        "sack_rtt_rec",
         "sacked",
         "tsq",
     )
@@ -99,6 +100,9 @@ class Scoreboard:
         self.rate_rec: Record | None = None
         self.rack_rec: Record | None = None
         self.rtt_rec: Record | None = None
+        #: The earliest-sent never-retransmitted record newly SACKed by this ACK
+        #: (Linux's first_sackt): an RTT sample when the cumulative ACK gives none.
+        self.sack_rtt_rec: Record | None = None
         self.reordering = False
         #: Latest transmission time of a retransmitted record this ACK acknowledged
         #: cumulatively (-1: none), for Eifel (RFC 3522).
@@ -236,7 +240,7 @@ class Scoreboard:
         self.guard_rtt = guard_rtt
         self.newly_delivered = 0
         self.newly_acked = 0
-        self.rate_rec = self.rack_rec = self.rtt_rec = None
+        self.rate_rec = self.rack_rec = self.rtt_rec = self.sack_rtt_rec = None
         self.reordering = False
         self.rtx_acked_xmit = -1.0
 
@@ -344,6 +348,10 @@ class Scoreboard:
                 rec[FLAGS] = (flags | SACKED) & ~(LOST | RETRANS)
                 self.sacked += size
                 self._delivered(rec, now)
+                if not flags & EVER_RETRANS:
+                    best = self.sack_rtt_rec
+                    if best is None or rec[XMIT] < best[XMIT]:
+                        self.sack_rtt_rec = rec
                 if rec[END] > fack:
                     fack = rec[END]
             i += 1
