@@ -302,6 +302,7 @@ class Connection:
         "snd_wnd",
         "snd_wscale",
         "state",
+        "time_wait_link",
         "ts_missing_drops",
         "window_probes",
         "write_high",
@@ -406,6 +407,9 @@ class Connection:
         self.deadline = INF
         #: Owned by the host: the deadline it has scheduled for this connection.
         self.sched_at = INF
+        #: Owned by the host: what lets a compact TIME-WAIT record reach this
+        #: connection when it cannot take a weak reference (rudp.engine.timewait).
+        self.time_wait_link: object | None = None
 
         # --- RTT, RTO, loss recovery, congestion control ---
         self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max)
