@@ -8,7 +8,7 @@
   the build environment: ``RUDP_MYPYC=1 pip install --no-build-isolation .`` with
   mypy installed): the modules of ``rudp._compiled.MODULES`` become extension
   modules, and ``rudp/_compiled.json`` records the SHA-256 of each source so that
-  edited sources are never shadowed by stale compiled code (docs/performance.md).
+  edited sources are never shadowed by stale compiled code (benchmarks/RESULTS.md).
 
 ``pip install -e .`` builds in place, next to the sources; after editing the C file,
 run it again (or ``python setup.py build_ext --inplace``).

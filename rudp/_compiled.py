@@ -1,4 +1,4 @@
-"""Which engine modules run compiled: the optional mypyc build (docs/performance.md).
+"""Which engine modules run compiled: the optional mypyc build (benchmarks/RESULTS.md).
 
 ``RUDP_MYPYC=1 pip install ...`` compiles :data:`MODULES` with mypyc (see setup.py)
 into extension modules next to their sources and records each source's SHA-256 in
@@ -35,9 +35,9 @@ from types import ModuleType
 #: per-segment paths and what they call. Their code must stay mypyc-compatible:
 #: no weak references to their instances (a mypyc class has no ``__weakref__``;
 #: one derived from a Python class has, but mypyc 2.4 does not clear it when the
-#: object dies), no monkeypatching, no subclasses outside the compiled set. Not
-#: compiled: timewait (it takes a weak reference to a Connection: it needs another
-#: way to reach it before connection.py can be compiled), the congestion
+#: object dies: rudp.engine.timewait reaches a compiled Connection through a plain
+#: link object instead), no monkeypatching, no subclasses outside the compiled set.
+#: Not compiled: timewait (its link must stay a plain Python class), the congestion
 #: controllers (the application may subclass them).
 MODULES: tuple[str, ...] = (
     "rudp.seq",

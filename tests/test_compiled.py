@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.machinery
 import os
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,67 @@ def test_compiled_build_is_fresh() -> None:
         _compiled._load_manifest(Path(_compiled.__file__).parent),
     )
     assert use and not stale
+
+
+class _Unreferenceable:
+    """Stands in for a compiled Connection: no ``__weakref__``."""
+
+    __slots__ = ("closed", "time_wait_link")
+
+    def __init__(self) -> None:
+        self.time_wait_link: object | None = None
+        self.closed = False
+
+    def time_wait_ended(self, now: float) -> None:
+        self.closed = True
+
+
+def test_time_wait_reaches_a_connection_without_weak_references_and_never_keeps_it() -> None:
+    from rudp.engine.timewait import _conn_ref
+
+    conn = _Unreferenceable()
+    with pytest.raises(TypeError):
+        weakref.ref(conn)
+    ref = _conn_ref(conn)  # type: ignore[arg-type]
+    assert ref() is conn and conn.time_wait_link is not None
+    # The application lets it go: the connection and its link are collected.
+    alive = weakref.ref(conn.time_wait_link)
+    del conn
+    gc.collect()
+    assert alive() is None and ref() is None
+
+
+def test_time_wait_end_closes_a_held_connection_and_breaks_the_link() -> None:
+    import rudp
+    from rudp.engine import Endpoint, State
+
+    ep_a, ep_b = Endpoint(rudp.Config(), seed=1), Endpoint(rudp.Config(), seed=2)
+    ep_b.listen(80)
+    a, b = ("10.0.0.1", 1), ("10.0.0.2", 2)
+    now = 0.0
+
+    def pump() -> None:
+        for _ in range(20):
+            out_a, out_b = ep_a.datagrams_to_send(now), ep_b.datagrams_to_send(now)
+            for data, _ in out_a:
+                ep_b.receive_datagram(data, a, now)
+            for data, _ in out_b:
+                ep_a.receive_datagram(data, b, now)
+            while ep_a.next_event() is not None or ep_b.next_event() is not None:
+                pass
+            if not out_a and not out_b:
+                return
+
+    conn = ep_a.connect(b, 80, now)
+    pump()
+    (server,) = [c for c in ep_b.connections.values() if c is not conn]
+    conn.close(now)
+    pump()
+    server.close(now)  # type: ignore[union-attr]
+    pump()
+    assert conn.state is State.TIME_WAIT
+    assert type(ep_a.connections[conn.key]).__name__ == "TimeWait"  # compacted
+    now = 2 * rudp.Config().msl + 1
+    ep_a.handle_timer(now)
+    assert conn.state is State.CLOSED and conn.time_wait_link is None
+    assert conn.key not in ep_a.connections
