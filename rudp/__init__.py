@@ -16,6 +16,7 @@ from .aio import (
     create_server,
     open_connection,
     start_server,
+    start_tls,
 )
 from .config import Config
 from .errors import (
@@ -49,4 +50,5 @@ __all__ = [
     "create_server",
     "open_connection",
     "start_server",
+    "start_tls",
 ]
