@@ -27,7 +27,7 @@ MB = 1_000_000
 GB = 1_000_000_000
 KiB = 1024
 
-STACKS = ("rudp", "tcp", "aioquic", "udp")
+STACKS = ("rudp", "tcp", "aioquic", "udp", "udp-gso")
 LOOPS = ("asyncio", "uvloop")
 WORKLOADS = ("bulk", "rr", "setup", "idle")
 

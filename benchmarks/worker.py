@@ -61,6 +61,10 @@ def _make_server(spec: Spec) -> _Server:
         from .udp_peer import UdpServer
 
         return UdpServer(spec)
+    if spec.stack == "udp-gso":
+        from .udp_gso import UdpGsoServer
+
+        return UdpGsoServer(spec)
     from .workloads import StreamServer
 
     return StreamServer(spec)
@@ -88,6 +92,8 @@ async def _server_main(spec: Spec, emit: Emit) -> None:
 async def _client_main(spec: Spec, emit: Emit) -> None:
     if spec.stack == "udp":
         from .udp_peer import run_client
+    elif spec.stack == "udp-gso":
+        from .udp_gso import run_client
     else:
         from .workloads import run_client
     metrics = await run_client(spec)
@@ -123,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(args) != 1:
             raise SystemExit("usage: python -m benchmarks.worker '<spec json>'")
         spec = Spec.from_json(args[0])
+        if spec.params.get("gso") is False:
+            # rudp's socket layer without UDP GSO/GRO (read when a socket is set up).
+            os.environ["RUDP_NO_GSO"] = os.environ["RUDP_NO_GRO"] = "1"
         raise_fd_limit()
         if spec.cpu is not None and hasattr(os, "sched_setaffinity"):
             with contextlib.suppress(OSError):

@@ -4,6 +4,8 @@ A sans-IO TCP engine (:mod:`rudp.engine`), a deterministic network simulator
 (:mod:`rudp.sim`) and an asyncio layer whose API mirrors asyncio's streams.
 """
 
+# First: decides whether the mypyc-compiled engine modules, if built, may be used.
+from . import _compiled  # noqa: F401  # isort: skip
 from .aio import (
     STATS_KEY,
     Endpoint,

@@ -1,11 +1,13 @@
 /*
  * rudp._accel: optional compiled helpers for the wire hot path.
  *
- * Today: the segment checksum (docs/wire.md), the RFC 1071 one's-complement
- * sum of big-endian 16-bit words with an odd final byte padded by a zero byte.
- * rudp.wire.checksum falls back to its pure-Python functions when this module
- * is absent (or RUDP_PURE_PYTHON=1), and both must return identical values for
- * every input; tests/test_accel.py compares them.
+ * The segment checksum (docs/wire.md), the RFC 1071 one's-complement sum of
+ * big-endian 16-bit words with an odd final byte padded by a zero byte; and
+ * parse_segment/build_segment/build_segment_ts, the per-segment work of
+ * rudp.wire.segment (RFC 9293 section 3.1 header, RFC 7323 timestamps).
+ * rudp.wire falls back to its pure-Python functions when this module is absent
+ * (or RUDP_PURE_PYTHON=1), and both must return identical values for every
+ * input; tests/test_accel.py compares them.
  *
  * How the sum is computed fast (RFC 1071 section 2):
  *   (A) the sum is associative and commutative, so any grouping works;
@@ -20,14 +22,28 @@
  *       implementation (int.from_bytes(...) % 0xFFFF, 0 -> 0xFFFF) returns.
  * Loads use memcpy, so no alignment is needed.
  *
- * The module has no state (m_size 0) and holds no global objects, so it is
- * safe with sub-interpreters and without the GIL.
+ * Segments: parse_segment returns an instance of the pure-Python class
+ * rudp.wire.segment.Segment, so both implementations hand the engine the same
+ * type. bind_segment(Segment, ParseError) tells the module that class: it must
+ * have __slots__ (member descriptors) for every field, and parse_segment fills
+ * the slots of a new instance directly (as Segment.__init__ would, which must
+ * stay plain assignments). Everything lives in per-module state, so the module
+ * is safe with sub-interpreters; nothing is mutated after binding, so it is
+ * safe without the GIL too.
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h> /* T_OBJECT_EX (Py_T_OBJECT_EX from 3.12) */
 #include <stdint.h>
 #include <string.h>
+
+#ifndef Py_T_OBJECT_EX
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#endif
+#ifndef Py_READONLY
+#define Py_READONLY READONLY
+#endif
 
 #define MODULE_NAME "rudp._accel"
 
@@ -218,19 +234,705 @@ verify(PyObject *Py_UNUSED(module), PyObject *data)
     return PyBool_FromLong(s == 0xFFFFu);
 }
 
+/* ------------------------------------------------------------------------
+ * Segments (RFC 9293 section 3.1): the 20-byte header, options, data.
+ */
+
+/* The fields of rudp.wire.segment.Segment, in the order of its __init__. */
+enum {
+    F_SPORT, F_DPORT, F_SEQ, F_ACK, F_FLAGS, F_WND, F_PAYLOAD, F_URP,
+    F_MSS, F_WSCALE, F_SACK_PERM, F_SACK, F_TS, N_FIELDS
+};
+static const char *const field_names[N_FIELDS] = {
+    "sport", "dport", "seq", "ack", "flags", "wnd", "payload", "urp",
+    "mss", "wscale", "sack_perm", "sack", "ts",
+};
+
+typedef struct {
+    PyObject *segment_type;  /* the bound Segment class (NULL until bind_segment) */
+    PyObject *parse_error;   /* its ParseError exception */
+    PyObject *struct_error;  /* struct.error: what the Python builders raise */
+    PyObject *builtin_min;   /* builtins.min, for earliest()'s general case */
+    Py_ssize_t offsets[N_FIELDS];
+} accel_state;
+
+static inline accel_state *
+get_state(PyObject *module)
+{
+    return (accel_state *)PyModule_GetState(module);
+}
+
+#define HEADER_LEN 20
+#define OPT_EOL 0
+#define OPT_NOP 1
+#define OPT_MSS 2
+#define OPT_WSCALE 3
+#define OPT_SACK_PERM 4
+#define OPT_SACK 5
+#define OPT_TIMESTAMP 8
+/* NOP, NOP, kind 8, length 10 (RFC 7323 Appendix A): the timestamps layout of
+ * every segment after the SYN, 12 bytes right after the fixed header. */
+#define TS_FAST_HLEN 32
+#define MAX_OPTIONS 40
+
+static inline uint32_t
+load16(const unsigned char *p)
+{
+    return ((uint32_t)p[0] << 8) | p[1];
+}
+
+static inline uint32_t
+load32(const unsigned char *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static inline void
+store16(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 8);
+    p[1] = (unsigned char)v;
+}
+
+static inline void
+store32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* Bind fastcall arguments to parameters like a Python def does: up to npos
+ * positionally, any by keyword (those from npos on only by keyword), the first
+ * nrequired required. out[] gets borrowed references, NULL where defaulted. */
+static int
+bind_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+          const char *const *names, Py_ssize_t npos, Py_ssize_t nparams,
+          Py_ssize_t nrequired, PyObject **out)
+{
+    Py_ssize_t i, j, nkw;
+
+    if (nargs > npos) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd positional arguments (%zd given)",
+                     fname, npos, nargs);
+        return -1;
+    }
+    for (i = 0; i < nparams; i++)
+        out[i] = i < nargs ? args[i] : NULL;
+    nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (j = 0; j < nkw; j++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, j);
+        for (i = 0; i < nparams; i++)
+            if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0)
+                break;
+        if (i == nparams) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
+                         fname, key);
+            return -1;
+        }
+        if (out[i] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
+                         names[i]);
+            return -1;
+        }
+        out[i] = args[nargs + j];
+    }
+    for (i = 0; i < nrequired; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
+                         names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* An unsigned field as struct.pack checks it: an integer (or __index__) in
+ * 0..max, else struct.error. */
+static int
+get_field(accel_state *st, PyObject *obj, unsigned long long max, const char *what,
+          uint32_t *out)
+{
+    unsigned long long v;
+    PyObject *index;
+
+    if (PyLong_CheckExact(obj)) {
+        Py_INCREF(obj);
+        index = obj;
+    }
+    else {
+        index = PyNumber_Index(obj);
+        if (index == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_TypeError))
+                return -1;
+            PyErr_SetString(st->struct_error, "required argument is not an integer");
+            return -1;
+        }
+    }
+    v = PyLong_AsUnsignedLongLong(index);
+    Py_DECREF(index);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return -1;
+        v = max + 1; /* negative, or beyond 64 bits */
+        PyErr_Clear();
+    }
+    if (v > max) {
+        PyErr_Format(st->struct_error, "'%s' format requires 0 <= number <= %llu", what, max);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static PyObject *
+parse_error(accel_state *st, const char *reason)
+{
+    PyObject *arg = PyUnicode_FromString(reason);
+    if (arg != NULL) {
+        PyObject *exc = PyObject_CallOneArg(st->parse_error, arg);
+        Py_DECREF(arg);
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+    }
+    return NULL;
+}
+
+/* Store a new reference in a slot of seg (which owns nothing there yet);
+ * a NULL value (a failed allocation) leaves it empty and fails. */
+static inline int
+set_field(accel_state *st, PyObject *seg, int field, PyObject *value)
+{
+    if (value == NULL)
+        return -1;
+    *(PyObject **)((char *)seg + st->offsets[field]) = value;
+    return 0;
+}
+
+/* (u32 at p, u32 at p + 4) as a new tuple. */
+static PyObject *
+pair32(const unsigned char *p)
+{
+    PyObject *t = PyTuple_New(2), *v;
+    int k;
+
+    if (t == NULL)
+        return NULL;
+    for (k = 0; k < 2; k++) {
+        v = PyLong_FromUnsignedLong(load32(p + 4 * k));
+        if (v == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, k, v);
+    }
+    return t;
+}
+
+/* The options after the fixed header (RFC 9293 section 3.1, RFC 7323, RFC
+ * 2018), exactly as rudp.wire.segment._parse_options: unknown kinds skipped by
+ * their length, a known kind with a wrong length ignored, a later option of a
+ * kind replacing an earlier one. Returns the reason of a malformed list, or NULL
+ * (then -1 in *failed means an exception is set). */
+static const char *
+parse_options(accel_state *st, PyObject *seg, const unsigned char *p, Py_ssize_t end,
+              int *failed)
+{
+    Py_ssize_t i = HEADER_LEN, j, length;
+    PyObject *value, **slot;
+    int field;
+
+    *failed = 0;
+    while (i < end) {
+        unsigned char kind = p[i];
+        if (kind == OPT_EOL)
+            return NULL;
+        if (kind == OPT_NOP) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= end)
+            return "option_truncated";
+        length = p[i + 1];
+        if (length < 2)
+            return "option_length";
+        if (i + length > end)
+            return "option_overflow";
+        value = NULL;
+        field = -1;
+        if (kind == OPT_MSS && length == 4) {
+            field = F_MSS;
+            value = PyLong_FromUnsignedLong(load16(p + i + 2));
+        }
+        else if (kind == OPT_WSCALE && length == 3) {
+            field = F_WSCALE;
+            value = PyLong_FromLong(p[i + 2]);
+        }
+        else if (kind == OPT_SACK_PERM && length == 2) {
+            field = F_SACK_PERM;
+            value = Py_NewRef(Py_True);
+        }
+        else if (kind == OPT_SACK && length >= 10 && (length - 2) % 8 == 0) {
+            field = F_SACK;
+            value = PyTuple_New((length - 2) / 8);
+            for (j = 0; value != NULL && j < (length - 2) / 8; j++) {
+                PyObject *block = pair32(p + i + 2 + 8 * j);
+                if (block == NULL)
+                    Py_CLEAR(value);
+                else
+                    PyTuple_SET_ITEM(value, j, block);
+            }
+        }
+        else if (kind == OPT_TIMESTAMP && length == 10) {
+            field = F_TS;
+            value = pair32(p + i + 2);
+        }
+        if (field >= 0) {
+            if (value == NULL) {
+                *failed = -1;
+                return NULL;
+            }
+            slot = (PyObject **)((char *)seg + st->offsets[field]);
+            Py_SETREF(*slot, value);
+        }
+        i += length;
+    }
+    return NULL;
+}
+
+static const char *const parse_names[] = {"data", "check"};
+
+PyDoc_STRVAR(parse_segment_doc,
+"parse_segment(data, *, check=True)\n--\n\n"
+"rudp.wire.segment.parse_segment in C: a Segment parsed from one UDP\n"
+"payload (a C-contiguous buffer), or ParseError(reason). The payload is\n"
+"data[hlen:], a view when data is a memoryview.");
+
+static PyObject *
+parse_segment(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    accel_state *st = get_state(module);
+    PyObject *argv[2], *data, *seg = NULL, *payload;
+    Py_buffer view;
+    const unsigned char *p;
+    const char *reason = NULL;
+    Py_ssize_t n, hlen;
+    int check = 1, failed;
+
+    if (kwnames == NULL && nargs == 1) {
+        data = args[0];
+    }
+    else {
+        if (bind_args("parse_segment", args, nargs, kwnames, parse_names, 1, 2, 1, argv) < 0)
+            return NULL;
+        data = argv[0];
+        if (argv[1] != NULL && (check = PyObject_IsTrue(argv[1])) < 0)
+            return NULL;
+    }
+    if (st->segment_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "rudp._accel.bind_segment() was not called");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    p = (const unsigned char *)view.buf;
+    n = view.len;
+    if (n < HEADER_LEN) {
+        reason = "short";
+        goto done;
+    }
+    hlen = (p[12] >> 4) * 4;
+    if (hlen < HEADER_LEN || hlen > n) {
+        reason = "data_offset";
+        goto done;
+    }
+    /* A checksum field of 0 means "not computed" (docs/wire.md). */
+    if (check && (p[16] | p[17]) && sum_be(p, n) != 0xFFFFu) {
+        reason = "checksum";
+        goto done;
+    }
+    if (hlen < n)
+        payload = PySequence_GetSlice(data, hlen, n);
+    else
+        payload = PyBytes_FromStringAndSize(NULL, 0);
+    if (payload == NULL)
+        goto done;
+    seg = ((PyTypeObject *)st->segment_type)->tp_alloc((PyTypeObject *)st->segment_type, 0);
+    if (seg == NULL) {
+        Py_DECREF(payload);
+        goto done;
+    }
+    set_field(st, seg, F_PAYLOAD, payload);
+    if (set_field(st, seg, F_SPORT, PyLong_FromLong((long)load16(p))) < 0 ||
+        set_field(st, seg, F_DPORT, PyLong_FromLong((long)load16(p + 2))) < 0 ||
+        set_field(st, seg, F_SEQ, PyLong_FromUnsignedLong(load32(p + 4))) < 0 ||
+        set_field(st, seg, F_ACK, PyLong_FromUnsignedLong(load32(p + 8))) < 0 ||
+        set_field(st, seg, F_FLAGS, PyLong_FromLong(p[13])) < 0 ||
+        set_field(st, seg, F_WND, PyLong_FromLong((long)load16(p + 14))) < 0 ||
+        set_field(st, seg, F_URP, PyLong_FromLong((long)load16(p + 18))) < 0)
+        goto fail;
+    set_field(st, seg, F_MSS, Py_NewRef(Py_None));
+    set_field(st, seg, F_WSCALE, Py_NewRef(Py_None));
+    set_field(st, seg, F_SACK_PERM, Py_NewRef(Py_False));
+    set_field(st, seg, F_SACK, Py_NewRef(Py_None));
+    if (hlen == TS_FAST_HLEN && load32(p + HEADER_LEN) == 0x0101080Au) {
+        if (set_field(st, seg, F_TS, pair32(p + 24)) < 0)
+            goto fail;
+        goto done;
+    }
+    set_field(st, seg, F_TS, Py_NewRef(Py_None));
+    if (hlen > HEADER_LEN) {
+        reason = parse_options(st, seg, p, hlen, &failed);
+        if (failed < 0)
+            goto fail;
+        if (reason != NULL)
+            Py_CLEAR(seg);
+    }
+    goto done;
+fail:
+    Py_CLEAR(seg);
+done:
+    PyBuffer_Release(&view);
+    if (reason != NULL)
+        return parse_error(st, reason);
+    return seg;
+}
+
+/* Write the fixed header (checksum 0) at out; the checksum goes in last. */
+static void
+put_header(unsigned char *out, const uint32_t *v, uint32_t off)
+{
+    store16(out, v[0]);      /* source port */
+    store16(out + 2, v[1]);  /* destination port */
+    store32(out + 4, v[2]);  /* sequence number */
+    store32(out + 8, v[3]);  /* acknowledgment number */
+    out[12] = (unsigned char)off;
+    out[13] = (unsigned char)v[4]; /* flags */
+    store16(out + 14, v[5]); /* window */
+    store16(out + 16, 0);    /* checksum */
+    store16(out + 18, v[6]); /* urgent pointer */
+}
+
+/* header (hlen bytes at head) + payload as a new bytes object, with the
+ * checksum computed if asked (a computed 0 is sent as 0xFFFF, docs/wire.md). */
+static PyObject *
+finish_segment(const unsigned char *head, Py_ssize_t hlen, const Py_buffer *payload,
+               int compute_checksum)
+{
+    PyObject *out = PyBytes_FromStringAndSize(NULL, hlen + payload->len);
+    unsigned char *buf;
+    uint32_t csum;
+
+    if (out == NULL)
+        return NULL;
+    buf = (unsigned char *)PyBytes_AS_STRING(out);
+    memcpy(buf, head, (size_t)hlen);
+    if (payload->len)
+        memcpy(buf + hlen, payload->buf, (size_t)payload->len);
+    if (compute_checksum) {
+        csum = ~sum_be(buf, hlen + payload->len) & 0xFFFFu;
+        store16(buf + 16, csum ? csum : 0xFFFFu);
+    }
+    return out;
+}
+
+/* The "HHIIBBHHH" fields of a header: limits and struct format letters. */
+static const unsigned long long field_max[] = {0xFFFF, 0xFFFF, 0xFFFFFFFFull, 0xFFFFFFFFull,
+                                               0xFF, 0xFFFF, 0xFFFF};
+static const char *const field_fmt[] = {"H", "H", "I", "I", "B", "H", "H"};
+
+static const char *const build_names[] = {
+    "sport", "dport", "seq", "ack", "flags", "wnd", "payload", "options", "urp",
+    "compute_checksum",
+};
+
+PyDoc_STRVAR(build_segment_doc,
+"build_segment(sport, dport, seq, ack, flags, wnd, payload=b'', options=b'', urp=0,\n"
+"              compute_checksum=True)\n--\n\n"
+"rudp.wire.segment.build_segment in C: the segment as bytes.");
+
+static PyObject *
+build_segment(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    accel_state *st = get_state(module);
+    PyObject *argv[10];
+    uint32_t v[7];
+    Py_buffer payload, options;
+    unsigned char head[HEADER_LEN + 255 * 4];
+    PyObject *out = NULL;
+    Py_ssize_t off;
+    int k, csum = 1;
+    static const int order[] = {0, 1, 2, 3, 4, 5, 8}; /* argv index of each header field */
+
+    if (bind_args("build_segment", args, nargs, kwnames, build_names, 10, 10, 6, argv) < 0)
+        return NULL;
+    for (k = 0; k < 7; k++) {
+        if (k == 6 && argv[8] == NULL) {
+            v[6] = 0;
+            continue;
+        }
+        if (get_field(st, argv[order[k]], field_max[k], field_fmt[k], &v[k]) < 0)
+            return NULL;
+    }
+    if (argv[9] != NULL && (csum = PyObject_IsTrue(argv[9])) < 0)
+        return NULL;
+    if (argv[7] == NULL)
+        options.len = 0, options.buf = NULL, options.obj = NULL;
+    else if (PyObject_GetBuffer(argv[7], &options, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (argv[6] == NULL)
+        payload.len = 0, payload.buf = NULL, payload.obj = NULL;
+    else if (PyObject_GetBuffer(argv[6], &payload, PyBUF_SIMPLE) < 0)
+        goto release_options;
+    off = ((HEADER_LEN + options.len) / 4) << 4;
+    if (off > 0xFF) {
+        PyErr_Format(st->struct_error, "'B' format requires 0 <= number <= 255");
+        goto release;
+    }
+    put_header(head, v, (uint32_t)off);
+    if (options.len)
+        memcpy(head + HEADER_LEN, options.buf, (size_t)options.len);
+    out = finish_segment(head, HEADER_LEN + options.len, &payload, csum);
+release:
+    if (payload.obj != NULL)
+        PyBuffer_Release(&payload);
+release_options:
+    if (options.obj != NULL)
+        PyBuffer_Release(&options);
+    return out;
+}
+
+static const char *const build_ts_names[] = {
+    "sport", "dport", "seq", "ack", "flags", "wnd", "payload", "tsval", "tsecr",
+    "more_options", "compute_checksum",
+};
+static const int ts_order[] = {0, 1, 2, 3, 4, 5, 7, 8}; /* argv index of each field */
+static const unsigned long long ts_max[] = {0xFFFF, 0xFFFF, 0xFFFFFFFFull, 0xFFFFFFFFull,
+                                            0xFF, 0xFFFF, 0xFFFFFFFFull, 0xFFFFFFFFull};
+static const char *const ts_fmt[] = {"H", "H", "I", "I", "B", "H", "I", "I"};
+
+PyDoc_STRVAR(build_segment_ts_doc,
+"build_segment_ts(sport, dport, seq, ack, flags, wnd, payload, tsval, tsecr,\n"
+"                 more_options=b'', compute_checksum=True)\n--\n\n"
+"rudp.wire.segment.build_segment_ts in C: the segment with the timestamps\n"
+"option first (NOP, NOP, TS), then more_options, as bytes.");
+
+static PyObject *
+build_segment_ts(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    accel_state *st = get_state(module);
+    PyObject *argv[11];
+    PyObject *const *a = args;
+    uint32_t v[8], hv[7];
+    Py_buffer payload, more;
+    unsigned char head[TS_FAST_HLEN + 255 * 4];
+    PyObject *out = NULL;
+    Py_ssize_t off;
+    int k, csum = 1;
+
+    if (kwnames != NULL || nargs < 9) {
+        if (bind_args("build_segment_ts", args, nargs, kwnames, build_ts_names, 11, 11, 9,
+                      argv) < 0)
+            return NULL;
+        a = argv;
+        nargs = 11;
+    }
+    else if (nargs > 11) {
+        PyErr_Format(PyExc_TypeError,
+                     "build_segment_ts() takes at most 11 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    for (k = 0; k < 8; k++)
+        if (get_field(st, a[ts_order[k]], ts_max[k], ts_fmt[k], &v[k]) < 0)
+            return NULL;
+    if (nargs > 10 && a[10] != NULL && (csum = PyObject_IsTrue(a[10])) < 0)
+        return NULL;
+    more.len = 0, more.buf = NULL, more.obj = NULL;
+    if (nargs > 9 && a[9] != NULL) {
+        /* As the Python code's "if more_options:", a false value adds nothing. */
+        k = PyObject_IsTrue(a[9]);
+        if (k < 0 || (k && PyObject_GetBuffer(a[9], &more, PyBUF_SIMPLE) < 0))
+            return NULL;
+    }
+    if (PyObject_GetBuffer(a[6], &payload, PyBUF_SIMPLE) < 0)
+        goto release_more;
+    off = ((TS_FAST_HLEN + more.len) / 4) << 4;
+    if (off > 0xFF) {
+        PyErr_Format(st->struct_error, "'B' format requires 0 <= number <= 255");
+        goto release;
+    }
+    memcpy(hv, v, 6 * sizeof(uint32_t));
+    hv[6] = 0; /* urgent pointer */
+    put_header(head, hv, (uint32_t)off);
+    store32(head + HEADER_LEN, 0x0101080Au);
+    store32(head + HEADER_LEN + 4, v[6]);
+    store32(head + HEADER_LEN + 8, v[7]);
+    if (more.len)
+        memcpy(head + TS_FAST_HLEN, more.buf, (size_t)more.len);
+    out = finish_segment(head, TS_FAST_HLEN + more.len, &payload, csum);
+release:
+    PyBuffer_Release(&payload);
+release_more:
+    if (more.obj != NULL)
+        PyBuffer_Release(&more);
+    return out;
+}
+
+PyDoc_STRVAR(bind_segment_doc,
+"bind_segment(segment_class, parse_error, /)\n--\n\n"
+"Tell the module the Segment class parse_segment returns (it must have a\n"
+"writable __slots__ member for each field) and the ParseError it raises.");
+
+static PyObject *
+bind_segment(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    accel_state *st = get_state(module);
+    PyTypeObject *cls;
+    Py_ssize_t offsets[N_FIELDS];
+    int k;
+
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "bind_segment() takes exactly 2 arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    if (!PyType_Check(args[0]) || !PyExceptionClass_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "bind_segment(segment_class, exception_class)");
+        return NULL;
+    }
+    cls = (PyTypeObject *)args[0];
+    for (k = 0; k < N_FIELDS; k++) {
+        PyObject *descr = PyDict_GetItemString(cls->tp_dict, field_names[k]); /* borrowed */
+        PyMemberDef *member;
+        if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+            PyErr_Format(PyExc_TypeError, "%s has no __slots__ member '%s'", cls->tp_name,
+                         field_names[k]);
+            return NULL;
+        }
+        member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type != Py_T_OBJECT_EX || (member->flags & Py_READONLY) ||
+            member->offset < (Py_ssize_t)sizeof(PyObject) ||
+            member->offset + (Py_ssize_t)sizeof(PyObject *) > cls->tp_basicsize) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a plain writable slot", cls->tp_name,
+                         field_names[k]);
+            return NULL;
+        }
+        offsets[k] = member->offset;
+    }
+    memcpy(st->offsets, offsets, sizeof(offsets));
+    Py_XSETREF(st->segment_type, Py_NewRef(args[0]));
+    Py_XSETREF(st->parse_error, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------
+ * Timers
+ */
+
+PyDoc_STRVAR(earliest_doc,
+"earliest(deadlines, /)\n--\n\n"
+"min(deadlines) for a non-empty list of floats (a connection's timers, inf\n"
+"when not armed), without min()'s per-item comparison calls. Any other\n"
+"input is handed to min().");
+
+static PyObject *
+earliest(PyObject *module, PyObject *deadlines)
+{
+    Py_ssize_t i, n;
+    PyObject *best, *item;
+    double d, v;
+
+    if (!PyList_CheckExact(deadlines) || (n = PyList_GET_SIZE(deadlines)) == 0)
+        goto generic;
+    best = PyList_GET_ITEM(deadlines, 0);
+    if (!PyFloat_CheckExact(best))
+        goto generic;
+    d = PyFloat_AS_DOUBLE(best);
+    for (i = 1; i < n; i++) {
+        item = PyList_GET_ITEM(deadlines, i);
+        if (!PyFloat_CheckExact(item))
+            goto generic;
+        v = PyFloat_AS_DOUBLE(item);
+        if (v < d) { /* as min(): the first of equal values, NaN never replaces */
+            d = v;
+            best = item;
+        }
+    }
+    return Py_NewRef(best);
+generic:
+    return PyObject_CallOneArg(get_state(module)->builtin_min, deadlines);
+}
+
 static PyMethodDef accel_methods[] = {
     {"ones_complement_sum", (PyCFunction)ones_complement_sum, METH_O,
      ones_complement_sum_doc},
     {"checksum", (PyCFunction)checksum, METH_O, checksum_doc},
     {"checksum2", (PyCFunction)(void (*)(void))checksum2, METH_FASTCALL, checksum2_doc},
     {"verify", (PyCFunction)verify, METH_O, verify_doc},
+    {"parse_segment", (PyCFunction)(void (*)(void))parse_segment,
+     METH_FASTCALL | METH_KEYWORDS, parse_segment_doc},
+    {"build_segment", (PyCFunction)(void (*)(void))build_segment,
+     METH_FASTCALL | METH_KEYWORDS, build_segment_doc},
+    {"build_segment_ts", (PyCFunction)(void (*)(void))build_segment_ts,
+     METH_FASTCALL | METH_KEYWORDS, build_segment_ts_doc},
+    {"bind_segment", (PyCFunction)(void (*)(void))bind_segment, METH_FASTCALL,
+     bind_segment_doc},
+    {"earliest", (PyCFunction)earliest, METH_O, earliest_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static int
 accel_exec(PyObject *module)
 {
+    accel_state *st = get_state(module);
+    PyObject *mod = PyImport_ImportModule("struct");
+
+    if (mod == NULL)
+        return -1;
+    st->struct_error = PyObject_GetAttrString(mod, "error");
+    Py_DECREF(mod);
+    if (st->struct_error == NULL)
+        return -1;
+    mod = PyImport_ImportModule("builtins");
+    if (mod == NULL)
+        return -1;
+    st->builtin_min = PyObject_GetAttrString(mod, "min");
+    Py_DECREF(mod);
+    if (st->builtin_min == NULL)
+        return -1;
     return PyModule_AddStringConstant(module, "source_sha256", SOURCE_SHA256);
+}
+
+static int
+accel_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    accel_state *st = get_state(module);
+    Py_VISIT(st->segment_type);
+    Py_VISIT(st->parse_error);
+    Py_VISIT(st->struct_error);
+    Py_VISIT(st->builtin_min);
+    return 0;
+}
+
+static int
+accel_clear(PyObject *module)
+{
+    accel_state *st = get_state(module);
+    Py_CLEAR(st->segment_type);
+    Py_CLEAR(st->parse_error);
+    Py_CLEAR(st->struct_error);
+    Py_CLEAR(st->builtin_min);
+    return 0;
+}
+
+static void
+accel_free(void *module)
+{
+    accel_clear((PyObject *)module);
 }
 
 static PyModuleDef_Slot accel_slots[] = {
@@ -247,13 +949,13 @@ static PyModuleDef_Slot accel_slots[] = {
 static struct PyModuleDef accel_module = {
     PyModuleDef_HEAD_INIT,
     MODULE_NAME,                               /* m_name */
-    "Optional compiled helpers for rudp's wire format (segment checksum).",
-    0,                                         /* m_size: no module state */
+    "Optional compiled helpers for rudp's wire format (checksum, segments).",
+    sizeof(accel_state),                       /* m_size */
     accel_methods,                             /* m_methods */
     accel_slots,                               /* m_slots */
-    NULL,                                      /* m_traverse */
-    NULL,                                      /* m_clear */
-    NULL,                                      /* m_free */
+    accel_traverse,                            /* m_traverse */
+    accel_clear,                               /* m_clear */
+    accel_free,                                /* m_free */
 };
 
 PyMODINIT_FUNC

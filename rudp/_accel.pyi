@@ -1,6 +1,8 @@
 # Stub for the optional C extension built from rudp/_accel.c (see setup.py).
 # Arguments are any C-contiguous buffer; non-contiguous ones raise BufferError.
 
+from rudp.wire.segment import ParseError, Segment
+
 #: SHA-256 (hex) of the rudp/_accel.c this module was compiled from.
 source_sha256: str
 
@@ -10,3 +12,31 @@ def checksum2(
     head: bytes | bytearray | memoryview, payload: bytes | bytearray | memoryview, /
 ) -> int: ...
 def verify(data: bytes | bytearray | memoryview, /) -> bool: ...
+def bind_segment(segment_class: type[Segment], parse_error: type[ParseError], /) -> None: ...
+def parse_segment(data: bytes | bytearray | memoryview, *, check: bool = True) -> Segment: ...
+def build_segment(
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    wnd: int,
+    payload: bytes | bytearray | memoryview = b"",
+    options: bytes = b"",
+    urp: int = 0,
+    compute_checksum: bool = True,
+) -> bytes: ...
+def build_segment_ts(
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    wnd: int,
+    payload: bytes | bytearray | memoryview,
+    tsval: int,
+    tsecr: int,
+    more_options: bytes = b"",
+    compute_checksum: bool = True,
+) -> bytes: ...
+def earliest(deadlines: list[float], /) -> float: ...

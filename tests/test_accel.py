@@ -1,10 +1,10 @@
-"""The optional C accelerator (rudp/_accel.c) against the pure-Python checksum.
+"""The optional C accelerator (rudp/_accel.c) against the pure-Python code.
 
-Both implementations must agree on every input; build_segment/parse_segment
-must produce identical results with either; CI must not silently lose the
-extension where it can be built; and the wire, engine and simulator tests must
-also pass on the pure-Python fallback (run in a subprocess with
-RUDP_PURE_PYTHON=1).
+Both implementations must agree on every input: the checksum functions, and
+parse_segment/build_segment/build_segment_ts (same segments, same errors); CI
+must not silently lose the extension where it can be built; and the wire,
+engine and simulator tests must also pass on the pure-Python fallback (run in a
+subprocess with RUDP_PURE_PYTHON=1).
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import importlib
 import os
 import platform
 import shutil
+import struct
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,7 +35,13 @@ from rudp.wire.checksum import (
     py_ones_complement_sum,
     py_verify,
 )
-from rudp.wire.segment import encode_options
+from rudp.wire.segment import (
+    encode_options,
+    py_build_segment,
+    py_build_segment_ts,
+    py_parse_segment,
+    sack_option,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -250,7 +258,7 @@ def test_releases_buffers(accel: ModuleType) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Segments are the same bytes with either implementation
+# Segments: the C parse/build functions against the pure-Python ones
 
 
 segments = st.tuples(
@@ -266,38 +274,311 @@ segments = st.tuples(
             b"",
             encode_options(mss=1400),
             encode_options(mss=536, wscale=7, sack_perm=True, ts=(1, 2)),
+            sack_option([(1, 2), (0xFFFFFFFF, 7)]),
         ]
     ),
+)
+#: Option bytes of any content and length (odd ones included): what a peer may send.
+any_options = st.one_of(
+    st.binary(max_size=44),
+    st.lists(
+        st.sampled_from(
+            [
+                b"\x00",
+                b"\x01",
+                b"\x02\x04\x05\xb4",
+                b"\x02\x03\x05",
+                b"\x03\x03\x0e",
+                b"\x03\x04\x0e\x00",
+                b"\x04\x02",
+                b"\x04\x03\x00",
+                b"\x05\x0a" + bytes(range(8)),
+                b"\x05\x12" + bytes(range(16)),
+                b"\x05\x0b" + bytes(9),
+                b"\x08\x0a" + bytes(range(1, 9)),
+                b"\x08\x0b" + bytes(9),
+                b"\x01\x01\x08\x0a" + bytes(range(8)),
+                b"\x1e\x05abc",
+                b"\x02",
+                b"\x02\x01",
+                b"\x02\x00",
+                b"\x02\xff",
+            ]
+        ),
+        max_size=8,
+    ).map(b"".join),
+)
+
+
+def _fields(seg: object) -> tuple[object, ...]:
+    """Every slot of a parsed segment, payload as (type, bytes)."""
+    names = ("sport", "dport", "seq", "ack", "flags", "wnd", "urp", "mss", "wscale")
+    names += ("sack_perm", "sack", "ts")
+    payload = seg.payload  # type: ignore[attr-defined]
+    return (type(seg), type(payload), bytes(payload), *(getattr(seg, n) for n in names))
+
+
+def _outcome(fn: Any, *args: Any, **kwargs: Any) -> tuple[object, ...]:
+    """A parse's or build's result, or the type (and ParseError reason) of its error."""
+    try:
+        out = fn(*args, **kwargs)
+    except ParseError as exc:
+        return ("ParseError", exc.reason)
+    except Exception as exc:
+        return ("raised", type(exc))
+    if isinstance(out, bytes):
+        return ("bytes", out)
+    return ("segment", *_fields(out))
+
+
+def _both(accel_fn: Any, py_fn: Any, *args: Any, **kwargs: Any) -> tuple[object, ...]:
+    c = _outcome(accel_fn, *args, **kwargs)
+    py = _outcome(py_fn, *args, **kwargs)
+    assert c == py, (args, kwargs)
+    return c
+
+
+@FAST
+@given(segments, st.sampled_from([bytes, bytearray, memoryview]), st.booleans())
+def test_segments_identical_with_either_implementation(
+    accel: ModuleType,
+    fields: tuple[int, int, int, int, int, int, bytes, bytes],
+    kind: type,
+    csum: bool,
+) -> None:
+    *head, payload, opts = fields
+    data = _both(accel.build_segment, py_build_segment, *head, kind(payload), opts, 0, csum)
+    assert data[0] == "bytes"
+    built = data[1]
+    assert isinstance(built, bytes)
+    for buf in (built, bytearray(built), memoryview(built)):
+        seg = _both(accel.parse_segment, py_parse_segment, buf)
+        assert seg[0] == "segment" and seg[3] == payload
+    # Both reject the same corruption: flip bits in the last byte (never the data offset).
+    bad = bytearray(built)
+    bad[-1] ^= 0x5A
+    expected = ("ParseError", "checksum") if csum else ("segment",)
+    assert _both(accel.parse_segment, py_parse_segment, bytes(bad))[: len(expected)] == expected
+    assert _both(accel.parse_segment, py_parse_segment, bytes(bad), check=False)[0] == "segment"
+
+
+@FAST
+@given(
+    segments,
+    st.sampled_from([bytes, bytearray, memoryview]),
+    st.integers(0, 0xFFFFFFFF),
+    st.integers(0, 0xFFFFFFFF),
+    st.sampled_from([b"", sack_option([(5, 9)]), sack_option([(1, 2), (3, 4), (5, 6)])]),
+    st.booleans(),
+)
+def test_timestamp_segments_identical_with_either_implementation(
+    accel: ModuleType,
+    fields: tuple[int, int, int, int, int, int, bytes, bytes],
+    kind: type,
+    tsval: int,
+    tsecr: int,
+    more: bytes,
+    csum: bool,
+) -> None:
+    *head, payload, _opts = fields
+    args = (*head, kind(payload), tsval, tsecr)
+    data = _both(accel.build_segment_ts, py_build_segment_ts, *args, more, csum)
+    assert data[0] == "bytes"
+    seg = _both(accel.parse_segment, py_parse_segment, data[1])
+    assert seg[0] == "segment" and seg[-1] == (tsval, tsecr)
+    # Defaults and keywords bind alike.
+    _both(accel.build_segment_ts, py_build_segment_ts, *args)
+    _both(accel.build_segment_ts, py_build_segment_ts, *head, kind(payload), tsval=1, tsecr=2)
+    _both(
+        accel.build_segment_ts,
+        py_build_segment_ts,
+        *args,
+        compute_checksum=csum,
+        more_options=more,
+    )
+
+
+def _raw(options: bytes, payload: bytes, offset: int | None = None, csum: bool = True) -> bytes:
+    """A segment with any option bytes (zero-padded to a word) and any data offset."""
+    options += bytes(-len(options) % 4)
+    hlen = 20 + len(options)
+    off = (hlen // 4 if offset is None else offset) << 4
+    head = struct.pack("!HHIIBBHHH", 1, 2, 3, 4, off, 0x18, 5, 0, 6) + options
+    data = bytearray(head + payload)
+    if csum:
+        data[16:18] = (py_checksum(bytes(data)) or 0xFFFF).to_bytes(2, "big")
+    return bytes(data)
+
+
+@FAST
+@given(any_options, st.binary(max_size=64), st.one_of(st.none(), st.integers(0, 15)))
+def test_parse_identical_on_any_options_and_offsets(
+    accel: ModuleType, options: bytes, payload: bytes, offset: int | None
+) -> None:
+    data = _raw(options[:40], payload, offset)
+    for buf in (data, bytearray(data), memoryview(data)):
+        _both(accel.parse_segment, py_parse_segment, buf)
+        _both(accel.parse_segment, py_parse_segment, buf, check=False)
+
+
+@FAST
+@given(st.binary(max_size=80))
+def test_parse_identical_on_arbitrary_bytes(accel: ModuleType, data: bytes) -> None:
+    _both(accel.parse_segment, py_parse_segment, data)
+    _both(accel.parse_segment, py_parse_segment, data, check=False)
+
+
+PARSE_CASES = [
+    b"",
+    bytes(19),
+    bytes(20),  # checksum 0: not computed, data offset 0: malformed
+    _raw(b"", b"", offset=4),
+    _raw(b"", b"", offset=6),
+    _raw(b"", b"abc"),
+    _raw(b"\x00\x02\x04\x05\xb4", b""),  # EOL ends the list: no MSS
+    _raw(b"\x01\x01\x08\x0a" + bytes(range(8)), b"x"),  # the timestamp fast path
+    _raw(b"\x08\x0a" + bytes(range(8)) + b"\x01\x01", b"x"),  # TS, not at the front
+    _raw(b"\x02\x04\x05\xb4\x02\x04\x02\x18", b""),  # the last MSS wins
+    _raw(b"\x05\x22" + bytes(range(32)), b""),  # four SACK blocks
+    _raw(b"\x02", b""),
+    _raw(b"\x02\x01", b""),
+    _raw(b"\x02\x08\x00\x00", b""),
+    _raw(b"\x01\x01\x01\x08", b""),
+    _raw(b"\xfe\x04\x00\x00", b""),
+    _raw(b"\x05\x0a" + bytes(8), b"", csum=False),
+]
+
+
+@pytest.mark.parametrize("data", PARSE_CASES, ids=[f"case{i}" for i in range(len(PARSE_CASES))])
+def test_parse_identical_on_edge_cases(accel: ModuleType, data: bytes) -> None:
+    for buf in (data, bytearray(data), memoryview(data)):
+        _both(accel.parse_segment, py_parse_segment, buf)
+        _both(accel.parse_segment, py_parse_segment, buf, check=False)
+
+
+BAD_BUILDS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+    ((-1, 2, 3, 4, 5, 6), {}),
+    ((1, 0x10000, 3, 4, 5, 6), {}),
+    ((1, 2, 1 << 32, 4, 5, 6), {}),
+    ((1, 2, 3, -1, 5, 6), {}),
+    ((1, 2, 3, 4, 256, 6), {}),
+    ((1, 2, 3, 4, 5, 1 << 70), {}),
+    ((1, 2, 3, 4, 5, 6.0), {}),
+    ((1, 2, 3, 4, 5, "6"), {}),
+    ((1, 2, 3, 4, 5, 6, b"", bytes(44)), {}),  # data offset beyond 15 words
+    ((1, 2, 3, 4, 5, 6, b"", bytes(43)), {}),  # an odd option length is fine
+    ((1, 2, 3, 4, 5, 6, b"", b"", 0x10000), {}),
+    ((1, 2, 3, 4, 5, 6, "text"), {}),
+    ((1, 2, 3, 4, 5, 6, memoryview(b"abcdef")[::2]), {}),
+    ((1, 2, 3, 4, 5), {}),
+    ((1, 2, 3, 4, 5, 6, b"", b"", 0, True, 1), {}),
+    ((1, 2, 3, 4, 5), {"wnd": 6, "urp": 7, "compute_checksum": False}),
+    ((1, 2, 3, 4, 5, 6), {"wnd": 6}),
+    ((1, 2, 3, 4, 5, 6), {"window": 6}),
+    ((True, 2, 3, 4, 5, 6), {}),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"), BAD_BUILDS, ids=[str(i) for i in range(len(BAD_BUILDS))]
+)
+def test_build_identical_on_bad_and_unusual_arguments(
+    accel: ModuleType, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    _both(accel.build_segment, py_build_segment, *args, **kwargs)
+    ts_args = (*args[:6], b"", 1, 2, *args[7:8]) if len(args) >= 6 else args
+    _both(accel.build_segment_ts, py_build_segment_ts, *ts_args, **kwargs)
+
+
+@pytest.mark.parametrize("more", [b"", None, 0, bytes(4), bytes(31), bytes(32), b"\x01"])
+def test_build_ts_more_options_identical(accel: ModuleType, more: object) -> None:
+    _both(accel.build_segment_ts, py_build_segment_ts, 1, 2, 3, 4, 5, 6, b"xy", 7, 8, more)
+
+
+def test_parse_rejects_non_buffers_like_python(accel: ModuleType) -> None:
+    # Not from the network (which gives bytes): both raise, not always alike (the
+    # Python parser takes a short str for a short segment).
+    for bad in ("text", "t" * 40, None, 3, memoryview(bytes(40))[::2]):
+        for parse in (accel.parse_segment, py_parse_segment):
+            assert _outcome(parse, bad)[0] in ("raised", "ParseError")
+    for args, kwargs in [((), {}), ((b"", b""), {}), ((), {"data": bytes(20), "chek": 1})]:
+        assert _both(accel.parse_segment, py_parse_segment, *args, **kwargs) == (
+            "raised",
+            TypeError,
+        )
+    assert _both(accel.parse_segment, py_parse_segment, data=_raw(b"", b"z"), check=0)[0] == (
+        "segment"
+    )
+
+
+def test_parse_and_build_release_buffers(accel: ModuleType) -> None:
+    """A bytearray whose buffer was exported cannot be resized; after each call it can."""
+    buf = bytearray(_raw(b"\x02\x04\x05\xb4", b"payload"))
+    accel.parse_segment(buf)
+    with pytest.raises(ParseError):
+        accel.parse_segment(bytearray(buf[:-1]) + b"!")
+    payload = bytearray(b"data")
+    accel.build_segment(1, 2, 3, 4, 5, 6, payload, bytearray(4))
+    accel.build_segment_ts(1, 2, 3, 4, 5, 6, payload, 7, 8, bytearray(4))
+    with pytest.raises(struct.error):
+        accel.build_segment(1, 2, 3, 4, 5, 6, payload, bytes(44))
+    buf += b"more"
+    payload += b"more"
+
+
+def test_bind_segment_checks_the_class(accel: ModuleType) -> None:
+    class NoSlots:
+        pass
+
+    class ReadOnly:
+        __slots__ = ()
+        sport = dport = seq = ack = flags = wnd = payload = urp = property(lambda self: 0)
+
+    for cls in (NoSlots, ReadOnly, int):
+        with pytest.raises(TypeError):
+            accel.bind_segment(cls, ParseError)
+    with pytest.raises(TypeError):
+        accel.bind_segment(segment_mod.Segment, "not an exception")
+    with pytest.raises(TypeError):
+        accel.bind_segment(segment_mod.Segment)
+    # A refused bind leaves the earlier one in place.
+    assert type(accel.parse_segment(_raw(b"", b""))) is segment_mod.Segment
+
+
+# ---------------------------------------------------------------------------
+# Timers: earliest() is min()
+
+finite_or_inf = st.one_of(
+    st.floats(allow_nan=False), st.just(float("inf")), st.just(float("-inf")), st.just(0.0)
 )
 
 
 @FAST
-@given(segments, st.sampled_from([bytes, bytearray, memoryview]))
-def test_segments_identical_with_either_implementation(
-    accel: ModuleType, fields: tuple[int, int, int, int, int, int, bytes, bytes], kind: type
-) -> None:
-    *head, payload, opts = fields
-    mp = pytest.MonkeyPatch()
+@given(st.lists(st.one_of(finite_or_inf, st.just(float("nan"))), min_size=1, max_size=12))
+def test_earliest_is_min(accel: ModuleType, deadlines: list[float]) -> None:
+    got = accel.earliest(deadlines)
+    want = min(deadlines)
+    assert got is want  # the same object: the first of equal values, NaN as min() does
+
+
+@pytest.mark.parametrize(
+    "deadlines", [[1, 2.0], [2.0, 1], [3.0, True], [], (1.0, 2.0), "ab", [float("inf")] * 10]
+)
+def test_earliest_general_inputs_as_min(accel: ModuleType, deadlines: Any) -> None:
     try:
-        mp.setattr(segment_mod, "checksum2", accel.checksum2)
-        mp.setattr(segment_mod, "ones_complement_sum", accel.ones_complement_sum)
-        c_bytes = build_segment(*head, kind(payload), opts)
-        c_seg = parse_segment(c_bytes)
-        mp.setattr(segment_mod, "checksum2", py_checksum2)
-        mp.setattr(segment_mod, "ones_complement_sum", py_ones_complement_sum)
-        py_bytes = build_segment(*head, kind(payload), opts)
-        py_seg = parse_segment(py_bytes)
-        assert c_bytes == py_bytes
-        assert repr(c_seg) == repr(py_seg) and c_seg.payload == py_seg.payload == payload
-        # Both reject the same corruption: flip bits in the last byte (never the data offset).
-        bad = bytearray(c_bytes)
-        bad[-1] ^= 0x5A
-        for impl in (py_ones_complement_sum, accel.ones_complement_sum):
-            mp.setattr(segment_mod, "ones_complement_sum", impl)
-            with pytest.raises(ParseError, match="checksum"):
-                parse_segment(bytes(bad))
-    finally:
-        mp.undo()
+        want = min(deadlines)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            accel.earliest(deadlines)
+    else:
+        assert accel.earliest(deadlines) is want
+
+
+def test_connection_uses_the_selected_earliest() -> None:
+    from rudp.engine import connection
+
+    expected = _ACCEL.earliest if IMPLEMENTATION == "c" and _ACCEL is not None else min
+    assert connection._earliest is expected
 
 
 def test_segment_module_uses_the_selected_implementation() -> None:
@@ -306,8 +587,16 @@ def test_segment_module_uses_the_selected_implementation() -> None:
     assert segment_mod.ones_complement_sum is chosen.ones_complement_sum
     if IMPLEMENTATION == "python":
         assert chosen.checksum2 is py_checksum2
+        assert segment_mod.parse_segment is py_parse_segment
+        assert segment_mod.build_segment is py_build_segment
+        assert segment_mod.build_segment_ts is py_build_segment_ts
     else:
         assert _ACCEL is not None and chosen.checksum2 is _ACCEL.checksum2
+        assert segment_mod.parse_segment is _ACCEL.parse_segment
+        assert segment_mod.build_segment is _ACCEL.build_segment
+        assert segment_mod.build_segment_ts is _ACCEL.build_segment_ts
+    assert parse_segment is segment_mod.parse_segment
+    assert build_segment is segment_mod.build_segment
 
 
 # ---------------------------------------------------------------------------

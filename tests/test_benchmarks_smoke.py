@@ -72,3 +72,30 @@ def test_quick_rudp(tmp_path: Path) -> None:
     verdicts = {t["name"]: t["result"] for t in data["targets"] if t["loop"] == "asyncio"}
     assert verdicts["rr 64 B p50 <= 4x tcp"] == "n/a"  # no tcp peer in this run
     assert verdicts["pure ACKs <= 0.5/segment @1400"] in ("PASS", "FAIL")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="UDP GSO/GRO are Linux-only")
+def test_quick_udp_gso_ceiling(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--stacks", "udp-gso", "--workloads"]
+    cmd += ["bulk,rr", "--reps", "1", "--loops", "asyncio", "--mss", "1400", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    (case,) = data["cases"]  # bulk only: the rr workload is skipped with a note
+    if case["ok_reps"] == 0 and "not available" in str(case["errors"]):
+        pytest.skip(f"no UDP GSO/GRO here: {case['errors']}")
+    assert case["ok_reps"] == 1, case["errors"]
+    assert case["median"]["goodput_MBps"] > 0
+    assert case["reps"][0]["client"]["segments_per_send"] > 1  # GSO batches
+
+
+def test_conn_cost_runs() -> None:
+    cmd = [sys.executable, "-m", "benchmarks.conn_cost", "--conns", "50"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(proc.stdout)
+    assert data["engine_memory"]["established_ends"] == 100
+    assert data["engine_memory"]["bytes_per_end"] > 0
+    assert data["engine_setups"]["engine_setups_per_s"] > 0
+    assert data["aio_memory"]["bytes_per_end"] > 0

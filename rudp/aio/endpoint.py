@@ -549,7 +549,11 @@ class Endpoint:
 
     def _rearm(self) -> None:
         t = self.engine.get_timer()
-        if t == self._timer_at:
+        at = self._timer_at
+        if t == at or (at is not None and (t is None or t > at)):
+            # Unchanged, or later than (or none after) the armed timer: that one
+            # fires first and re-arms (handle_timer() runs nothing early), which
+            # saves a cancel and a call_at whenever an ACK pushes a deadline back.
             return
         if self._timer is not None:
             self._timer.cancel()

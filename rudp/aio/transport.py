@@ -35,10 +35,31 @@ if TYPE_CHECKING:
 
 #: ``get_extra_info`` key of the live per-connection statistics dictionary.
 STATS_KEY = "rudp_stats"
+#: ``_extra`` of every transport (asyncio.BaseTransport's): the keys are answered
+#: by get_extra_info itself, so no transport needs a dictionary of its own.
+_NO_EXTRA: dict[str, Any] = {}
 
 
 class RudpTransport(asyncio.Transport):
     """The transport of one rudp connection (see the module docstring)."""
+
+    # Slots, not a __dict__: an idle connection's transport is ~150 bytes, not ~600.
+    __slots__ = (
+        "__weakref__",
+        "_buffered",
+        "_closing",
+        "_conn",
+        "_endpoint",
+        "_eof_delivered",
+        "_eof_pending",
+        "_force_error",
+        "_loop",
+        "_lost",
+        "_lost_callbacks",
+        "_protocol",
+        "_protocol_paused",
+        "_reading",
+    )
 
     #: asyncio's ``loop.start_tls()`` refuses transports without this flag. rudp's
     #: transport keeps the contract asyncio's TLS layer (``asyncio.sslproto``) relies
@@ -46,7 +67,7 @@ class RudpTransport(asyncio.Transport):
     _start_tls_compatible = True
 
     def __init__(self, endpoint: Endpoint, conn: Connection, protocol: asyncio.BaseProtocol):
-        super().__init__()
+        super().__init__(_NO_EXTRA)
         self._endpoint = endpoint
         self._loop = endpoint.loop
         self._conn = conn
@@ -59,13 +80,7 @@ class RudpTransport(asyncio.Transport):
         self._protocol_paused = False
         self._force_error: BaseException | None = None  # _force_close()'s error
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
-        self._lost_callbacks: list[Callable[[RudpTransport], None]] = []
-        self._extra: dict[str, Any] = {
-            "sockname": endpoint.local_address,
-            "socket": endpoint.socket,
-            "rudp_connection": conn,
-            "rudp_endpoint": endpoint,
-        }
+        self._lost_callbacks: list[Callable[[RudpTransport], None]] | None = None
 
     # ----------------------------------------------------------- BaseTransport
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -73,10 +88,20 @@ class RudpTransport(asyncio.Transport):
             return self._conn.stats(self._loop.time())
         if name == "peername":
             return self._conn.addr  # current: it follows a NAT rebinding
-        return self._extra.get(name, default)
+        if name == "sockname":
+            return self._endpoint.local_address
+        if name == "socket":
+            return self._endpoint.socket
+        if name == "rudp_connection":
+            return self._conn
+        if name == "rudp_endpoint":
+            return self._endpoint
+        return default
 
     def add_lost_callback(self, callback: Callable[[RudpTransport], None]) -> None:
         """Call ``callback(transport)`` when the connection is lost (used by servers)."""
+        if self._lost_callbacks is None:
+            self._lost_callbacks = []
         self._lost_callbacks.append(callback)
 
     def is_closing(self) -> bool:
@@ -287,5 +312,5 @@ class RudpTransport(asyncio.Transport):
             error = self._force_error  # _force_close(exc): the TLS layer's reason
         exc = error if isinstance(error, Exception) else None
         self._loop.call_soon(self._protocol.connection_lost, exc)
-        for callback in self._lost_callbacks:
+        for callback in self._lost_callbacks or ():
             self._loop.call_soon(callback, self)

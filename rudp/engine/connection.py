@@ -24,6 +24,7 @@ queues and the scoreboard order with plain integers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .. import log
@@ -35,6 +36,7 @@ from ..errors import (
     UserTimeoutError,
 )
 from ..seq import SEQ_MASK, seq_gt, seq_le, seq_lt, seq_sub
+from ..wire.checksum import IMPLEMENTATION
 from ..wire.segment import (
     ACK,
     FIN,
@@ -96,6 +98,11 @@ PACING_BURST = 0.001
 PACING_SS_RATIO = 2.0
 PACING_CA_RATIO = 1.2
 
+# States the per-segment paths compare with, as module globals: reading a member
+# as an attribute of the Enum class costs about ten times as much (CPython 3.11).
+_ESTABLISHED = S.ESTABLISHED
+_SYN_SENT = S.SYN_SENT
+
 _RECV_DATA_STATES = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
 #: States in which buffered data or a FIN may still be (re)transmitted.
 _DATA_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.LAST_ACK, S.CLOSING})
@@ -112,6 +119,12 @@ _T_DELACK = Timer.DELACK.value
 _T_PERSIST = Timer.PERSIST.value
 _T_KEEPALIVE = Timer.KEEPALIVE.value
 _T_PACING = Timer.PACING.value
+
+#: min() of the timer list: the C accelerator's (one pass over the floats, no
+#: comparison calls; 20x faster) when the wire format uses it.
+_earliest: Callable[[list[float]], float] = min
+if IMPLEMENTATION == "c":
+    from .._accel import earliest as _earliest
 
 
 def wscale_for(buf: int) -> int:
@@ -290,6 +303,7 @@ class Connection:
         "snd_wnd",
         "snd_wscale",
         "state",
+        "time_wait_link",
         "ts_missing_drops",
         "window_probes",
         "write_high",
@@ -394,6 +408,9 @@ class Connection:
         self.deadline = INF
         #: Owned by the host: the deadline it has scheduled for this connection.
         self.sched_at = INF
+        #: Owned by the host: what lets a compact TIME-WAIT record reach this
+        #: connection when it cannot take a weak reference (rudp.engine.timewait).
+        self.time_wait_link: object | None = None
 
         # --- RTT, RTO, loss recovery, congestion control ---
         self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max)
@@ -954,7 +971,7 @@ class Connection:
         if not self._validated:
             self._amp_rx += size
         try:
-            if self.state is S.SYN_SENT:
+            if self.state is _SYN_SENT:
                 self._on_segment_syn_sent(seg, now)
             else:
                 self._on_segment_synchronized(seg, now)
@@ -1131,7 +1148,7 @@ class Connection:
         # Van Jacobson's): ESTABLISHED, pure ACK or in-order data, no control bits,
         # and, with timestamps, a TSval that passes PAWS.
         if (
-            state is S.ESTABLISHED
+            state is _ESTABLISHED
             and not flags & (SYN | FIN | RST)
             and flags & ACK
             and seg.seq == self.rcv_nxt
@@ -1147,11 +1164,15 @@ class Connection:
             if n <= self._rcv_adv_abs - self._rcv_nxt_abs:
                 self._last_rx = now
                 self._ka_probes = 0
-                if ts is not None and self._ts_ok and seq_le(seg.seq, self._last_ack_sent):
+                if (
+                    ts is not None
+                    and self._ts_ok
+                    and ((self._last_ack_sent - seg.seq) & SEQ_MASK) < 0x80000000  # seq_le
+                ):
                     self._ts_recent = ts[0]  # RFC 7323 §4.3 (R3)
                     self._ts_recent_at = now
                 self._process_ack(seg, now)
-                if self.state is not S.ESTABLISHED:
+                if self.state is not _ESTABLISHED:
                     return
                 if n:
                     self._accept_in_order(seg.payload, now)
@@ -1627,7 +1648,7 @@ class Connection:
 
     # ---------------------------------------------------------------- timers
     def _update_deadline(self) -> None:
-        d = min(self._timer_at)
+        d = _earliest(self._timer_at)
         self.deadline = d
         if d < self.sched_at:
             self.host.schedule(self, d)

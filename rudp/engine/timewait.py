@@ -12,6 +12,7 @@ client's short connections cost little while they wait.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..seq import SEQ_MASK, seq_lt
@@ -38,6 +39,35 @@ class TimeWaitHost(Protocol):
 
 #: Least time between ACKs sent in reply to old segments (as in Connection).
 OOW_ACK_INTERVAL = 0.5
+
+
+class _Link:
+    """The way from a record to a connection that cannot be weakly referenced (the
+    engine compiled with mypyc, whose classes have no ``__weakref__``): the
+    connection keeps this plain object and the object keeps the connection; the
+    record keeps only a weak reference to it. So the record never keeps the
+    connection alive: once the application lets the connection go, the pair is
+    cyclic garbage for the collector; if it is still held when TIME-WAIT ends,
+    the record breaks the cycle."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn: Connection | None = conn
+
+    def __call__(self) -> Connection | None:
+        return self.conn
+
+
+def _conn_ref(conn: Connection) -> Callable[[], Connection | None]:
+    """A weak reference to ``conn``, directly or through a :class:`_Link`."""
+    try:
+        return weakref.ref(conn)
+    except TypeError:  # compiled: no weak references to a Connection
+        link = _Link(conn)
+        conn.time_wait_link = link
+        ref = weakref.ref(link)
+        return lambda: None if (held := ref()) is None else held()
 
 
 class TimeWait:
@@ -77,7 +107,7 @@ class TimeWait:
         self.host = host
         self._out = host.output
         # The application may still hold the connection: it reaches CLOSED with us.
-        self._conn: weakref.ref[Connection] = weakref.ref(conn)
+        self._conn = _conn_ref(conn)
         self.addr = conn.addr
         self.key = conn.key
         self.name = conn.name
@@ -140,6 +170,7 @@ class TimeWait:
         conn = self._conn()
         if conn is not None:
             conn.time_wait_ended(now)
+            conn.time_wait_link = None
         self.host.released(self)
 
     def flush(self, now: float) -> None:

@@ -4,13 +4,20 @@ A UDP payload is exactly one segment: the 20-byte fixed header, options, data.
 :func:`parse_segment` accepts any bytes and either returns a :class:`Segment` or
 raises :class:`ParseError` whose ``reason`` names the defect (the endpoint counts
 drops by reason); it never raises anything else.
+
+:func:`parse_segment`, :func:`build_segment` and :func:`build_segment_ts` are bound
+to the C accelerator's versions when :mod:`rudp.wire.checksum` uses it
+(``IMPLEMENTATION == "c"``), else to the pure-Python ``py_*`` functions below; both
+give identical results (tests/test_accel.py). The C parser returns this module's
+:class:`Segment`, filling its slots directly, so ``Segment.__init__`` must stay
+plain assignments of every slot.
 """
 
 from __future__ import annotations
 
 import struct
 
-from .checksum import checksum2, ones_complement_sum
+from .checksum import IMPLEMENTATION, checksum2, ones_complement_sum
 
 FIN = 0x01
 SYN = 0x02
@@ -169,7 +176,7 @@ def _parse_options(seg: Segment, data: bytes | bytearray | memoryview, end: int)
         i += length
 
 
-def parse_segment(data: bytes | bytearray | memoryview, *, check: bool = True) -> Segment:
+def py_parse_segment(data: bytes | bytearray | memoryview, *, check: bool = True) -> Segment:
     """Parse one segment from a UDP payload; raise :class:`ParseError` if malformed.
 
     ``data`` may be a borrowed ``memoryview``: the payload is then a view of it too,
@@ -244,7 +251,7 @@ def encode_options(
     return bytes(out)
 
 
-def build_segment(
+def py_build_segment(
     sport: int,
     dport: int,
     seq: int,
@@ -277,7 +284,7 @@ _HEADER_TS = struct.Struct("!HHIIBBHHHIII")
 _TS_OFF = (_TS_FAST_HLEN // 4) << 4
 
 
-def build_segment_ts(
+def py_build_segment_ts(
     sport: int,
     dport: int,
     seq: int,
@@ -290,7 +297,7 @@ def build_segment_ts(
     more_options: bytes = _EMPTY,
     compute_checksum: bool = True,
 ) -> bytes:
-    """:func:`build_segment` with the timestamps option first (one ``struct`` call for
+    """:func:`py_build_segment` with the timestamps option first (one ``struct`` call for
     the header and timestamps: the per-segment path once timestamps are negotiated).
     ``more_options`` (e.g. SACK) follows it; its length is a multiple of 4."""
     off = ((_TS_FAST_HLEN + len(more_options)) // 4) << 4 if more_options else _TS_OFF
@@ -304,3 +311,15 @@ def build_segment_ts(
         if more_options:
             head += more_options
     return head + payload if payload else head
+
+
+parse_segment = py_parse_segment
+build_segment = py_build_segment
+build_segment_ts = py_build_segment_ts
+if IMPLEMENTATION == "c":
+    from .. import _accel
+
+    _accel.bind_segment(Segment, ParseError)
+    parse_segment = _accel.parse_segment
+    build_segment = _accel.build_segment
+    build_segment_ts = _accel.build_segment_ts

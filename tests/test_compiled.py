@@ -1,0 +1,164 @@
+"""The optional mypyc build: when compiled engine modules may be used (rudp._compiled)."""
+
+from __future__ import annotations
+
+import gc
+import importlib.machinery
+import os
+import subprocess
+import sys
+import weakref
+from pathlib import Path
+
+import pytest
+
+from rudp import _compiled
+
+ROOT = Path(__file__).resolve().parent.parent
+SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
+
+
+def _tree(tmp_path: Path, built: list[str]) -> Path:
+    """A fake package: every module's source, and an extension for those in ``built``."""
+    pkg = tmp_path / "rudp"
+    for module in _compiled.MODULES:
+        src = _compiled.source_path(module, pkg)
+        src.parent.mkdir(parents=True, exist_ok=True)
+        src.write_text(f"# {module}\n")
+        if module in built:
+            src.with_suffix(SUFFIX).write_bytes(b"")
+    return pkg
+
+
+def _hashes(pkg: Path) -> dict[str, str]:
+    return {m: _compiled.source_hash(_compiled.source_path(m, pkg)) for m in _compiled.MODULES}
+
+
+def test_nothing_built_means_pure_python(tmp_path: Path) -> None:
+    pkg = _tree(tmp_path, [])
+    assert _compiled.decide(pkg, False, None) == (False, [])
+
+
+def test_fresh_complete_build_is_used_unless_pure_python_is_forced(tmp_path: Path) -> None:
+    pkg = _tree(tmp_path, list(_compiled.MODULES))
+    assert _compiled.decide(pkg, False, _hashes(pkg)) == (True, [])
+    assert _compiled.decide(pkg, True, _hashes(pkg)) == (False, [])
+
+
+def test_an_edited_source_makes_the_build_stale(tmp_path: Path) -> None:
+    pkg = _tree(tmp_path, list(_compiled.MODULES))
+    manifest = _hashes(pkg)
+    edited = _compiled.MODULES[2]
+    _compiled.source_path(edited, pkg).write_text("# edited\n")
+    assert _compiled.decide(pkg, False, manifest) == (False, [edited])
+    assert _compiled.decide(pkg, False, None) == (False, list(_compiled.MODULES))
+
+
+def test_a_partial_build_is_not_used(tmp_path: Path) -> None:
+    pkg = _tree(tmp_path, list(_compiled.MODULES[1:]))
+    use, stale = _compiled.decide(pkg, False, _hashes(pkg))
+    assert not use and stale == [_compiled.MODULES[0]]
+
+
+def test_setup_compiles_the_modules_the_runtime_expects() -> None:
+    text = (ROOT / "setup.py").read_text()
+    assert "_compiled_modules()" in text and 'group_name="rudp._engine"' in text
+    assert _compiled.SHARED_LIBRARY == "rudp._engine__mypyc"
+
+
+def test_loaded_modules_match_the_decision() -> None:
+    import rudp.engine.connection  # noqa: F401
+
+    for module in _compiled.MODULES:
+        origin = sys.modules[module].__file__ or ""
+        assert origin.endswith(".py") is not _compiled.COMPILED, (module, origin)
+
+
+def test_pure_python_switch_loads_sources() -> None:
+    code = (
+        "import rudp, rudp._compiled as c, sys\n"
+        "import rudp.engine.connection\n"
+        "print(c.COMPILED, all(sys.modules[m].__file__.endswith('.py') for m in c.MODULES))\n"
+    )
+    env = {**os.environ, "RUDP_PURE_PYTHON": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.skipif(
+    not _compiled.COMPILED, reason="the engine is not compiled (RUDP_MYPYC=1 build)"
+)
+def test_compiled_build_is_fresh() -> None:
+    use, stale = _compiled.decide(
+        Path(_compiled.__file__).parent,
+        False,
+        _compiled._load_manifest(Path(_compiled.__file__).parent),
+    )
+    assert use and not stale
+
+
+class _Unreferenceable:
+    """Stands in for a compiled Connection: no ``__weakref__``."""
+
+    __slots__ = ("closed", "time_wait_link")
+
+    def __init__(self) -> None:
+        self.time_wait_link: object | None = None
+        self.closed = False
+
+    def time_wait_ended(self, now: float) -> None:
+        self.closed = True
+
+
+def test_time_wait_reaches_a_connection_without_weak_references_and_never_keeps_it() -> None:
+    from rudp.engine.timewait import _conn_ref
+
+    conn = _Unreferenceable()
+    with pytest.raises(TypeError):
+        weakref.ref(conn)
+    ref = _conn_ref(conn)  # type: ignore[arg-type]
+    assert ref() is conn and conn.time_wait_link is not None
+    # The application lets it go: the connection and its link are collected.
+    alive = weakref.ref(conn.time_wait_link)
+    del conn
+    gc.collect()
+    assert alive() is None and ref() is None
+
+
+def test_time_wait_end_closes_a_held_connection_and_breaks_the_link() -> None:
+    import rudp
+    from rudp.engine import Endpoint, State
+
+    ep_a, ep_b = Endpoint(rudp.Config(), seed=1), Endpoint(rudp.Config(), seed=2)
+    ep_b.listen(80)
+    a, b = ("10.0.0.1", 1), ("10.0.0.2", 2)
+    now = 0.0
+
+    def pump() -> None:
+        for _ in range(20):
+            out_a, out_b = ep_a.datagrams_to_send(now), ep_b.datagrams_to_send(now)
+            for data, _ in out_a:
+                ep_b.receive_datagram(data, a, now)
+            for data, _ in out_b:
+                ep_a.receive_datagram(data, b, now)
+            while ep_a.next_event() is not None or ep_b.next_event() is not None:
+                pass
+            if not out_a and not out_b:
+                return
+
+    conn = ep_a.connect(b, 80, now)
+    pump()
+    (server,) = [c for c in ep_b.connections.values() if c is not conn]
+    conn.close(now)
+    pump()
+    server.close(now)  # type: ignore[union-attr]
+    pump()
+    assert conn.state is State.TIME_WAIT
+    assert type(ep_a.connections[conn.key]).__name__ == "TimeWait"  # compacted
+    now = 2 * rudp.Config().msl + 1
+    ep_a.handle_timer(now)
+    assert conn.state is State.CLOSED and conn.time_wait_link is None
+    assert conn.key not in ep_a.connections
