@@ -905,8 +905,8 @@ class Pair:
             raise fail(f"{name}: endpoint timer {t} before now {self.now}")
         heap_entries = {(e[0], id(e[2])) for e in ep._heap}
         by_ports: set[int] = set()
-        for held_set in ep._by_ports.values():
-            by_ports.update(id(h) for h in held_set)
+        for ports in list(ep._by_ports):
+            by_ports.update(id(h) for h in ep.held_by_ports(ports))
         for key, held in ep.connections.items():
             where = f"{name} {held!r}"
             if held.key != key:

@@ -170,7 +170,9 @@ class Endpoint:
         #: Identity -> connection (or its compacted TIME-WAIT, :mod:`.timewait`).
         self.connections: dict[ConnKey, Held] = {}
         #: (local TCP port, remote TCP port) -> connections, for NAT rebinding.
-        self._by_ports: dict[tuple[int, int], set[Held]] = {}
+        # (local port, remote port) -> the connection, or a set when several peers
+        # share the ports (a set per entry would cost ~300 bytes per connection).
+        self._by_ports: dict[tuple[int, int], Held | set[Held]] = {}
         self._to_compact: list[Connection] = []
         self.listeners: dict[int, Listener] = {}
         self._isn: IsnFunc = isn if isn is not None else isn_rfc6528
@@ -316,11 +318,11 @@ class Endpoint:
         the TCP ports of a live connection moves that connection only if it passes
         the connection's strict checks (with TCP-AO, its MAC first); the new address
         stays unvalidated (and amplification-limited) until it proves it receives."""
-        candidates = self._by_ports.get((seg.dport, seg.sport))
+        candidates = self.held_by_ports((seg.dport, seg.sport))
         if not candidates or seg.flags & (SYN | ACK) == SYN:
             return False  # nothing to move; a SYN goes to the listener
         reason = "migration_rejected"
-        for conn in list(candidates):
+        for conn in candidates:
             if not isinstance(conn, Connection):
                 continue
             if conn.auth is not None and (bad := conn.auth.check(data, seg)) is not None:
@@ -351,9 +353,43 @@ class Endpoint:
         self._drop(reason)
         return True
 
+    def held_by_ports(self, ports: tuple[int, int]) -> list[Held]:
+        """Connections and TIME-WAIT records with these (local, remote) TCP ports."""
+        same = self._by_ports.get(ports)
+        if same is None:
+            return []
+        return list(same) if isinstance(same, set) else [same]
+
     def _index(self, conn: Held) -> None:
         self.connections[conn.key] = conn
-        self._by_ports.setdefault((conn.local_port, conn.remote_port), set()).add(conn)
+        ports = (conn.local_port, conn.remote_port)
+        same = self._by_ports.get(ports)
+        if same is None:
+            self._by_ports[ports] = conn
+        elif isinstance(same, set):
+            same.add(conn)
+        elif same is not conn:
+            self._by_ports[ports] = {same, conn}
+
+    def _unindex_ports(self, conn: Held, replacement: Held | None = None) -> None:
+        """Take ``conn`` out of the by-ports index (putting ``replacement`` in)."""
+        ports = (conn.local_port, conn.remote_port)
+        same = self._by_ports.get(ports)
+        if same is None:
+            return
+        if isinstance(same, set):
+            same.discard(conn)
+            if replacement is not None:
+                same.add(replacement)
+            if len(same) == 1:
+                self._by_ports[ports] = next(iter(same))
+            elif not same:
+                del self._by_ports[ports]
+        elif same is conn:
+            if replacement is not None:
+                self._by_ports[ports] = replacement
+            else:
+                del self._by_ports[ports]
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Everything to send now, as ``(payload, destination address)`` pairs."""
@@ -491,10 +527,7 @@ class Endpoint:
             tw = TimeWait(conn, self, conn.time_wait_until)
             conn.detach()
             self.connections[conn.key] = tw
-            same = self._by_ports.get((conn.local_port, conn.remote_port))
-            if same is not None:
-                same.discard(conn)
-                same.add(tw)
+            self._unindex_ports(conn, tw)
             self._dirty.pop(conn, None)
             self.schedule(tw, tw.deadline)
         self._to_compact.clear()
@@ -510,12 +543,7 @@ class Endpoint:
             self._retire_counters(conn)
         if self.connections.get(conn.key) is conn:
             del self.connections[conn.key]
-        ports = (conn.local_port, conn.remote_port)
-        same = self._by_ports.get(ports)
-        if same is not None:
-            same.discard(conn)
-            if not same:
-                del self._by_ports[ports]
+        self._unindex_ports(conn)
         if isinstance(conn, Connection) and conn.listener_port is not None:
             listener = self.listeners.get(conn.listener_port)
             if listener is not None:

@@ -80,7 +80,9 @@ class Scoreboard:
     def __init__(self) -> None:
         self.recs: list[Record] = []
         self.head = 0
-        self.tsq: deque[tuple[float, Record]] = deque()
+        # Created on first send and dropped when it empties: an idle connection
+        # holds no deque (an empty one costs ~620 bytes).
+        self.tsq: deque[tuple[float, Record]] | None = None
         self.sacked = 0
         self.lost = 0
         self.retrans = 0
@@ -144,7 +146,10 @@ class Scoreboard:
             self.app_limited != 0,
         ]
         self.recs.append(rec)
-        self.tsq.append((now, rec))
+        tsq = self.tsq
+        if tsq is None:
+            tsq = self.tsq = deque()
+        tsq.append((now, rec))
         return rec
 
     def on_resent(self, rec: Record, now: float, in_flight: int) -> None:
@@ -164,7 +169,10 @@ class Scoreboard:
         rec[DELIVERED_TIME] = self.delivered_time
         rec[FIRST_SENT] = self.first_sent_time
         rec[APP_LIMITED] = self.app_limited != 0
-        self.tsq.append((now, rec))
+        tsq = self.tsq
+        if tsq is None:
+            tsq = self.tsq = deque()
+        tsq.append((now, rec))
 
     def mark_app_limited(self, in_flight: int) -> None:
         """The sender ran out of data to send (draft-cheng §3.4)."""
@@ -232,7 +240,7 @@ class Scoreboard:
             if not rec[FLAGS] & (SACKED | ACKED) and rec[FLAGS] & (LOST | RETRANS) != LOST
         ]
         live.sort(key=_xmit_of_entry)
-        self.tsq = deque(live)
+        self.tsq = deque(live) if live else None
 
     # -------------------------------------------------------- acknowledgment
     def begin_ack(self, guard_rtt: float) -> None:
@@ -312,8 +320,11 @@ class Scoreboard:
             head = 0
         self.head = head
         tsq = self.tsq
-        while tsq and tsq[0][1][FLAGS] & ACKED:
-            tsq.popleft()
+        if tsq is not None:
+            while tsq and tsq[0][1][FLAGS] & ACKED:
+                tsq.popleft()
+            if not tsq:
+                self.tsq = None
 
     def _trim(self, rec: Record, una: int) -> None:
         """The peer acknowledged part of ``rec``: keep the rest (Linux tcp_trim_head)."""
