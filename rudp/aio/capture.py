@@ -64,16 +64,17 @@ class Capture:
         if me[0] not in _WILDCARDS:
             return me
         host = peer[0]
-        addr = self._routes.get(host)
-        if addr is None:
-            addr = me
-            family = socket.AF_INET6 if len(me) == 4 else socket.AF_INET
-            with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as s:
-                s.connect(tuple(peer))  # a route lookup: nothing is sent
-                addr = s.getsockname()
-            if len(self._routes) >= _MAX_ROUTES:
-                self._routes.clear()
-            self._routes[host] = addr
+        cached = self._routes.get(host)
+        if cached is not None:
+            return cached
+        addr: Address = me
+        family = socket.AF_INET6 if len(me) == 4 else socket.AF_INET
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect(tuple(peer))  # a route lookup: nothing is sent
+            addr = s.getsockname()
+        if len(self._routes) >= _MAX_ROUTES:
+            self._routes.clear()
+        self._routes[host] = addr
         return addr
 
     def received(self, batch: Iterable[tuple[Any, Address, Address | None]], me: Address) -> None:

@@ -152,7 +152,7 @@ async def splice(
     ]
     # A connection lost while its copy is blocked elsewhere (a TCP reset while the
     # copy waits for the rudp peer's window) must end the splice too.
-    watchers = {
+    watchers: dict[asyncio.Future[None], str] = {
         asyncio.ensure_future(a.writer.wait_closed()): a.name,
         asyncio.ensure_future(b.writer.wait_closed()): b.name,
     }
