@@ -805,12 +805,25 @@ bind_segment(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     cls = (PyTypeObject *)args[0];
+    /* From 3.12 a static built-in type's tp_dict is NULL (its dict is kept per
+     * interpreter): ask for the dict, a new reference there. */
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *dict = PyType_GetDict(cls);
+#else
+    PyObject *dict = Py_XNewRef(cls->tp_dict);
+#endif
+    if (dict == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_TypeError, "%s has no __slots__", cls->tp_name);
+        return NULL;
+    }
     for (k = 0; k < N_FIELDS; k++) {
-        PyObject *descr = PyDict_GetItemString(cls->tp_dict, field_names[k]); /* borrowed */
+        PyObject *descr = PyDict_GetItemString(dict, field_names[k]); /* borrowed */
         PyMemberDef *member;
         if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
             PyErr_Format(PyExc_TypeError, "%s has no __slots__ member '%s'", cls->tp_name,
                          field_names[k]);
+            Py_DECREF(dict);
             return NULL;
         }
         member = ((PyMemberDescrObject *)descr)->d_member;
@@ -819,10 +832,12 @@ bind_segment(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             member->offset + (Py_ssize_t)sizeof(PyObject *) > cls->tp_basicsize) {
             PyErr_Format(PyExc_TypeError, "%s.%s is not a plain writable slot", cls->tp_name,
                          field_names[k]);
+            Py_DECREF(dict);
             return NULL;
         }
         offsets[k] = member->offset;
     }
+    Py_DECREF(dict);
     memcpy(st->offsets, offsets, sizeof(offsets));
     Py_XSETREF(st->segment_type, Py_NewRef(args[0]));
     Py_XSETREF(st->parse_error, Py_NewRef(args[1]));
