@@ -2,7 +2,7 @@
 
 * ``rudp demo`` -- a real transfer between a server and a client that share this
   one process, over UDP, with a progress bar and a throughput/latency summary
-  (needs the ``cli`` extra: rich, uvloop).
+  (needs the ``cli`` extra: rich).
 * ``rudp serve HOST PORT`` / ``rudp connect HOST PORT`` -- netcat-like: standard
   input goes to the peer, the peer's data to standard output. EOF on standard
   input sends FIN (half-close); the peer's FIN ends standard output. The program
@@ -11,6 +11,12 @@
   ``serve`` takes one client (others are refused while it is busy: their connect
   fails with "connection refused") and exits after it, or with ``-k`` goes on to
   the next.
+* ``rudp bench --server`` / ``rudp bench HOST`` -- measure a path between two
+  machines, as iperf3 does (:mod:`rudp.tools.bench`, docs/bench.md).
+* ``rudp tunnel server|client`` -- carry TCP connections over rudp, as kcptun does
+  (:mod:`rudp.tools.tunnel`, docs/tunnel.md).
+
+Every command takes ``--pcap FILE`` (docs/pcap.md).
 
 Diagnostics go to stderr, one line each, prefixed ``rudp:``; data alone goes to
 stdout. Exit status: 0 success, 1 error (as netcat), 2 usage error, 128+N when
@@ -24,6 +30,7 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import json
 import logging
 import math
 import os
@@ -38,8 +45,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from . import __version__, log
-from .aio import create_endpoint, open_connection, start_server
+from .aio import Endpoint, create_endpoint, open_connection, start_server
 from .config import MAX_MSS, MIN_MSS, Config
+from .engine.congestion import ALGORITHMS
 from .errors import ConfigError, ConnectTimeoutError, KeepaliveTimeoutError, UserTimeoutError
 
 #: The distribution name on the Python Package Index (the import name is ``rudp``).
@@ -76,7 +84,10 @@ def _loop_factory(name: str) -> tuple[Callable[[], asyncio.AbstractEventLoop], s
         import uvloop
     except ImportError:
         if name == "uvloop":
-            raise CliError(f"uvloop is not installed: {CLI_EXTRA}") from None
+            raise CliError(
+                "uvloop is not installed (a dependency of rudp-asyncio where it builds: "
+                "not on Windows or PyPy): pip install uvloop"
+            ) from None
         return asyncio.new_event_loop, "asyncio"
     return uvloop.new_event_loop, "uvloop"
 
@@ -200,6 +211,40 @@ def _mss(text: str) -> int:
     return value
 
 
+# ------------------------------------------------------- TCP-AO key file
+def _auth_option(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--auth-key-file",
+        metavar="FILE",
+        default=None,
+        help="authenticate every segment with TCP-AO (RFC 5925, docs/authentication.md) "
+        "under the secret in FILE: hex digits (e.g. from 'openssl rand -hex 32') or "
+        "else its raw bytes, 1-80 bytes, key id 0; the peer needs the same secret "
+        "(default: none)",
+    )
+
+
+def _auth_keys(args: argparse.Namespace) -> object:
+    """The ``--auth-key-file`` secret as a TCP-AO master key (ids 0), or None."""
+    path = getattr(args, "auth_key_file", None)
+    if path is None:
+        return None
+    from .engine.auth import AuthConfigError, MasterKey
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(4096)
+    except OSError as exc:
+        raise CliError(f"cannot read the key file {path}: {exc.strerror or exc}") from None
+    text = data.strip()
+    if text and len(text) % 2 == 0 and all(c in b"0123456789abcdefABCDEF" for c in text):
+        data = bytes.fromhex(text.decode())
+    try:
+        return MasterKey(0, 0, data)
+    except AuthConfigError as exc:  # (the message never shows the secret)
+        raise CliError(f"key file {path}: {exc}") from None
+
+
 # ------------------------------------------------------------ error text
 def _where(host: str, port: int) -> str:
     return f"{host} port {port}"
@@ -228,6 +273,8 @@ def _describe(exc: BaseException, host: str, port: int, action: str) -> str:
         return f"connection closed: {exc}"
     if isinstance(exc, ConfigError):
         return str(exc)
+    if isinstance(exc, OSError) and exc.filename:  # the --pcap file
+        return f"cannot write {exc.filename}: {exc.strerror or exc}"
     if isinstance(exc, OSError):
         action = f"cannot {action} {'on' if action == 'listen' else 'to'}"
         if exc.errno == errno.EADDRINUSE:
@@ -419,12 +466,14 @@ async def _session(
 def _config(args: argparse.Namespace) -> Config:
     keepalive = args.keepalive > 0
     return Config(
+        auth_keys=_auth_keys(args),
         mss=args.mss,
         keepalive=keepalive,
         keepalive_idle=args.keepalive if keepalive else _DEFAULTS.keepalive_idle,
         keepalive_interval=args.keepalive_interval,
         keepalive_count=args.keepalive_count,
         user_timeout=args.user_timeout,
+        pcap=args.pcap,
     )
 
 
@@ -529,7 +578,14 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
-async def _demo(size: int, mss: int, rounds: int, host: str) -> dict[str, Any]:
+async def _demo(
+    size: int,
+    mss: int,
+    rounds: int,
+    host: str,
+    pcap: str | None = None,
+    auth_keys: object = None,
+) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -548,7 +604,7 @@ async def _demo(size: int, mss: int, rounds: int, host: str) -> dict[str, Any]:
             return Text("?" if speed is None else f"{speed / 2**20:.1f} MiB/s")
 
     console = Console(stderr=True)
-    cfg = Config(mss=mss)
+    cfg = Config(mss=mss, auth_keys=auth_keys)
     received = 0
     server_hash = hashlib.sha256()
     done = asyncio.get_running_loop().create_future()
@@ -579,7 +635,11 @@ async def _demo(size: int, mss: int, rounds: int, host: str) -> dict[str, Any]:
 
     server = await start_server(on_client, host, 0, config=cfg)
     port = server.addresses[0][1]
-    reader, writer = await open_connection(host, port, config=cfg)
+    # Only the client records: both ends share this process, and a file written by
+    # both would hold every datagram twice (once sent, once received).
+    reader, writer = await open_connection(
+        host, port, config=Config(mss=mss, pcap=pcap, auth_keys=auth_keys)
+    )
 
     rtts = []
     msg = os.urandom(64)
@@ -683,13 +743,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         from rich.console import Console
     except ImportError:
-        raise CliError(f"the demo needs the 'cli' extra (rich, uvloop): {CLI_EXTRA}") from None
+        raise CliError(f"the demo needs the 'cli' extra (rich): {CLI_EXTRA}") from None
     _, loop_name = _loop_factory(args.loop)
     size = max(1, int(args.size * 2**20))
     result: dict[str, Any] = {}
 
     async def run() -> int:
-        result.update(await _demo(size, args.mss, args.rounds, args.host))
+        result.update(
+            await _demo(size, args.mss, args.rounds, args.host, args.pcap, _auth_keys(args))
+        )
         return EXIT_OK
 
     try:
@@ -702,6 +764,294 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.width = min(console.width, 80)
     console.print(_demo_table(result, args, loop_name))
     return EXIT_OK if result["hash_ok"] else EXIT_ERROR
+
+
+# -------------------------------------------------------------------- bench
+PLOT_EXTRA = f"pip install '{DISTRIBUTION}[plot]' (in a checkout: pip install -e '.[plot]')"
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _amount(text: str) -> int:
+    """Bytes, with iperf3's suffixes: 500K, 10M, 1G (binary multiples)."""
+    t = text.strip().upper().removesuffix("B")
+    unit = t[-1:] if t[-1:] in _UNITS and t[-1:] else ""
+    try:
+        value = float(t[: len(t) - len(unit)] if unit else t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bytes must be a number with an optional K/M/G/T suffix, not {text!r}"
+        ) from None
+    n = int(value * _UNITS[unit]) if math.isfinite(value) else 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"bytes must be >= 1, not {text!r}")
+    return n
+
+
+class _UsageError(Exception):
+    """A combination of options that cannot work (exit status 2)."""
+
+
+def _have(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+async def _bench_endpoint(args: argparse.Namespace, cfg: Config) -> Endpoint:
+    """The server's endpoint: --bind, or every address (dual-stack "::", else IPv4)."""
+    hosts = [args.bind] if args.bind else ["::", "0.0.0.0"]
+    for i, host in enumerate(hosts):
+        try:
+            return await create_endpoint((host, args.port), config=cfg)
+        except OSError as exc:
+            if i == len(hosts) - 1 or exc.errno == errno.EADDRINUSE:
+                raise CliError(_describe(exc, host, args.port, "listen")) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _bench_server(args: argparse.Namespace) -> int:
+    from .tools.bench import BenchServer
+    from .tools.benchfmt import PlainDisplay, summary_lines
+
+    cfg = _config(args)
+    ep = await _bench_endpoint(args, cfg)
+    out = PlainDisplay(client=False)
+    host, port = ep.local_address[0], ep.local_address[1]
+    if not args.json:
+        out.say("-" * 60)
+        out.say(f"Server listening on {host} port {port} (UDP)")
+        out.say("-" * 60)
+    else:
+        _say(f"listening on {_where(str(host), int(port))} (UDP)")
+    finished: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    tests: dict[str, Any] = {}
+
+    def report(kind: str, data: dict[str, Any]) -> None:
+        if kind == "test":
+            tests.clear()
+            tests.update(start=data, intervals=[])
+            if not args.json:
+                out.start(
+                    {"peer": data["peer"], "test": data["params"], "streams": data["streams"]}
+                )
+        elif kind == "interval":
+            tests.setdefault("intervals", []).append(data)
+            if not args.json:
+                out.interval(data)
+        elif kind == "result":
+            if args.json:
+                doc = {**tests, "end": {"streams": data["streams"]}}
+                print(json.dumps(doc, separators=(",", ":")), flush=True)
+            else:
+                result = {
+                    "start": {"test": tests.get("start", {}).get("params", {"bidir": False})},
+                    "end": {
+                        "streams": [{"id": st["id"], st["role"]: st} for st in data["streams"]],
+                    },
+                }
+                for line in summary_lines(result, client=False):
+                    if "(no " not in line:
+                        out.say(line)
+                out.say("-" * 60)
+            if not finished.done():
+                finished.set_result(EXIT_OK)
+        elif kind in ("error", "refused"):
+            peer = data.get("peer") or ["?", 0]
+            what = "refused a test from" if kind == "refused" else "test from"
+            _say(f"{what} {_where(str(peer[0]), int(peer[1]))}: {data['message']}")
+            if kind == "error" and not finished.done():
+                finished.set_result(EXIT_ERROR)
+
+    server = BenchServer(ep, cfg, report, data_host=str(host))
+    await server.start()
+    try:
+        while True:
+            status = await asyncio.shield(finished)
+            if args.one_off:
+                return status
+            finished = asyncio.get_running_loop().create_future()
+    finally:
+        await server.close()
+        ep.abort()
+
+
+async def _bench_client(args: argparse.Namespace) -> int:
+    from .tools.bench import BenchError, BenchParams, run_client
+    from .tools.benchfmt import LiveDisplay, PlainDisplay, plot
+
+    try:
+        params = BenchParams(
+            time=args.time,
+            bytes=args.bytes,
+            parallel=args.parallel,
+            reverse=args.reverse,
+            bidir=args.bidir,
+            mss=args.mss,
+            cc=args.cc,
+            interval=args.interval,
+            trace=args.plot is not None,
+        )
+    except BenchError as exc:
+        raise _UsageError(str(exc)) from None
+    display: PlainDisplay | None = None
+    if not args.json:
+        if sys.stdout.isatty() and _have("rich"):
+            total = float(args.bytes if args.bytes is not None else args.time)
+            display = LiveDisplay(
+                total * (2 if args.bidir and args.bytes else 1), args.bytes is not None
+            )
+        else:
+            display = PlainDisplay()
+    try:
+        if display is not None:
+            async with display:
+                result = await run_client(
+                    args.host,
+                    args.port,
+                    params,
+                    _config(args),
+                    bind=args.bind,
+                    on_start=display.start,
+                    on_interval=display.interval,
+                    connect_timeout=args.timeout or 10.0,
+                )
+            display.summary(result)
+        else:
+            result = await run_client(
+                args.host,
+                args.port,
+                params,
+                _config(args),
+                bind=args.bind,
+                connect_timeout=args.timeout or 10.0,
+            )
+    except BenchError as exc:
+        raise CliError(str(exc)) from None
+    except (OSError, TimeoutError) as exc:
+        if isinstance(exc, ConnectTimeoutError) and exc.timeout is not None:
+            exc = TimeoutError(f"gave up after --timeout {args.timeout:g} s")
+        raise CliError(_describe(exc, args.host, args.port, "connect")) from None
+    if args.json:
+        print(json.dumps(result, indent=2), flush=True)
+    if args.plot is not None:
+        plot(result, args.plot)
+        if display is not None:
+            display.say(f"plot written to {args.plot}")
+    failed = [
+        st for st in result["end"]["streams"] for role in ("sender", "receiver")
+        if (st.get(role) or {}).get("error")
+    ]  # fmt: skip
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.server:
+        if args.host is not None:
+            raise _UsageError("give HOST (client) or --server, not both")
+        client_only = ("bytes", "reverse", "bidir", "plot", "timeout")
+        given = [f"--{name}" for name in client_only if getattr(args, name) not in (None, False)]
+        if given:
+            raise _UsageError(f"{', '.join(given)}: client options (not with --server)")
+        return _run(_bench_server(args), args.loop)
+    if args.host is None:
+        raise _UsageError("give the server's HOST, or --server to be one")
+    if args.one_off:
+        raise _UsageError("--one-off is a server option")
+    if args.reverse and args.bidir:
+        raise _UsageError("--reverse and --bidir exclude each other")
+    if args.plot is not None and not _have("matplotlib"):
+        raise CliError(f"--plot needs matplotlib, from the 'plot' extra: {PLOT_EXTRA}")
+    return _run(_bench_client(args), args.loop)
+
+
+# ------------------------------------------------------------------- tunnel
+def _host_port(what: str, *, need_host: bool) -> Callable[[str], tuple[str, int]]:
+    """``HOST:PORT``, ``[V6]:PORT`` or (when the host may be omitted) ``:PORT``."""
+
+    def parse(text: str) -> tuple[str, int]:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"{what} must be HOST:PORT, not {text!r}")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if need_host and not host:
+            raise argparse.ArgumentTypeError(f"{what} needs a host: HOST:PORT, not {text!r}")
+        port = _port(allow_zero=not need_host)(port_text)
+        return host, port
+
+    return parse
+
+
+def _tunnel_log(line: str) -> None:
+    _say(f"{time.strftime('%H:%M:%S')} {line}")
+
+
+async def _tunnel_server(args: argparse.Namespace) -> int:
+    from .tools.tunnel import TunnelServer
+
+    cfg = _config(args)
+    host, port = args.listen
+    hosts = [host] if host else ["::", "0.0.0.0"]
+    ep: Endpoint | None = None
+    for i, h in enumerate(hosts):
+        try:
+            ep = await create_endpoint((h, port), config=cfg)
+            break
+        except OSError as exc:
+            if i == len(hosts) - 1 or exc.errno == errno.EADDRINUSE:
+                raise CliError(_describe(exc, h, port, "listen")) from None
+    assert ep is not None
+    tunnel = TunnelServer(ep, args.target, _tunnel_log, connect_timeout=args.timeout)
+    await tunnel.start()
+    bound = ep.local_address
+    _tunnel_log(
+        f"tunnel server on {_where(str(bound[0]), int(bound[1]))} (UDP) -> TCP "
+        f"{_where(*args.target)}"
+    )
+    try:
+        await asyncio.Future()  # until interrupted
+    finally:
+        await tunnel.close()
+        ep.abort()
+    return EXIT_OK  # pragma: no cover - only a signal ends it
+
+
+async def _tunnel_client(args: argparse.Namespace) -> int:
+    from .tools.tunnel import TunnelClient
+
+    cfg = _config(args)
+    rhost, rport = args.remote
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(rhost, rport, type=socket.SOCK_DGRAM)
+        family = infos[0][0]
+        ep = await create_endpoint(
+            ("::" if family == socket.AF_INET6 else "0.0.0.0", 0), config=cfg
+        )
+    except OSError as exc:
+        raise CliError(_describe(exc, rhost, rport, "connect")) from None
+    lhost, lport = args.listen
+    tunnel = TunnelClient(
+        ep, (lhost, lport), args.remote, _tunnel_log, connect_timeout=args.timeout
+    )
+    try:
+        await tunnel.start()
+    except OSError as exc:
+        ep.abort()
+        raise CliError(_describe(exc, lhost or "*", lport, "listen")) from None
+    where = ", ".join(_where(str(a[0]), int(a[1])) for a in tunnel.addresses)
+    _tunnel_log(f"tunnel client on {where} (TCP) -> rudp {_where(rhost, rport)}")
+    try:
+        await asyncio.Future()
+    finally:
+        await tunnel.close()
+        ep.abort()
+    return EXIT_OK  # pragma: no cover
+
+
+def cmd_tunnel(args: argparse.Namespace) -> int:
+    if args.mode == "server":
+        return _run(_tunnel_server(args), args.loop)
+    return _run(_tunnel_client(args), args.loop)
 
 
 # ----------------------------------------------------------------- parser
@@ -722,6 +1072,53 @@ def _verbosity(p: argparse.ArgumentParser, dest: str, default: Any) -> None:
         help="diagnostics on stderr: -v connections and rudp's retransmissions, "
         "timeouts and aborts (log level INFO); -vv also every state change and "
         "dropped datagram (DEBUG)",
+    )
+
+
+def _pcap_option(sp: argparse.ArgumentParser, what: str = "") -> None:
+    sp.add_argument(
+        "--pcap",
+        metavar="FILE",
+        default=None,
+        help="write every segment sent and received to FILE as a pcap capture that "
+        "Wireshark and tshark dissect as TCP, with the real UDP addresses"
+        f"{what} (default: none)",
+    )
+
+
+def _liveness_options(sp: argparse.ArgumentParser) -> None:
+    """--keepalive*, --user-timeout: how a dead peer or a NAT is handled."""
+    sp.add_argument(
+        "--keepalive",
+        type=_non_negative("keepalive"),
+        default=KEEPALIVE_IDLE,
+        metavar="SECONDS",
+        help="send a keepalive probe after this long without hearing from the peer; "
+        "keeps UDP NAT mappings (30-120 s) open and detects a dead peer; "
+        "0 turns keepalive off (default: %(default)g)",
+    )
+    sp.add_argument(
+        "--keepalive-interval",
+        type=_positive("keepalive interval"),
+        default=KEEPALIVE_INTERVAL,
+        metavar="SECONDS",
+        help="time between unanswered keepalive probes (default: %(default)g)",
+    )
+    sp.add_argument(
+        "--keepalive-count",
+        type=_count("keepalive count", 1),
+        default=KEEPALIVE_COUNT,
+        metavar="N",
+        help="unanswered probes after which the peer is declared dead and its "
+        "connection dropped (serve/connect exit with status 1) (default: %(default)s)",
+    )
+    sp.add_argument(
+        "--user-timeout",
+        type=_positive("user timeout"),
+        default=_DEFAULTS.user_timeout,
+        metavar="SECONDS",
+        help="give up when sent data stays unacknowledged this long "
+        "(RFC 9293 user timeout; default: %(default)g)",
     )
 
 
@@ -753,6 +1150,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"maximum segment size, {MIN_MSS}..{MAX_MSS} bytes; the default fits a "
             "1500-byte path over IPv4 and IPv6 (default: %(default)s)",
         )
+        _pcap_option(sp)
 
     d = sub.add_parser(
         "demo",
@@ -762,6 +1160,7 @@ def build_parser() -> argparse.ArgumentParser:
         "SHA-256 and prints a summary. Needs the 'cli' extra.",
     )
     common(d)
+    _auth_option(d)
     d.add_argument(
         "--size",
         type=_positive("size"),
@@ -783,6 +1182,173 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(func=cmd_demo)
 
+    from .tools.bench import DEFAULT_PORT as bench_port
+
+    b = sub.add_parser(
+        "bench",
+        help="measure a path: 'bench --server' on one machine, 'bench HOST' on the other "
+        "(like iperf3)",
+        description="Measures throughput, retransmissions, cwnd and RTT between two "
+        "machines, as iperf3 does: run 'rudp bench --server' on one and 'rudp bench HOST' "
+        "on the other. The server serves tests one after another. Every option below "
+        "but --server, --bind, --port and --one-off is the client's.",
+    )
+    common(b)
+    b.add_argument("host", metavar="HOST", nargs="?", help="the server to test against")
+    b.add_argument("-s", "--server", action="store_true", help="run a server (like iperf3 -s)")
+    b.add_argument(
+        "-B",
+        "--bind",
+        metavar="HOST",
+        default=None,
+        help="local address to bind (default: all addresses; the client: any)",
+    )
+    b.add_argument(
+        "-p",
+        "--port",
+        type=_port(allow_zero=True),
+        default=bench_port,
+        metavar="PORT",
+        help="the server's UDP port; the server accepts 0 (a free one, printed) "
+        "(default: %(default)s)",
+    )
+    b.add_argument(
+        "-1",
+        "--one-off",
+        action="store_true",
+        help="server: exit after one test (status 1 if it failed)",
+    )
+    b.add_argument(
+        "-t",
+        "--time",
+        type=_positive("time"),
+        default=10.0,
+        metavar="SECONDS",
+        help="how long each sender sends (default: %(default)g)",
+    )
+    b.add_argument(
+        "-n",
+        "--bytes",
+        type=_amount,
+        default=None,
+        metavar="N[KMG]",
+        help="send this many bytes per direction instead (shared by the streams; "
+        "K/M/G = 2^10/2^20/2^30)",
+    )
+    b.add_argument(
+        "-P",
+        "--parallel",
+        type=_count("parallel streams", 1),
+        default=1,
+        metavar="N",
+        help="streams (rudp connections) per direction (default: %(default)s)",
+    )
+    b.add_argument(
+        "-R", "--reverse", action="store_true", help="the server sends, the client receives"
+    )
+    b.add_argument("--bidir", action="store_true", help="send both ways at once")
+    b.add_argument(
+        "-C",
+        "--cc",
+        choices=sorted(ALGORITHMS),
+        default=_DEFAULTS.congestion_control,
+        help="congestion control of the senders (default: %(default)s)",
+    )
+    b.add_argument(
+        "-i",
+        "--interval",
+        type=_positive("interval"),
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between interval reports (default: %(default)g)",
+    )
+    b.add_argument(
+        "-J",
+        "--json",
+        action="store_true",
+        help="print the result as one JSON document at the end (the server: one "
+        "line per test), nothing else on stdout",
+    )
+    b.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        default=None,
+        help="draw throughput, cwnd and RTT over time into FILE.png "
+        "(needs the 'plot' extra: matplotlib)",
+    )
+    b.add_argument(
+        "--timeout",
+        type=_positive("timeout"),
+        default=None,
+        metavar="SECONDS",
+        help="give up connecting after this many seconds (default: 10)",
+    )
+    _liveness_options(b)
+    b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser(
+        "tunnel",
+        help="carry TCP connections over rudp: 'tunnel server' near the target, "
+        "'tunnel client' near the application (like kcptun)",
+        description="Carries TCP connections over rudp: 'rudp tunnel client' accepts TCP "
+        "connections and opens one rudp connection for each to 'rudp tunnel server', "
+        "which opens a TCP connection to its target. Half-close, resets and "
+        "backpressure pass through. Connections are logged on stderr with byte counts.",
+    )
+    tsub = t.add_subparsers(dest="mode", required=True, metavar="MODE")
+    ts = tsub.add_parser(
+        "server",
+        help="rudp on --listen (UDP) -> TCP to --target",
+        description="Accepts rudp connections on --listen (UDP) and connects each to "
+        "--target over TCP. Example: rudp tunnel server --listen :4000 --target 127.0.0.1:22",
+    )
+    tc = tsub.add_parser(
+        "client",
+        help="TCP on --listen -> rudp to --remote",
+        description="Accepts TCP connections on --listen and carries each over its own rudp "
+        "connection to the tunnel server at --remote. Example: rudp tunnel client "
+        "--listen 127.0.0.1:2222 --remote HOST:4000, then ssh -p 2222 127.0.0.1",
+    )
+    for sp in (ts, tc):
+        common(sp)
+        sp.add_argument(
+            "--listen",
+            required=True,
+            type=_host_port("--listen", need_host=False),
+            metavar="[HOST]:PORT",
+            help="UDP address to accept rudp connections on (no HOST: every address)"
+            if sp is ts
+            else "TCP address to accept connections on (no HOST: every address; "
+            "127.0.0.1 keeps it local)",
+        )
+        if sp is ts:
+            sp.add_argument(
+                "--target",
+                required=True,
+                type=_host_port("--target", need_host=True),
+                metavar="HOST:PORT",
+                help="TCP address every connection is carried to",
+            )
+        else:
+            sp.add_argument(
+                "--remote",
+                required=True,
+                type=_host_port("--remote", need_host=True),
+                metavar="HOST:PORT",
+                help="the tunnel server (UDP)",
+            )
+        sp.add_argument(
+            "--timeout",
+            type=_positive("timeout"),
+            default=10.0,
+            metavar="SECONDS",
+            help="give up opening a connection to the "
+            + ("target" if sp is ts else "tunnel server")
+            + " after this long; the tunnelled connection is then reset (default: %(default)g)",
+        )
+        _liveness_options(sp)
+        sp.set_defaults(func=cmd_tunnel)
+
     for name, func in (("serve", cmd_serve), ("connect", cmd_connect)):
         listening = name == "serve"
         if listening:
@@ -802,6 +1368,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "directions are closed.",
             )
         common(sp)
+        _auth_option(sp)
         sp.add_argument(
             "host",
             metavar="HOST",
@@ -833,38 +1400,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="give up connecting after this many seconds (default: after "
                 f"{_DEFAULTS.syn_retries} SYN retransmissions, about 2 minutes)",
             )
-        sp.add_argument(
-            "--keepalive",
-            type=_non_negative("keepalive"),
-            default=KEEPALIVE_IDLE,
-            metavar="SECONDS",
-            help="send a keepalive probe after this long without hearing from the peer; "
-            "keeps UDP NAT mappings (30-120 s) open and detects a dead peer; "
-            "0 turns keepalive off (default: %(default)g)",
-        )
-        sp.add_argument(
-            "--keepalive-interval",
-            type=_positive("keepalive interval"),
-            default=KEEPALIVE_INTERVAL,
-            metavar="SECONDS",
-            help="time between unanswered keepalive probes (default: %(default)g)",
-        )
-        sp.add_argument(
-            "--keepalive-count",
-            type=_count("keepalive count", 1),
-            default=KEEPALIVE_COUNT,
-            metavar="N",
-            help="unanswered probes after which the peer is declared dead and the "
-            "program exits with status 1 (default: %(default)s)",
-        )
-        sp.add_argument(
-            "--user-timeout",
-            type=_positive("user timeout"),
-            default=_DEFAULTS.user_timeout,
-            metavar="SECONDS",
-            help="give up when sent data stays unacknowledged this long "
-            "(RFC 9293 user timeout; default: %(default)g)",
-        )
+        _liveness_options(sp)
         sp.set_defaults(func=func)
     return p
 
@@ -888,6 +1424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         _say(str(exc))
         return EXIT_ERROR
+    except _UsageError as exc:
+        _say(f"{args.command}: {exc} (see 'rudp {args.command} --help')")
+        return EXIT_USAGE
     except _StdoutClosed:
         return EXIT_SIGPIPE
     return rc

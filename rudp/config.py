@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from .errors import ConfigError
@@ -15,6 +17,19 @@ MAX_MSS = MAX_UDP_PAYLOAD - MAX_TCP_HEADER
 #: Smallest MSS accepted from configuration or from a peer (RFC 9293 §3.7.1 and
 #: Linux's ``TCP_MIN_MSS``): smaller values are clamped, never honoured.
 MIN_MSS = 88
+#: Values of :attr:`Config.syncookies`.
+SYNCOOKIE_MODES = ("auto", "always", "never")
+
+#: Normalises :attr:`Config.auth_keys` (``rudp.engine.auth.as_key_chain``, which
+#: registers itself here when imported, as ``import rudp`` does): this module stays a
+#: leaf that imports nothing of the engine (tests/test_architecture.py).
+_auth_keys_normaliser: Callable[[object], object] | None = None
+
+
+def register_auth_keys_normaliser(normalise: Callable[[object], object]) -> None:
+    """Install the function that validates and normalises ``Config.auth_keys``."""
+    global _auth_keys_normaliser
+    _auth_keys_normaliser = normalise
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +96,28 @@ class Config:
     #: as FreeBSD's TCP-over-UDP encapsulation does, leaving integrity to the UDP
     #: checksum. Received segments with a 0 checksum are always accepted as such.
     checksum: bool = True
+    #: Authenticate every segment with TCP-AO (RFC 5925; docs/authentication.md): a
+    #: ``rudp.engine.auth.KeyChain``, one ``MasterKey``, an iterable of them, or None
+    #: (off, the default). Normalised to a ``KeyChain`` on construction (shared by
+    #: every endpoint and connection using this config, so key rollover reaches live
+    #: connections). With keys, every connection requires TCP-AO: a peer without the
+    #: key cannot connect, and segments without a valid MAC are dropped and counted.
+    auth_keys: object = None
     #: Follow a peer whose UDP address changes (NAT rebinding), after the strict checks
     #: in docs/migration.md; the new address gets at most 3x the bytes it sent until it
     #: proves it receives. False: segments from another address are dropped.
     migration: bool = True
+    #: Record every segment sent and received to this pcap file (docs/pcap.md), with
+    #: the real UDP endpoints' addresses, for Wireshark/tshark. Endpoints of one
+    #: process that name the same file share one writer; ``None`` (the default)
+    #: records nothing and costs nothing.
+    pcap: str | os.PathLike[str] | None = None
+    #: SYN cookies (RFC 4987 §3.6, docs/security.md), as Linux's ``tcp_syncookies``:
+    #: ``"auto"`` answers SYNs statelessly while a listener's queue is full (its
+    #: backlog of half-open plus not yet accepted connections), ``"always"`` answers
+    #: every SYN so, ``"never"`` keeps state for every SYN (when the queue is full, the
+    #: oldest half-open connection is evicted instead).
+    syncookies: str = "auto"
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -92,9 +125,19 @@ class Config:
 
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "auth_keys":
+                continue  # normalised below
             if f.name in ("keepalive", "sack", "timestamps", "pacing", "checksum", "migration"):
                 if not isinstance(value, bool):
                     raise bad(f.name, "must be a bool")
+            elif f.name == "pcap":
+                if value is not None and (
+                    not isinstance(value, (str, os.PathLike)) or not os.fspath(value)
+                ):
+                    raise bad(f.name, "must be None or a non-empty path")
+            elif f.name == "syncookies":
+                if value not in SYNCOOKIE_MODES:
+                    raise bad(f.name, f"must be one of {', '.join(map(repr, SYNCOOKIE_MODES))}")
             elif f.name == "congestion_control":
                 # The name is checked against the registry when a connection uses it
                 # (rudp.engine.congestion), so controllers can be registered later.
@@ -123,3 +166,17 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or not self.mss <= value <= (1 << 30):
                 raise bad(name, "must be an int in [mss, 2**30]")
+        if self.auth_keys is not None:
+            self._normalise_auth_keys()
+
+    def _normalise_auth_keys(self) -> None:
+        """``auth_keys`` as a ``KeyChain`` (ConfigError if it cannot be one; the
+        message never shows the value, which may hold a secret)."""
+        normalise = _auth_keys_normaliser
+        if normalise is None:  # pragma: no cover - rudp.engine.auth is always imported
+            raise ConfigError("Config.auth_keys: rudp.engine.auth is not loaded")
+        try:
+            chain = normalise(self.auth_keys)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"Config.auth_keys: {exc}") from None
+        object.__setattr__(self, "auth_keys", chain)  # frozen: set once, here

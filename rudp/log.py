@@ -14,11 +14,18 @@ Levels: WARNING for internal errors (a bug in rudp), INFO for retransmission
 timeouts, retransmissions, aborts and UDP socket errors, DEBUG for state
 transitions, accepted connections and dropped datagrams.
 
-Each record's message reads ``"<event> key=value …"`` (lazily formatted, so a
-record nobody handles costs no formatting); the same data is attached to the
-record as ``record.rudp_event`` (``"state"``, ``"rto"`` …) and
-``record.rudp_fields`` (a dict: ``conn``, ``old``, ``new`` …) for structured
-handlers, e.g. structlog's ``ProcessorFormatter`` with ``ExtraAdder``.
+Each record's message reads ``"<event> key=value …"``, the fields rendered as
+logfmt by structlog's ``LogfmtRenderer`` (values with spaces or quotes are quoted).
+Rendering is lazy: the message is an object that renders itself when a handler
+formats the record, so a record nobody handles costs no formatting, and structlog
+(whose import also pulls in rich when that is installed, ~0.1 s) is imported only
+when the first record is actually formatted -- never by ``import rudp``. rudp uses
+structlog's renderer as a plain function: it never calls ``structlog.configure``
+nor touches structlog's global configuration, so an application's own structlog
+setup is left alone. The same data is attached to the record as
+``record.rudp_event`` (``"state"``, ``"rto"`` …) and ``record.rudp_fields`` (a dict:
+``conn``, ``old``, ``new`` …) for structured handlers, e.g. structlog's
+``ProcessorFormatter`` with ``ExtraAdder``, or a JSON formatter.
 
 ``RUDP_LOG=debug`` (or ``info`` …) in the environment sets the ``"rudp"`` level
 at import and, while the application has not configured logging itself (the root
@@ -40,6 +47,7 @@ import os
 import sys
 import types
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 __all__ = ["LOGGER_NAME", "debug_enabled", "info_enabled", "logger", "set_level", "warning"]
@@ -60,6 +68,52 @@ _stdlib.addHandler(logging.NullHandler())
 _is_enabled_for = _stdlib.isEnabledFor
 
 
+class _Message:
+    """A record's message: ``event key=value …``, rendered only when formatted.
+
+    ``logging.LogRecord.getMessage`` calls ``str(record.msg)``; that is the first
+    time anything is rendered (and structlog imported).
+    """
+
+    __slots__ = ("event", "fields")
+
+    def __init__(self, event: str, fields: dict[str, Any]) -> None:
+        self.event = event
+        self.fields = fields
+
+    def __str__(self) -> str:
+        if not self.fields:
+            return self.event
+        return f"{self.event} {_render(self.fields)}"
+
+    def __repr__(self) -> str:
+        return repr(str(self))
+
+
+_renderer: Callable[[Any, str, dict[str, Any]], Any] | None = None
+
+
+def _render(fields: dict[str, Any]) -> str:
+    """``key=value …`` in logfmt, by structlog's renderer (imported on first use)."""
+    global _renderer
+    if _renderer is None:
+        try:
+            from structlog.processors import LogfmtRenderer
+        except ImportError:  # pragma: no cover - structlog is a dependency
+            _renderer = _plain_renderer
+        else:
+            # True/False as words (not logfmt's bare-flag form), fields in call order.
+            _renderer = LogfmtRenderer(bool_as_flag=False)
+    try:
+        return str(_renderer(None, "", dict(fields)))
+    except Exception:  # pragma: no cover - logging must never raise
+        return str(_plain_renderer(None, "", fields))
+
+
+def _plain_renderer(_logger: Any, _name: str, fields: dict[str, Any]) -> str:
+    return " ".join(f"{key}={value}" for key, value in fields.items())
+
+
 class EventLogger:
     """``logger.debug("event", key=value, …)`` on top of the stdlib ``"rudp"`` logger."""
 
@@ -72,13 +126,9 @@ class EventLogger:
         logger = self._logger
         if not logger.isEnabledFor(level):
             return
-        # A %-style template keeps formatting lazy and gives handlers that group
-        # by message template (Sentry …) one template per event.
-        template = event + "".join(f" {key}=%s" for key in fields)
         logger.log(
             level,
-            template,
-            *fields.values(),
+            _Message(event, fields),
             extra={"rudp_event": event, "rudp_fields": fields},
             stacklevel=3,  # the caller of debug()/info()…, not this module
         )

@@ -674,26 +674,21 @@ def test_docs_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("bbr ")
 
 
-@pytest.mark.parametrize(
-    ("events", "lost_each", "exits"),
-    [(6, MSS, True), (5, MSS, False), (6, 10, False)],
-    ids=["6-events-over-2pct", "5-events", "under-2pct"],
-)
-def test_startup_ends_on_heavy_loss_in_a_recovery_round(
-    events: int, lost_each: int, exits: bool
-) -> None:
-    """draft-ietf-ccwg-bbr BBRCheckStartupHighLoss: a round of fast recovery with at
-    least 6 loss events and more than 2% lost ends STARTUP, although the bandwidth
-    samples still grow (a shallow buffer overflowing); fewer events or a lower
-    loss rate (random loss) do not."""
+def test_startup_is_loss_agnostic() -> None:
+    """As Linux's BBR v1 (tcp_bbr.c): only the full-pipe rule (bandwidth growing less
+    than 25% for three rounds) ends STARTUP. A round of fast recovery that lost 6
+    full segments of 60 while the bandwidth samples still double does not: random
+    loss must not stop STARTUP at a fraction of the link, and a flow joining a full
+    queue must not stop at the share the others leave it (draft-ietf-ccwg-bbr's
+    BBRCheckStartupHighLoss belongs to BBR v2/v3, whose inflight_hi it feeds)."""
     cc = BBR(MSS, 10, seed=3)
     t = feed(cc, 0.0, 1e5, 0.05, rounds=2)
     rate = 2e5
     cc.on_congestion_event(t, cc.cwnd)
     rs = AckSample()
     delivered = cc._test_delivered  # type: ignore[attr-defined]
-    for rnd in range(2):  # the recovery round, then the next round start judges it
-        rate *= 2  # growing: the full-pipe rule alone would not fire
+    for rnd in range(2):  # the recovery round, then the next round start
+        rate *= 2  # growing: the full-pipe rule does not fire
         for i in range(10):
             delivered += MSS
             rs.acked, rs.delivered, rs.delivery_rate, rs.rtt, rs.srtt = (
@@ -706,12 +701,12 @@ def test_startup_ends_on_heavy_loss_in_a_recovery_round(
             rs.in_flight = rs.prior_in_flight = 20 * MSS
             rs.round_start = i == 0
             rs.app_limited = False
-            rs.lost = lost_each if rnd == 0 and i < events else 0
+            rs.lost = MSS if rnd == 0 and i < 6 else 0
             rs.in_recovery = True
             cc.on_ack(rs, t)
             t += 0.005
-    assert cc.full_bw_reached is exits
-    assert (cc.mode != STARTUP) is exits
+    assert cc.btl_bw >= 8e5  # the samples were taken
+    assert not cc.full_bw_reached and cc.mode == STARTUP
 
 
 def test_startup_overshoots_a_shallow_buffer_once() -> None:

@@ -1266,34 +1266,39 @@ def _syn_from(d: Drill, port: int, at: float) -> None:
     d.inject("S", seq=d.R(0), sport=port, at=at)
 
 
-def test_b18_backlog_overflow_drops_syn() -> None:
-    d = Drill()
+def test_b18_backlog_full_without_cookies_evicts_oldest() -> None:
+    """``syncookies="never"``: a full queue makes room by evicting its oldest
+    half-open connection; a queue full of accepted-but-not-taken connections drops
+    SYNs (with cookies, the default, see tests/test_hostile.py)."""
+    d = Drill(Config(syncookies="never"))
     d.listen(backlog=2)
     _syn_from(d, 5001, 0.0)
     _syn_from(d, 5002, 0.0)
     d.expect("S.", seq=ISN, ack=d.R(1), dport=5001, at=0.0)
     d.expect("S.", seq=ISN, ack=d.R(1), dport=5002, at=0.0)
-    _syn_from(d, 5003, 0.1)  # SYN number N + 1
-    d.expect_nothing()
+    _syn_from(d, 5003, 0.1)  # SYN number N + 1: the oldest (5001) makes room
+    d.expect("S.", seq=ISN, ack=d.R(1), dport=5003, at=0.1)
     c = d.ep.counters
-    assert (c["syn_dropped"], c["drop_backlog_full"], c["internal_errors"]) == (1, 1, 0)
-    assert len(d.ep.connections) == 2
-    # Completing a handshake does not free the slot until the application takes it.
+    assert (c["half_open_evicted"], c["syn_dropped"], c["internal_errors"]) == (1, 0, 0)
+    assert sorted(k[2] for k in d.ep.connections) == [5002, 5003]
+    # The evicted one's ACK finds nothing: RST.
     d.inject(".", seq=d.R(1), ack=d.L(1), sport=5001, at=0.2)
+    d.expect("R", seq=d.L(1), dport=5001, at=0.2)
+    # Completing a handshake does not free the slot until the application takes it.
+    d.inject(".", seq=d.R(1), ack=d.L(1), sport=5002, at=0.3)
+    d.inject(".", seq=d.R(1), ack=d.L(1), sport=5003, at=0.3)
     listener = d.ep.listeners[LPORT]
-    assert (listener.half_open, listener.accept_pending) == (1, 1)
-    _syn_from(d, 5004, 0.3)
+    assert (listener.half_open, listener.accept_pending) == (0, 2)
+    _syn_from(d, 5004, 0.4)
     d.expect_nothing()
-    assert c["syn_dropped"] == 2
-    (ev,) = d.expect_events(ConnectionAccepted)  # the application accepts
-    assert ev.conn.remote_port == 5001 and listener.accept_pending == 0
-    _syn_from(d, 5005, 0.4)
-    d.expect("S.", seq=ISN, ack=d.R(1), dport=5005, at=0.4)
-    # The dropped client's SYN retransmission gets in once a half-open one is gone.
-    d.inject("R", seq=d.R(1), sport=5002, at=0.5)
-    _syn_from(d, 5003, 1.0)
-    d.expect("S.", seq=ISN, ack=d.R(1), dport=5003, at=1.0)
-    assert c["syn_dropped"] == 2 and c["internal_errors"] == 0
+    assert (c["syn_dropped"], c["listen_overflows"], c["drop_backlog_full"]) == (1, 1, 1)
+    evs = d.expect_events(ConnectionAccepted, ConnectionAccepted)  # the application accepts
+    assert [ev.conn.remote_port for ev in evs] == [5002, 5003]  # type: ignore[attr-defined]
+    assert listener.accept_pending == 0
+    # The dropped client's SYN retransmission gets in.
+    _syn_from(d, 5004, 1.0)
+    d.expect("S.", seq=ISN, ack=d.R(1), dport=5004, at=1.0)
+    assert c["internal_errors"] == 0
 
 
 # ---------------------------------------------------------------------------

@@ -85,6 +85,30 @@ def test_import_pulls_in_no_cli_or_dev_packages() -> None:
     assert res.stdout.strip() == "[]"
 
 
+def test_structlog_renders_lazily_and_is_never_configured() -> None:
+    """structlog is imported only once a record is formatted, renders the logfmt
+    fields, and rudp leaves structlog's global configuration alone."""
+    res = python(
+        """
+        import asyncio, io, logging, sys, rudp
+        from rudp import log
+        records = []
+        class Keep(logging.Handler):
+            def emit(self, record):
+                records.append(record)
+        logging.getLogger("rudp").addHandler(Keep())
+        log.set_level("debug")
+        log.logger.debug("probe", conn="a b", n=3, ok=True, gone=None)
+        print("structlog" in sys.modules)  # a record was handled, not formatted
+        print(records[0].getMessage())
+        import structlog
+        print(structlog.is_configured())
+        """
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["False", 'probe conn="a b" n=3 ok=true gone=', "False"]
+
+
 def test_library_etiquette_quiet_by_default() -> None:
     logger = logging.getLogger("rudp")
     assert logger.level == logging.NOTSET  # the application decides

@@ -25,12 +25,30 @@ def test_distribution_name_agrees_everywhere() -> None:
     assert re.search(r'^rudp = "rudp\.cli:main"$', _pyproject(), re.MULTILINE)  # the command
 
 
-def test_library_has_no_runtime_dependencies_and_cli_extra_has_rich_and_uvloop() -> None:
-    text = _pyproject()
-    assert re.search(r"^dependencies = \[\]$", text, re.MULTILINE)
-    cli_extra = re.search(r"^cli = \[(.*?)^\]", text, re.MULTILINE | re.DOTALL)
-    assert cli_extra is not None
-    assert '"rich>=' in cli_extra.group(1) and '"uvloop>=' in cli_extra.group(1)
+def _list(name: str) -> str:
+    m = re.search(rf"^{name} = \[(.*?)^\]", _pyproject(), re.MULTILINE | re.DOTALL)
+    assert m is not None, name
+    return m.group(1)
+
+
+def test_library_needs_structlog_and_uvloop_and_extras_hold_the_cli_tools() -> None:
+    """The transport's own needs are dependencies (issue 11: structlog, and uvloop
+    where it builds); the CLI's display and plots are extras (issue 13)."""
+    deps = _list("dependencies")
+    assert '"structlog>=' in deps
+    uvloop = [line for line in deps.splitlines() if '"uvloop>=' in line]
+    assert uvloop and all("sys_platform != 'win32'" in line for line in uvloop)
+    assert all("platform_python_implementation == 'CPython'" in line for line in uvloop)
+    assert "rich" not in deps and "matplotlib" not in deps
+    cli_extra = _list("cli")
+    assert '"rich>=' in cli_extra and "uvloop" not in cli_extra
+    assert '"matplotlib>=' in _list("plot")
+    test_extra = _list("test")
+    assert '"rich>=' in test_extra and '"matplotlib>=' in test_extra
+    readme = (ROOT / "README.md").read_text()
+    for extra in ("cli", "plot", "test"):
+        assert f"`rudp-asyncio[{extra}]`" in readme, extra
+    assert cli.PLOT_EXTRA in (ROOT / "docs" / "bench.md").read_text()
 
 
 def test_sdist_manifest_carries_what_the_tests_read() -> None:

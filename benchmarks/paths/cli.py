@@ -188,7 +188,9 @@ def model_notes(settings: Settings, shape: tuple[int, int]) -> list[str]:
         "bottleneck: one link of rate R (bytes of UDP payload per second), tail-drop queue "
         "of buffer x BDP bytes (BDP = R x base RTT), one-way delay RTT/2; ACK path: delay "
         f"RTT/2, no rate limit; random loss {each_way}; all flows share the one queue",
-        "gp% = application bytes delivered in order in the window / window / max goodput; "
+        "gp% = payload bytes reaching the receiver for the first time in the window / window "
+        "/ max goodput (the bytes the application read in order are in the JSON as "
+        "app_goodput); "
         "max goodput = R x payload/(payload + TCP header) of a full data segment on the "
         f"wire, here {payload}/{payload + header} = {100 * payload / (payload + header):.2f}% "
         "of R; raw % of R = gp% x that ratio (both in the JSON)",

@@ -301,7 +301,11 @@ def _flow_result(
     payload, header = _shape(meter)
     max_goodput = path.rate * payload / (payload + header)
     base_rtt = path.rtt + (payload + header) / path.rate
-    goodput = wire["delivered"] / measure
+    # Goodput: payload bytes that reached the receiver for the first time in the
+    # window. (What the application read in order can exceed the link rate in a
+    # window that starts while a hole holds data back; it is kept as app_*.)
+    goodput = (wire["rcv_bytes"] - wire["dup_bytes"]) / measure
+    app_goodput = wire["delivered"] / measure
     samples = sorted(meter.rtt_samples)
     p50 = percentile(samples, 50)
     sent = wire["sent_bytes"]
@@ -311,6 +315,8 @@ def _flow_result(
         "goodput_Bps": goodput,
         "goodput_pct": 100 * goodput / max_goodput,
         "goodput_raw_pct": 100 * goodput / path.rate,
+        "app_goodput_Bps": app_goodput,
+        "app_goodput_pct": 100 * app_goodput / max_goodput,
         "retx_pct": 100 * wire["retx_bytes"] / sent if sent else None,
         # Unneeded retransmissions: data segments the receiving TCP already had
         # (what it reports with D-SACK). The wire meter's count also includes

@@ -44,6 +44,7 @@ from ..engine import (
 )
 from ..engine import Endpoint as EngineEndpoint
 from ..errors import InvalidStateError
+from .capture import Capture, open_capture
 from .sockio import DatagramError, ReceivedDatagram, UdpSocketIO
 from .transport import RudpTransport
 
@@ -55,6 +56,31 @@ _PORTS = struct.Struct("!HH")
 #: Most peers whose local (destination) address is remembered for replies.
 MAX_LOCAL_ADDRESSES = 65536
 _OPENING = frozenset({State.SYN_SENT, State.SYN_RECEIVED})
+#: Reasons the engine drops a datagram (``drop_<reason>`` counters): malformed
+#: (rudp.wire: ``short``, ``data_offset``, ``checksum``, ``option_*``), an RST or a
+#: non-SYN for a listener, a full backlog, an RST for no connection, an unproven
+#: NAT rebinding; with TCP-AO (docs/authentication.md) a missing, malformed or wrong
+#: MAC, an unknown KeyID, or a segment for no connection that would have drawn an
+#: RST it could not sign. Reasons the engine adds later appear in ``stats()`` too.
+DROP_REASONS = (
+    "short",
+    "data_offset",
+    "checksum",
+    "option_truncated",
+    "option_length",
+    "option_overflow",
+    "listen_rst",
+    "listen_no_syn",
+    "backlog_full",
+    "closed_rst",
+    "migration_rejected",
+    "auth_missing",
+    "auth_malformed",
+    "auth_unknown_key",
+    "auth_bad_length",
+    "auth_bad_mac",
+    "auth_no_connection",
+)
 
 
 class Endpoint:
@@ -74,6 +100,14 @@ class Endpoint:
     ) -> None:
         self.loop = loop
         self.config = config
+        #: The pcap file this endpoint records to (``Config.pcap``), or None.
+        self._pcap: Capture | None = None
+        if config.pcap is not None:
+            try:
+                self._pcap = open_capture(config.pcap)
+            except BaseException:
+                sock.close()
+                raise
         #: The sans-IO engine (``rudp.engine.Endpoint``) behind this socket.
         self.engine = EngineEndpoint(config)
         self._sock = sock
@@ -128,13 +162,50 @@ class Endpoint:
         return self._closing or self._closed
 
     def stats(self) -> dict[str, Any]:
-        """Engine counters, connections by state, and the socket layer's counters."""
+        """A snapshot of this endpoint's counters (docs/stats.md, "An endpoint").
+
+        Flat keys (monotonic counters unless said otherwise): the engine's
+        ``datagrams_received``, ``datagrams_sent``, ``dropped`` (every datagram
+        dropped, whatever the reason), ``rst_sent``, ``syn_dropped``,
+        ``internal_errors``, ``migrations``, ``time_wait_reused``, its ``drop_<reason>``
+        counters; ``connections`` and ``state_<STATE>`` (gauges: connections held
+        now, TIME-WAIT included); ``listeners`` (gauge); ``soft_errors`` (ICMP errors
+        for established connections).
+
+        Sections: ``drops`` -- dropped datagrams by reason, every known reason
+        present (0 when none); ``suppressed`` -- segments that called for a reply the
+        endpoint did not send; ``socket`` -- the UDP socket layer's counters
+        (:mod:`rudp.aio.sockio`); ``features`` -- what the socket layer uses;
+        ``pcap`` -- the capture file and the packets written to it (None if off).
+        """
         out: dict[str, Any] = dict(self.engine.stats())
-        out["socket"] = self._io.stats.as_dict()
+        drops = dict.fromkeys(DROP_REASONS, 0)
+        for key, value in out.items():
+            if key.startswith("drop_"):
+                drops[key[5:]] = value
+        out["drops"] = drops
+        sockio = self._io.stats
+        out["suppressed"] = {
+            # RFC 9293 §3.10.7.1/§3.10.7.2: an RST is never answered.
+            "rst_to_rst": drops["closed_rst"] + drops["listen_rst"],
+            # docs/migration.md: an unproven segment from a new address gets no RST,
+            # which could reset the real connection through the NAT.
+            "rst_to_unproven_migration": drops["migration_rejected"],
+            # docs/authentication.md: with TCP-AO an RST for no connection could not
+            # be signed, so it is not sent.
+            "rst_unsignable": drops["auth_no_connection"],
+            # Datagrams the socket layer could not send (queue full or send error).
+            "udp_queue_full": sockio.dropped_queue_full,
+            "udp_send_errors": sockio.send_errors,
+        }
+        out["listeners"] = len(self._accept)
+        out["socket"] = sockio.as_dict()
         out["features"] = {
             name: getattr(self._io.features, name) for name in ("gso", "gro", "pktinfo", "recverr")
         }
         out["soft_errors"] = self.soft_errors
+        pcap = self._pcap
+        out["pcap"] = None if pcap is None else {"file": pcap.key, "packets": pcap.writer.packets}
         return out
 
     async def create_connection(
@@ -252,7 +323,7 @@ class Endpoint:
             conn.abort(now)
         self._process_events()
         if not self._paused:
-            self._io.send(self._out_items(now))
+            self._send(self._out_items(now))
         self._close_socket(ConnectionAbortedError("endpoint aborted"))
 
     async def wait_closed(self) -> None:
@@ -329,6 +400,8 @@ class Endpoint:
         now = self.loop.time()
         receive = self.engine.receive_datagram
         local_for = self._local_for
+        if self._pcap is not None:
+            self._pcap.received(batch, self._sockname)
         for payload, src, local in batch:
             if local is not None and local_for.get(src) != local:
                 if len(local_for) >= MAX_LOCAL_ADDRESSES:
@@ -400,10 +473,16 @@ class Endpoint:
             return
         if not self._paused:
             items = self._out_items(self.loop.time())
-            if items and not self._io.send(items):
+            if items and not self._send(items):
                 self._paused = True  # the socket is full: the engine keeps the rest
         self._rearm()
         self._check_idle()
+
+    def _send(self, items: list[tuple[bytes, Address, Address | None]]) -> bool:
+        """Hand datagrams to the socket layer (and the pcap file, if any)."""
+        if self._pcap is not None and items:
+            self._pcap.sent(items, self._sockname)
+        return self._io.send(items)
 
     def _rearm(self) -> None:
         t = self.engine.get_timer()
@@ -504,6 +583,9 @@ class Endpoint:
             self._timer.cancel()
             self._timer = None
         self._io.close()
+        if self._pcap is not None:
+            self._pcap.release()
+            self._pcap = None
         err = exc or ConnectionAbortedError("endpoint closed")
         for conn in list(self._opening):
             self._fail_open(conn, err)

@@ -60,7 +60,7 @@ class RudpTransport(asyncio.Transport):
     # ----------------------------------------------------------- BaseTransport
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == STATS_KEY:
-            return self._conn.stats()
+            return self._conn.stats(self._loop.time())
         if name == "peername":
             return self._conn.addr  # current: it follows a NAT rebinding
         return self._extra.get(name, default)

@@ -40,6 +40,7 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from rudp.config import register_auth_keys_normaliser
 from rudp.wire.checksum import checksum
 from rudp.wire.segment import ACK, SYN, Segment
 
@@ -468,7 +469,8 @@ class KeyChain:
 
     def _insert(self, key: MasterKey) -> None:
         if not isinstance(key, MasterKey):
-            raise AuthConfigError(f"not a MasterKey: {key!r}")
+            # (the type only: a misplaced secret must not end up in a log)
+            raise AuthConfigError(f"not a MasterKey: {type(key).__name__}")
         if key.send_id in self._by_send:
             raise AuthConfigError(f"two keys with send_id {key.send_id}")
         if key.recv_id in self._by_recv:
@@ -553,6 +555,11 @@ def as_key_chain(value: object) -> KeyChain | None:
             f"not {type(value).__name__} (wrap a secret in MasterKey)"
         )
     return KeyChain(value)
+
+
+# Config(auth_keys=...) is validated and normalised with as_key_chain (rudp.config
+# imports nothing of the engine, so the engine hands it the function).
+register_auth_keys_normaliser(as_key_chain)
 
 
 # ---------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from ..seq import SEQ_MASK, seq_gt, seq_le, seq_lt, seq_sub
 from ..wire.segment import (
     ACK,
     FIN,
+    HEADER_LEN,
     PSH,
     RST,
     SYN,
@@ -47,6 +48,7 @@ from ..wire.segment import (
     encode_options,
     sack_option,
 )
+from .auth import OPTION_LEN, AuthSession, AuthStateError
 from .buffers import ReceiveBuffer, SendBuffer
 from .congestion import lookup
 from .recovery import STATE_NAMES, LossRecovery, RttEstimator
@@ -63,7 +65,8 @@ DEFAULT_PEER_MSS = 536
 MAX_WSCALE = 14
 #: RFC 5961 §7: at most this many challenge ACKs per connection per second.
 CHALLENGE_ACK_LIMIT = 10
-#: Least time between ACKs sent in reply to out-of-window data-less segments.
+#: Least time between ACKs sent in reply to unacceptable segments, data-bearing ones
+#: included (Linux's tcp_invalid_ratelimit; docs/security.md), per connection.
 OOW_ACK_INTERVAL = 0.5
 #: Linux ``tcp_fin_timeout``: an orphaned FIN-WAIT-2 connection lives this long.
 FIN_WAIT_2_TIMEOUT = 60.0
@@ -118,7 +121,7 @@ _T_KEEPALIVE = Timer.KEEPALIVE.value
 _T_PACING = Timer.PACING.value
 
 
-def _wscale_for(buf: int) -> int:
+def wscale_for(buf: int) -> int:
     """Smallest shift that lets a window of ``buf`` bytes fit 16 bits (RFC 7323 §2.2)."""
     shift = 0
     while (buf >> shift) > 0xFFFF and shift < MAX_WSCALE:
@@ -163,6 +166,10 @@ class ConnectionHost(Protocol):
 
     def terminated(self, conn: Connection, error: BaseException | None) -> None:
         """The connection is finished for the application (``error`` None: orderly)."""
+
+    def synack_retries(self, conn: Connection, now: float) -> int:
+        """How many SYN,ACK retransmissions the half-open ``conn`` (a passive open) may
+        make: fewer while its listener is under pressure (docs/security.md)."""
 
     def released(self, conn: Connection) -> None:
         """The connection reached CLOSED: forget its identity (it may still hold one
@@ -243,8 +250,10 @@ class Connection:
         "_write_closed",
         "_writing_paused",
         "acks_merged",
+        "acks_rate_limited",
         "addr",
         "amplification_limited",
+        "auth",
         "bytes_acked",
         "bytes_received",
         "bytes_retransmitted",
@@ -310,8 +319,12 @@ class Connection:
         *,
         listener_port: int | None = None,
         ts_offset: int = 0,
+        auth: AuthSession | None = None,
     ) -> None:
         self.host = host
+        #: TCP-AO (RFC 5925): every segment sent is signed, and the host checks every
+        #: segment received before giving it to :meth:`receive` (docs/authentication.md).
+        self.auth = auth
         self._out = host.output
         self.config = config
         self.addr = addr
@@ -351,7 +364,7 @@ class Connection:
         self._adv_nxt = -1
         self._adv_held = -1
         self._adv_field = 0
-        self.rcv_wscale = _wscale_for(config.rcv_buf)
+        self.rcv_wscale = wscale_for(config.rcv_buf)
         self._rcv_wscale_ok = False  # both sides sent WS (RFC 7323 §2.2)
         self._rcvq = ReceiveBuffer(MAX_OOO_RUNS)
         self._fin_rcvd_abs: int | None = None  # position of the peer's FIN, once seen
@@ -457,6 +470,7 @@ class Connection:
         self.dropped_segments = 0
         self.dsacks_sent = 0
         self.acks_merged = 0
+        self.acks_rate_limited = 0  # replies to unacceptable segments not sent (limits)
         self.amplification_limited = 0
         self.migrations = 0
         self.paws_drops = 0
@@ -658,13 +672,64 @@ class Connection:
         self._read_closed = self._write_closed = True
         self._terminate(now, ConnectionAbortedError("connection aborted locally"))
 
-    def stats(self) -> dict[str, Any]:
-        """Live statistics (the asyncio layer exposes them as ``rudp_stats``)."""
+    def stats(self, now: float | None = None) -> dict[str, Any]:
+        """Live statistics (the asyncio layer exposes them as ``rudp_stats``).
+
+        What Linux reports in ``TCP_INFO`` (``ss -ti``), under RFC 9293/Linux names;
+        docs/stats.md maps every field. Sizes in bytes, times in seconds, rates in
+        bytes per second. With ``now`` (the engine's clock) the ages are included:
+        ``last_send_age`` (since data last left), ``last_receive_age`` (since the
+        last acceptable segment arrived), ``unacked_age`` (since the last forward
+        progress while data is outstanding: the user timeout's clock, None when all
+        is acknowledged) and ``time_wait_left``.
+        """
+        from .recovery.scoreboard import FLAGS, LOST, RETRANS, SACKED
+
         rec = self.recovery
         sb = rec.sb
         rtt = self.rtt
+        sacked_segs = lost_segs = retrans_segs = 0
+        records = sb.outstanding_records()
+        if sb.sacked or sb.lost:
+            for r in records:
+                flags = r[FLAGS]
+                if flags & SACKED:
+                    sacked_segs += 1
+                elif flags & LOST:
+                    lost_segs += 1
+                    if flags & RETRANS:
+                        retrans_segs += 1
+        outstanding = self._max_abs - self._una_abs
+        ages: dict[str, Any] = {}
+        if now is not None:
+            since = self._unacked_since
+            tw_end = self._timer_at[_T_TIME_WAIT]
+            ages = {
+                "last_send_age": max(0.0, now - self._last_send),
+                "last_receive_age": max(0.0, now - self._last_rx),
+                "unacked_age": None if since is None else max(0.0, now - since),
+                "time_wait_left": None if tw_end == INF else max(0.0, tw_end - now),
+            }
         return {
             "state": self.state.value,
+            "unacked_segments": len(records),
+            "sacked_segments": sacked_segs,
+            "lost_segments": lost_segs,
+            "retrans_segments": retrans_segs,
+            "outstanding_bytes": outstanding,
+            "notsent_bytes": max(0, len(self._sndq.data) - outstanding),
+            "rto_backoff": rtt.backoff,
+            "keepalive_probes_unanswered": self._ka_probes,
+            "delivery_rate_app_limited": rec.rs.app_limited,
+            "rcv_mss": self._rcv_mss,
+            "advmss": self.config.mss,
+            "snd_wscale": self.snd_wscale,
+            "rcv_wscale": self.rcv_wscale if self._rcv_wscale_ok else 0,
+            "max_snd_wnd": self.max_snd_wnd,
+            "rcv_buf": self.config.rcv_buf,
+            "snd_buf": self.config.snd_buf,
+            "ato": self.config.delayed_ack,
+            **ages,
             "srtt": rtt.srtt,
             "rttvar": rtt.rttvar,
             "rto": rtt.rto,
@@ -683,6 +748,8 @@ class Connection:
             "recovery_state": STATE_NAMES[rec.state],
             "sack": self._sack_ok,
             "timestamps": self._ts_ok,
+            "auth": self.auth is not None,
+            **(self.auth.stats() if self.auth is not None else {}),
             "snd_wnd": self.snd_wnd,
             "rcv_wnd": max(0, self._rcv_adv_abs - self._rcv_nxt_abs),
             "snd_mss": self.snd_mss,
@@ -717,6 +784,7 @@ class Connection:
             "migrations": self.migrations,
             "path_validated": self._validated,
             "amplification_limited": self.amplification_limited,
+            "acks_rate_limited": self.acks_rate_limited,
             **self.cc.stats(),
         }
 
@@ -739,6 +807,25 @@ class Connection:
         self._update_window(seg, initial=True)
         self._start_syn(now)
 
+    def open_cookie(self, syn: Segment, now: float) -> None:
+        """Host API: a listener validated a SYN cookie (:mod:`rudp.engine.syncookies`)
+        in an ACK; ``syn`` is the SYN rebuilt from it (ISN, MSS, window scale,
+        SACK-permitted, timestamps). The connection is in SYN-RECEIVED as if it had
+        sent the SYN,ACK itself (it left statelessly, with ``iss`` as its ISN): the ACK,
+        given next to :meth:`receive`, completes the handshake (RFC 4987 §3.6)."""
+        self.irs = syn.seq
+        self.rcv_nxt = (syn.seq + 1) & SEQ_MASK
+        self._rcv_nxt_abs = 0
+        self._take_syn_options(syn, now)
+        self.state = S.LISTEN  # born from the listener's LISTEN
+        self.set_state(S.SYN_RECEIVED, now)
+        self._update_window(syn, initial=True)
+        self.snd_nxt = self.snd_max = (self.iss + 1) & SEQ_MASK
+        self._max_abs = 1
+        # What the cookie SYN,ACK advertised (its window field is never scaled).
+        self._rcv_adv_abs = min(self.config.rcv_buf, 0xFFFF)
+        self._last_ack_sent = self.rcv_nxt
+
     def _take_syn_options(self, seg: Segment, now: float) -> None:
         """The peer's SYN options: MSS (RFC 9293 §3.7.1), window scale and timestamps
         (RFC 7323 §2.2, §3.2), SACK-permitted (RFC 2018 §2). An option is in use only
@@ -747,6 +834,11 @@ class Connection:
         mss = seg.mss if seg.mss is not None else DEFAULT_PEER_MSS
         # Clamp absurd peer MSS values (RFC 9293 §3.7.1; Linux TCP_MIN_MSS).
         self.snd_mss = max(MIN_MSS, min(mss, cfg.mss))
+        if self.auth is not None:
+            # RFC 9293 §3.7.1: the effective send MSS excludes TCP options. TCP-AO's
+            # 16 bytes ride on every segment; taking them from the payload keeps each
+            # datagram the size of the same segment without authentication.
+            self.snd_mss -= OPTION_LEN
         self.cc.set_mss(self.snd_mss)
         self.recovery.mss = self.snd_mss
         if seg.wscale is not None:
@@ -798,6 +890,8 @@ class Connection:
         flags = seg.flags
         if flags & (SYN | RST) or not flags & ACK:
             return False
+        if self.auth is not None and self._authentic_move(seg):
+            return True
         if seg.seq != self.rcv_nxt:
             return False
         if not (seq_le(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_max)):
@@ -810,6 +904,23 @@ class Connection:
             if age > MIGRATION_TS_WINDOW * 1000:
                 return False
         return True
+
+    def _authentic_move(self, seg: Segment) -> bool:
+        """With TCP-AO (the host verified the MAC, so only a holder of the key made
+        the segment): any acceptable segment that brings something new — data
+        reaching beyond RCV.NXT, or an ACK of new data — may move the connection at
+        once; a replayed copy of what was already processed may not. The new address
+        stays amplification-limited until validated (docs/authentication.md)."""
+        if not self._segment_acceptable(seg):
+            return False
+        if not (seq_le(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_max)):
+            return False
+        ts = seg.ts
+        if self._ts_ok and (ts is None or ((ts[0] - self._ts_recent) & SEQ_MASK) >= 0x80000000):
+            return False  # RFC 7323 §5.3 PAWS
+        return seq_gt((seg.seq + seg.seg_len) & SEQ_MASK, self.rcv_nxt) or seq_gt(
+            seg.ack, self.snd_una
+        )
 
     def migrate(self, addr: Address, now: float) -> None:
         """Host API: the peer now sends from ``addr``. Until it proves it receives
@@ -965,6 +1076,7 @@ class Connection:
             self._chack_window = now
             self._chack_count = 0
         if self._chack_count >= CHALLENGE_ACK_LIMIT:
+            self.acks_rate_limited += 1
             return
         self._chack_count += 1
         self.challenge_acks += 1
@@ -976,6 +1088,35 @@ class Connection:
         """An ACK must go out at the next flush."""
         self._ack_now = True
         self.host.wake(self)
+
+    def _owe_oow_ack(self, now: float) -> None:
+        """Answer an unacceptable segment (RFC 9293 §3.10.7.4) with an ACK, at most one
+        per :data:`OOW_ACK_INTERVAL` per connection, whether or not it carried data
+        (Linux's tcp_invalid_ratelimit, which spares data-bearing segments: here
+        injected data cannot draw a stream of duplicate ACKs towards the real peer,
+        whose loss detection would count them; docs/security.md)."""
+        if now - self._oow_ack_at >= OOW_ACK_INTERVAL:
+            self._oow_ack_at = now
+            self._owe_ack()
+        else:
+            self.acks_rate_limited += 1
+
+    def _answer_unacceptable(self, seg: Segment, now: float) -> None:
+        """The ACK answering an unacceptable segment (sequence check or PAWS), rate
+        limited (:meth:`_owe_oow_ack`) so two confused ends cannot ping-pong ACKs and
+        injected segments cannot draw a stream of them. The exception: a plausible
+        duplicate, data ending at most one receive buffer below RCV.NXT (a spurious
+        retransmission such as a tail loss probe, or a reordered original arriving
+        after its retransmission), is reported at once with a D-SACK (RFC 2883 §4),
+        from which its sender learns; a blind attacker lands there with odds of
+        rcv_buf / 2**32."""
+        n = len(seg.payload)
+        back = seq_sub(self.rcv_nxt, seg.seq)
+        if n and n <= back <= self.config.rcv_buf:
+            self._note_duplicate(seg)
+            self._owe_ack()
+        else:
+            self._owe_oow_ack(now)
 
     def _owe_distinct_ack(self) -> None:
         """An ACK must go out as its own segment, carrying the SACK information as it
@@ -1063,15 +1204,7 @@ class Connection:
                 # (rate limited like every reply to an unacceptable segment), drop.
                 self.paws_drops += 1
                 self.dropped_segments += 1
-                if seg.payload:
-                    # As Linux's tcp_send_dupack: a rejected old duplicate of data
-                    # already received is reported with a D-SACK (RFC 2883 §4), so
-                    # the sender learns its retransmission was spurious (typically a
-                    # reordered original that arrived after its retransmission).
-                    self._note_duplicate(seg)
-                if now - self._oow_ack_at >= OOW_ACK_INTERVAL or seg.payload:
-                    self._oow_ack_at = now
-                    self._owe_ack()
+                self._answer_unacceptable(seg, now)
                 return
 
         # First: sequence number check.
@@ -1085,15 +1218,9 @@ class Connection:
                 return
             if not flags & RST:
                 # Unacceptable: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> (also answers
-                # keepalive and zero-window probes with seq = rcv_nxt - 1). Replies
-                # to data-less segments are rate limited, as Linux's
-                # tcp_invalid_ratelimit, so two confused ends cannot ping-pong ACKs.
+                # keepalive and zero-window probes with seq = rcv_nxt - 1).
                 self.duplicate_segments += 1
-                if seg.payload:
-                    self._note_duplicate(seg)
-                if seg.payload or now - self._oow_ack_at >= OOW_ACK_INTERVAL:
-                    self._oow_ack_at = now
-                    self._owe_ack()
+                self._answer_unacceptable(seg, now)
             return
         self._last_rx = now
         self._ka_probes = 0
@@ -1182,9 +1309,10 @@ class Connection:
         ack = seg.ack
         una = self.snd_una
         if seq_gt(ack, self.snd_max):
-            # RFC 9293 §3.10.7.4 / RFC 5961 §5.2: ACK of unsent data -> ACK, drop.
+            # RFC 9293 §3.10.7.4 / RFC 5961 §5.2: ACK of unsent data -> ACK (rate
+            # limited as every reply to an unacceptable segment), drop.
             self.dropped_segments += 1
-            self._owe_ack()
+            self._owe_oow_ack(now)
             raise _Drop
         if seq_lt(ack, (una - max(self.max_snd_wnd, 1)) & SEQ_MASK):
             # RFC 5961 §5.2: too old to be a real ACK -> challenge ACK, drop.
@@ -1444,6 +1572,8 @@ class Connection:
         starts = rcvq.ooo_starts
         datas = rcvq.ooo_data
         room = 3 if self._ts_ok else 4
+        if self.auth is not None:
+            room -= 2  # TCP-AO's 16 bytes: one block next to timestamps, else two
         blocks: list[tuple[int, int]] = []
         used: set[int] = set()
         dsack = self._dsack
@@ -1452,7 +1582,7 @@ class Connection:
             self.dsacks_sent += 1
             blocks.append(dsack)
             i = rcvq.run_containing(dsack[0])
-            if i >= 0:
+            if i >= 0 and len(blocks) < room:
                 used.add(i)
                 blocks.append((starts[i], starts[i] + len(datas[i])))
         nxt = self._rcv_nxt_abs
@@ -1577,7 +1707,12 @@ class Connection:
         if state is S.SYN_SENT or state is S.SYN_RECEIVED:
             # The opening handshake: resend SYN (or SYN,ACK) until the retry limit.
             active = state is S.SYN_SENT or self.listener_port is None
-            limit = self.config.syn_retries if state is S.SYN_SENT else self.config.synack_retries
+            if state is S.SYN_SENT:
+                limit = self.config.syn_retries
+            elif active:
+                limit = self.config.synack_retries
+            else:
+                limit = self.host.synack_retries(self, now)
             if self._retries > limit:
                 # A listener's half-open connection just goes back to LISTEN, unseen.
                 what = "SYN" if state is S.SYN_SENT else "SYN,ACK"
@@ -1762,6 +1897,9 @@ class Connection:
             wnd = self._advertise()
         else:
             wnd = 0
+        auth = self.auth
+        # With TCP-AO the checksum is computed by auth.sign(), after the MAC.
+        csum = self.config.checksum and auth is None
         if flags & SYN:
             data = build_segment(
                 self.local_port,
@@ -1772,8 +1910,9 @@ class Connection:
                 wnd,
                 payload,
                 syn_opts,
-                compute_checksum=self.config.checksum,
+                compute_checksum=csum,
             )
+            ao_off = HEADER_LEN + len(syn_opts) - OPTION_LEN  # _emit_syn put it last
         else:
             sack = b""
             if flags & ACK:
@@ -1782,6 +1921,9 @@ class Connection:
                         sack = self._sack_option()
                 else:
                     sack = sack_opt
+            if auth is not None:
+                sack = auth.placeholder() + sack  # right after the timestamps, if any
+            ao_off = HEADER_LEN + 12 if self._ts_ok else HEADER_LEN
             if self._ts_ok:
                 data = build_segment_ts(
                     self.local_port,
@@ -1794,7 +1936,7 @@ class Connection:
                     (int(now * 1000) + self._ts_offset) & SEQ_MASK,
                     self._ts_recent,
                     sack,
-                    self.config.checksum,
+                    csum,
                 )
             else:
                 data = build_segment(
@@ -1806,8 +1948,13 @@ class Connection:
                     wnd,
                     payload,
                     sack,
-                    compute_checksum=self.config.checksum,
+                    compute_checksum=csum,
                 )
+        if auth is not None:
+            signed = self._sign(auth, data, ao_off)
+            if signed is None:
+                return
+            data = signed
         if not self._validated:
             if self._amp_tx + len(data) > AMPLIFICATION_FACTOR * self._amp_rx:
                 self.amplification_limited += 1
@@ -1826,6 +1973,16 @@ class Connection:
                 self._unacked_bytes = 0
                 self._timer_at[_T_DELACK] = INF
 
+    def _sign(self, auth: AuthSession, data: bytes, ao_off: int) -> bytes | None:
+        """TCP-AO: the MAC of ``data`` (RFC 5925 §5.1), then its checksum; None (and
+        nothing sent) for a segment the session cannot sign yet — a non-SYN before
+        the peer's ISN is known, which the state machine never sends."""
+        try:
+            return auth.sign(data, ao_off, compute_checksum=self.config.checksum)
+        except AuthStateError:  # pragma: no cover - defensive
+            self.dropped_segments += 1
+            return None
+
     def _emit_syn(self, now: float) -> None:
         """Our SYN or SYN,ACK: MSS, window scale, SACK-permitted and timestamps (a
         SYN,ACK carries only what the SYN offered, RFC 7323 §2.2/§3.2, RFC 2018 §2)."""
@@ -1843,6 +2000,8 @@ class Connection:
             sack_perm = cfg.sack
             ts = (self._tsval(now), 0) if cfg.timestamps else None
         opts = encode_options(mss=cfg.mss, wscale=ws, sack_perm=sack_perm, ts=ts)
+        if self.auth is not None:
+            opts += self.auth.placeholder()  # 36 bytes of options at most (RFC 5925 §7.6)
         # RFC 7323 §2.2: the window field of a SYN is never scaled.
         wnd = min(cfg.rcv_buf, 0xFFFF)
         self._rcv_adv_abs = self._rcv_nxt_abs + wnd
@@ -2068,8 +2227,8 @@ class Connection:
             self.host.terminated(self, self.error)
 
     def discard(self, now: float) -> None:
-        """Host API: end a TIME-WAIT connection whose identity a new SYN reuses
-        (RFC 6191), silently."""
+        """Host API: end the connection silently: a TIME-WAIT one whose identity a new
+        SYN reuses (RFC 6191), or a half-open one its listener evicts."""
         self._terminate(now, None, report=False)
 
     def _terminate(self, now: float, error: BaseException | None, report: bool = True) -> None:

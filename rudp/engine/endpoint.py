@@ -13,6 +13,12 @@ socket hosts listeners and any number of connections, to one or many peers.
 
 Nothing from the network raises out of :meth:`receive_datagram`: malformed
 datagrams are dropped and counted in :attr:`Endpoint.counters`.
+
+Against spoofed sources (docs/security.md): SYN cookies when a listener's queue is
+full (:mod:`.syncookies`), fewer SYN,ACK retransmissions under pressure, at most 3x
+the bytes received sent to an address before it completes a handshake, and RSTs to
+unknown addresses rate limited and never larger than their trigger. Every reply not
+sent is counted.
 """
 
 from __future__ import annotations
@@ -29,9 +35,20 @@ from .. import log
 from ..config import Config
 from ..errors import AddressInUseError
 from ..seq import SEQ_MASK, seq_gt
-from ..wire.segment import ACK, FIN, RST, SYN, ParseError, Segment, build_segment, parse_segment
+from ..wire.segment import (
+    ACK,
+    FIN,
+    RST,
+    SYN,
+    ParseError,
+    Segment,
+    build_segment,
+    encode_options,
+    parse_segment,
+)
+from .auth import AuthSession, KeyChain, as_key_chain
 from .congestion import lookup
-from .connection import Connection
+from .connection import AMPLIFICATION_FACTOR, DEFAULT_PEER_MSS, Connection, wscale_for
 from .events import (
     ConnectionAccepted,
     ConnectionEstablished,
@@ -43,6 +60,7 @@ from .events import (
 )
 from .isn import isn_rfc6528
 from .states import State
+from .syncookies import MAX_AGE, PERIOD, SynCookies, cookie_tsval, identity, ts_options
 from .timers import INF
 from .timewait import TimeWait
 
@@ -60,24 +78,75 @@ ANY_PORT = 0
 #: An identity in TIME-WAIT may be reused for an active open after this long, if the
 #: old connection used timestamps (Linux tcp_tw_reuse waits one second).
 TW_REUSE_DELAY = 1.0
+#: RSTs to addresses with no connection: at most this many per second, in bursts of
+#: at most :data:`RST_BURST` (FreeBSD's default ``icmplim``, which also bounds its
+#: RSTs); the rest are counted in ``rst_rate_limited``.
+RST_RATE = 200.0
+RST_BURST = 200.0
+#: A SYN,ACK is retransmitted at least this many times whatever the pressure (Linux
+#: reqsk_timer_handler's floor).
+MIN_SYNACK_RETRIES = 2
+#: A listener counts as under pressure this long after its queue was last full.
+PRESSURE_HOLD = 10.0
 _DEFAULT_CONFIG = Config()
 
 
 class Listener:
     """A passive open on one TCP port (the LISTEN state, RFC 9293 §3.10.7.2)."""
 
-    __slots__ = ("accept_pending", "backlog", "port", "syn_received")
+    __slots__ = (
+        "accept_pending",
+        "backlog",
+        "cookies_until",
+        "full_at",
+        "port",
+        "syn_received",
+    )
 
     def __init__(self, port: int, backlog: int) -> None:
         self.port = port
         self.backlog = backlog
-        self.syn_received: set[Connection] = set()  # half-open connections
+        #: Half-open connections, oldest first (a dict keeps insertion order).
+        self.syn_received: dict[Connection, None] = {}
         self.accept_pending = 0  # established, ConnectionAccepted not yet taken
+        #: SYN cookies sent recently may be answered until then (Linux checks a
+        #: cookie only after a recent queue overflow, tcp_synq_no_recent_overflow).
+        self.cookies_until = float("-inf")
+        #: When a SYN last found the queue full.
+        self.full_at = float("-inf")
 
     @property
     def half_open(self) -> int:
         """Connections in SYN-RECEIVED."""
         return len(self.syn_received)
+
+    @property
+    def full(self) -> bool:
+        """The queue (half-open plus not yet accepted connections) is at its backlog."""
+        return len(self.syn_received) + self.accept_pending >= self.backlog
+
+    def synack_retries(self, base: int, now: float) -> int:
+        """SYN,ACK retransmissions a half-open connection may make now.
+
+        Under pressure old entries are pruned sooner, as Linux's reqsk_timer_handler
+        does: half the queue is reserved for young entries (those that have not
+        retransmitted yet), and each halving of the young share costs one
+        retransmission, down to :data:`MIN_SYNACK_RETRIES`. A flood of spoofed SYNs,
+        whose entries all grow old, then holds a slot 7 s (1 + 2 + 4), not 63 s.
+        Pressure: the half-open queue is more than half the backlog (Linux's test),
+        or it was full less than :data:`PRESSURE_HOLD` ago. Linux looks at the
+        length alone, so a burst's entries, all expiring together, stop being pruned
+        once half of them are gone; the hold lets the rest go too."""
+        qlen = len(self.syn_received)
+        if base <= MIN_SYNACK_RETRIES or (
+            2 * qlen <= max(8, self.backlog) and now - self.full_at >= PRESSURE_HOLD
+        ):
+            return base
+        young = 2 * sum(1 for c in self.syn_received if not c.retransmissions)
+        while base > MIN_SYNACK_RETRIES and qlen >= young:
+            base -= 1
+            young *= 2
+        return base
 
 
 class Endpoint:
@@ -96,6 +165,8 @@ class Endpoint:
     ) -> None:
         self.config = config if config is not None else _DEFAULT_CONFIG
         lookup(self.config.congestion_control)  # ConfigError now, not at the first SYN
+        #: TCP-AO master keys (docs/authentication.md), or None: authentication off.
+        self.auth_keys: KeyChain | None = as_key_chain(self.config.auth_keys)
         #: Identity -> connection (or its compacted TIME-WAIT, :mod:`.timewait`).
         self.connections: dict[ConnKey, Held] = {}
         #: (local TCP port, remote TCP port) -> connections, for NAT rebinding.
@@ -103,6 +174,9 @@ class Endpoint:
         self._to_compact: list[Connection] = []
         self.listeners: dict[int, Listener] = {}
         self._isn: IsnFunc = isn if isn is not None else isn_rfc6528
+        self.syncookies = SynCookies()
+        self._rst_tokens = RST_BURST
+        self._rst_time = float("-inf")
         self._seed = seed
         self._rng: random.Random | None = None  # created on first use (ephemeral ports)
         #: Datagrams waiting for :meth:`datagrams_to_send` (drained in place).
@@ -121,6 +195,15 @@ class Endpoint:
             "internal_errors": 0,
             "migrations": 0,
             "time_wait_reused": 0,
+            "rst_rate_limited": 0,
+            "syncookies_sent": 0,
+            "syncookies_ok": 0,
+            "syncookies_failed": 0,
+            "half_open_evicted": 0,
+            "listen_overflows": 0,
+            # Totals of connections that are gone (stats() adds the live ones).
+            "amplification_limited": 0,
+            "acks_rate_limited": 0,
         }
 
     # ------------------------------------------------------------ public API
@@ -129,7 +212,8 @@ class Endpoint:
         TCP port no other listener has (docs/wire.md: TCP ports identify connections,
         UDP addresses route them, so a SYN's ports are mirrored whatever a port
         mapping did to the UDP ports). At most ``backlog`` half-open plus
-        not-yet-accepted connections are held; further SYNs are dropped."""
+        not-yet-accepted connections are held; past that, SYNs are answered with
+        SYN cookies (``Config.syncookies``; docs/security.md)."""
         if not 0 <= port <= 0xFFFF:
             raise ValueError(f"port must be in 0..65535 (0: any), not {port!r}")
         if backlog < 1:
@@ -171,15 +255,18 @@ class Endpoint:
             raise AddressInUseError(f"connection {key} exists (state {old.state})")
         if config is not None:
             lookup(config.congestion_control)
+        cfg = config or self.config
+        iss = self._isn(key, now)
         conn = Connection(
             self,
-            config or self.config,
+            cfg,
             addr,
             local_port,
             remote_port,
-            self._isn(key, now),
+            iss,
             now,
             ts_offset=self._ts_offset(key),
+            auth=_session(as_key_chain(cfg.auth_keys), iss, None, local_port, remote_port),
         )
         self._index(conn)
         conn.open_active(now)
@@ -204,32 +291,42 @@ class Endpoint:
         try:
             conn = self.connections.get((addr, seg.dport, seg.sport))
             if conn is not None:
+                if conn.auth is not None and not self._authentic(conn.auth, data, seg, addr):
+                    return  # RFC 5925 §7.5: before anything else looks at it
                 if conn.state is State.TIME_WAIT and self._time_wait_reuse(conn, seg, now):
                     conn = None
                 else:
                     conn.receive(seg, now, len(data))
                     return
-            elif self._migrate(seg, addr, now, len(data)):
+            elif self._migrate(seg, addr, now, len(data), data):
                 return
             listener = self.listeners.get(seg.dport) or self.listeners.get(ANY_PORT)
             if listener is not None and seg.dport:
-                self._listen_segment(listener, seg, addr, now, len(data))
+                self._listen_segment(listener, seg, addr, now, len(data), data)
             else:
-                self._closed_segment(seg, addr, now)
+                self._closed_segment(seg, addr, now, len(data), data)
         except Exception:  # pragma: no cover - a bug in rudp, never the peer's fault
             counters["internal_errors"] += 1
             log.warning("internal_error", peer=addr, error=traceback.format_exc())
 
-    def _migrate(self, seg: Segment, addr: Address, now: float, size: int) -> bool:
+    def _migrate(
+        self, seg: Segment, addr: Address, now: float, size: int, data: bytes | memoryview
+    ) -> bool:
         """NAT rebinding (docs/migration.md): a segment from an unknown address with
         the TCP ports of a live connection moves that connection only if it passes
-        the connection's strict checks; the new address stays unvalidated (and
-        amplification-limited) until it proves it receives."""
+        the connection's strict checks (with TCP-AO, its MAC first); the new address
+        stays unvalidated (and amplification-limited) until it proves it receives."""
         candidates = self._by_ports.get((seg.dport, seg.sport))
         if not candidates or seg.flags & (SYN | ACK) == SYN:
             return False  # nothing to move; a SYN goes to the listener
+        reason = "migration_rejected"
         for conn in list(candidates):
-            if isinstance(conn, Connection) and conn.migration_acceptable(seg, addr, now):
+            if not isinstance(conn, Connection):
+                continue
+            if conn.auth is not None and (bad := conn.auth.check(data, seg)) is not None:
+                reason = bad  # RFC 5925 §7.5: not authentic, so nothing else counts
+                continue
+            if conn.migration_acceptable(seg, addr, now):
                 old_key = conn.key
                 conn.migrate(addr, now)
                 if self.connections.get(old_key) is conn:
@@ -240,9 +337,18 @@ class Endpoint:
                     log.logger.info("migrate", conn=conn.name, old=old_key[0], new=addr)
                 conn.receive(seg, now, size)
                 return True
+        # A new connection that happens to use the same TCP ports from another
+        # address may be completing a SYN-cookie handshake.
+        listener = self.listeners.get(seg.dport) or self.listeners.get(ANY_PORT)
+        if (
+            listener is not None
+            and seg.flags & (SYN | RST | ACK) == ACK
+            and self._cookie_ack(listener, seg, addr, now, size, data)
+        ):
+            return True
         # Not proven: drop it silently. Answering it with an RST (as a segment for no
         # connection would be) could reset the real connection through the NAT.
-        self._drop("migration_rejected")
+        self._drop(reason)
         return True
 
     def _index(self, conn: Held) -> None:
@@ -318,12 +424,19 @@ class Endpoint:
         return ev
 
     def stats(self) -> dict[str, int]:
-        """Endpoint counters plus the number of connections by state."""
+        """Endpoint counters plus the number of connections by state.
+
+        ``amplification_limited`` and ``acks_rate_limited`` count replies the
+        connections did not send (the amplification limit; the limits on replies to
+        unacceptable segments), live connections and gone ones together."""
         out = dict(self.counters)
         out["connections"] = len(self.connections)
         for conn in self.connections.values():
             key = "state_" + conn.state.value
             out[key] = out.get(key, 0) + 1
+            if isinstance(conn, Connection):
+                out["amplification_limited"] += conn.amplification_limited
+                out["acks_rate_limited"] += conn.acks_rate_limited
         return out
 
     # ------------------------------------------- ConnectionHost (for connections)
@@ -341,7 +454,7 @@ class Endpoint:
             return
         listener = self.listeners.get(port)
         if listener is not None:
-            listener.syn_received.discard(conn)
+            listener.syn_received.pop(conn, None)
             listener.accept_pending += 1
         self._events.append(ConnectionAccepted(conn, port))
 
@@ -367,6 +480,7 @@ class Endpoint:
         for conn in self._to_compact:
             if conn.state is not State.TIME_WAIT or self.connections.get(conn.key) is not conn:
                 continue
+            self._retire_counters(conn)
             tw = TimeWait(conn, self, conn.time_wait_until)
             conn.detach()
             self.connections[conn.key] = tw
@@ -378,7 +492,15 @@ class Endpoint:
             self.schedule(tw, tw.deadline)
         self._to_compact.clear()
 
+    def synack_retries(self, conn: Connection, now: float) -> int:
+        base = conn.config.synack_retries
+        port = conn.listener_port
+        listener = self.listeners.get(port) if port is not None else None
+        return base if listener is None else listener.synack_retries(base, now)
+
     def released(self, conn: Held) -> None:
+        if isinstance(conn, Connection):
+            self._retire_counters(conn)
         if self.connections.get(conn.key) is conn:
             del self.connections[conn.key]
         ports = (conn.local_port, conn.remote_port)
@@ -387,11 +509,17 @@ class Endpoint:
             same.discard(conn)
             if not same:
                 del self._by_ports[ports]
-        if conn.listener_port is not None:
+        if isinstance(conn, Connection) and conn.listener_port is not None:
             listener = self.listeners.get(conn.listener_port)
             if listener is not None:
-                listener.syn_received.discard(conn)
+                listener.syn_received.pop(conn, None)
         # Stays in the dirty set if it still owes its last RST (flush sends it).
+
+    def _retire_counters(self, conn: Connection) -> None:
+        """Keep a leaving connection's counts of replies it did not send."""
+        c = self.counters
+        c["amplification_limited"] += conn.amplification_limited
+        c["acks_rate_limited"] += conn.acks_rate_limited
 
     # ------------------------------------------------------------- internals
     def _pick_port(self, addr: Address, remote_port: int, now: float) -> int:
@@ -452,24 +580,70 @@ class Endpoint:
         return False
 
     def _listen_segment(
-        self, listener: Listener, seg: Segment, addr: Address, now: float, size: int
+        self,
+        listener: Listener,
+        seg: Segment,
+        addr: Address,
+        now: float,
+        size: int,
+        data: bytes | memoryview,
     ) -> None:
         """RFC 9293 §3.10.7.2: a segment for a listener with no connection."""
         flags = seg.flags
+        if flags & SYN and flags & (FIN | RST):
+            # Nonsense in LISTEN (Linux discards SYN+FIN here): no half-open
+            # connection, no reply.
+            self._drop("listen_bad_flags")
+            return
         if flags & RST:
             self._drop("listen_rst")  # first: an incoming RST is ignored
             return
         if flags & ACK:
-            self._send_rst(seg, addr)  # second: any ACK -> <SEQ=SEG.ACK><CTL=RST>
+            # Second: any ACK -> <SEQ=SEG.ACK><CTL=RST>, unless it completes a
+            # handshake answered with a SYN cookie.
+            if not flags & SYN and self._cookie_ack(listener, seg, addr, now, size, data):
+                return
+            if self.auth_keys is not None:
+                self._drop("auth_no_connection")  # an RST could not be signed
+                return
+            self._send_rst(seg, addr, now, size)
             return
         if not flags & SYN:
             self._drop("listen_no_syn")
             return
-        # Third: SYN. Bounded half-open + accept queue (backlog); overflow is dropped.
-        if len(listener.syn_received) + listener.accept_pending >= listener.backlog:
+        auth = None
+        if self.auth_keys is not None:
+            # TCP-AO: the SYN's MAC first (RFC 5925 §7.5); a forged SYN touches
+            # nothing, not even the listener's pressure state.
+            auth = self._verified_syn(self.auth_keys, seg, addr, now, data)
+            if auth is None:
+                return
+        # Third: SYN. Bounded half-open + accept queue (backlog).
+        if listener.accept_pending >= listener.backlog:
+            # Nobody accepts: a cookie would only complete into a full queue (Linux
+            # drops the SYN too, LINUX_MIB_LISTENOVERFLOWS).
+            listener.full_at = now
             self.counters["syn_dropped"] += 1
+            self.counters["listen_overflows"] += 1
             self._drop("backlog_full")
             return
+        mode = self.config.syncookies
+        full = listener.full
+        if full:
+            listener.full_at = now
+        if mode == "always" or (full and mode == "auto"):
+            self._send_cookie(listener, seg, addr, now, size)
+            return
+        if full:
+            # No cookies: make room by evicting the oldest half-open connection (a
+            # flood's entries grow old first; a real client's SYN gets a slot).
+            if not listener.syn_received:
+                self.counters["syn_dropped"] += 1
+                self._drop("backlog_full")
+                return
+            oldest = next(iter(listener.syn_received))
+            oldest.discard(now)
+            self.counters["half_open_evicted"] += 1
         key = (addr, seg.dport, seg.sport)
         conn = Connection(
             self,
@@ -477,30 +651,225 @@ class Endpoint:
             addr,
             seg.dport,
             seg.sport,
-            self._isn(key, now),
+            self._isn(key, now) if auth is None else auth.local_isn,
             now,
             listener_port=listener.port,
             ts_offset=self._ts_offset(key),
+            auth=auth,
         )
-        listener.syn_received.add(conn)
+        listener.syn_received[conn] = None
         self._index(conn)
         conn.open_passive(seg, now, size)
 
-    def _closed_segment(self, seg: Segment, addr: Address, now: float) -> None:
+    def _send_cookie(
+        self, listener: Listener, seg: Segment, addr: Address, now: float, size: int
+    ) -> None:
+        """Answer a SYN statelessly (RFC 4987 §3.6): a SYN,ACK whose ISN is a SYN
+        cookie (:mod:`.syncookies`); nothing is kept. As a connection's SYN,ACK it
+        offers only what the SYN offered; without timestamps, neither window scaling
+        nor SACK (the cookie cannot carry them)."""
+        cfg = self.config
+        key = (addr, seg.dport, seg.sport)
+        mss = DEFAULT_PEER_MSS if seg.mss is None else seg.mss
+        ts = None
+        ws: int | None = None
+        sack_perm = False
+        opts: int | None = None
+        if cfg.timestamps and seg.ts is not None:
+            sack_perm = cfg.sack and seg.sack_perm
+            if seg.wscale is not None:
+                ws = wscale_for(cfg.rcv_buf)
+            opts = ts_options(seg.wscale, sack_perm)
+            tsval = (int(now * 1000) + self._ts_offset(key)) & SEQ_MASK
+            ts = (cookie_tsval(tsval, opts), seg.ts[0])
+        cookie = self.syncookies.make(identity(addr, seg.dport, seg.sport), seg.seq, mss, opts, now)
+        options = encode_options(mss=cfg.mss, wscale=ws, sack_perm=sack_perm, ts=ts)
+        keys = self.auth_keys
+        auth = None
+        if keys is not None:
+            # TCP-AO (the SYN verified already): signed as the connection would sign
+            # it, under the traffic key of our ISN (the cookie) and the SYN's.
+            auth = AuthSession.for_connection(keys, cookie, seg.seq, seg.dport, seg.sport)
+            options += auth.placeholder()
+        data = build_segment(
+            seg.dport,
+            seg.sport,
+            cookie,
+            (seg.seq + 1) & SEQ_MASK,
+            SYN | ACK,
+            min(cfg.rcv_buf, 0xFFFF),
+            b"",
+            options,
+            compute_checksum=cfg.checksum and auth is None,
+        )
+        if auth is not None:
+            data = auth.sign(data, compute_checksum=cfg.checksum)
+        if len(data) > AMPLIFICATION_FACTOR * size:
+            # Never more than 3x what the (possibly spoofed) source sent us.
+            self._drop("synack_amplification")
+            return
+        listener.cookies_until = now + MAX_AGE * PERIOD
+        self.output.append((data, addr))
+        self.counters["syncookies_sent"] += 1
+        if log.info_enabled and self.counters["syncookies_sent"] == 1:
+            # Linux logs "Possible SYN flooding on port N. Sending cookies." once.
+            log.logger.info("syncookies", port=listener.port, mode=cfg.syncookies)
+
+    def _cookie_ack(
+        self,
+        listener: Listener,
+        seg: Segment,
+        addr: Address,
+        now: float,
+        size: int,
+        data: bytes | memoryview,
+    ) -> bool:
+        """An ACK at a listener: if it acknowledges a valid SYN cookie, create the
+        connection from it (with the options the cookie carries) and give it the
+        ACK, data and FIN included. True if the segment was taken (or dropped
+        because nobody accepts); False to answer it with an RST."""
+        mode = self.config.syncookies
+        if mode == "never" or (mode == "auto" and now > listener.cookies_until):
+            return False  # no cookie of ours can be out there
+        ts = seg.ts if self.config.timestamps else None
+        found = self.syncookies.check(
+            identity(addr, seg.dport, seg.sport),
+            (seg.seq - 1) & SEQ_MASK,
+            (seg.ack - 1) & SEQ_MASK,
+            None if ts is None else ts[1],
+            now,
+        )
+        if found is None:
+            self.counters["syncookies_failed"] += 1
+            return False
+        auth = None
+        if self.auth_keys is not None:
+            # TCP-AO: the ACK's MAC, under the ISNs the cookie stands for, before
+            # anything is created (docs/authentication.md); a forged one is dropped
+            # and counted, never answered.
+            local_isn, peer_isn = (seg.ack - 1) & SEQ_MASK, (seg.seq - 1) & SEQ_MASK
+            auth = AuthSession.for_connection(
+                self.auth_keys, local_isn, peer_isn, seg.dport, seg.sport
+            )
+            if not self._authentic(auth, data, seg, addr):
+                return True
+        if listener.accept_pending >= listener.backlog:
+            self.counters["listen_overflows"] += 1
+            self._drop("backlog_full")
+            return True  # the peer retransmits; Linux drops it too
+        self.counters["syncookies_ok"] += 1
+        key = (addr, seg.dport, seg.sport)
+        conn = Connection(
+            self,
+            self.config,
+            addr,
+            seg.dport,
+            seg.sport,
+            (seg.ack - 1) & SEQ_MASK,
+            now,
+            listener_port=listener.port,
+            ts_offset=self._ts_offset(key),
+            auth=auth,
+        )
+        syn = Segment(seg.sport, seg.dport, (seg.seq - 1) & SEQ_MASK, 0, SYN, seg.wnd)
+        syn.mss = found.mss
+        syn.wscale = found.wscale
+        syn.sack_perm = found.sack_perm
+        if found.timestamps and ts is not None:
+            syn.ts = (ts[0], 0)
+        listener.syn_received[conn] = None
+        self._index(conn)
+        conn.open_cookie(syn, now)
+        conn.receive(seg, now, size)
+        if conn.state is State.SYN_RECEIVED:  # pragma: no cover - the ACK was checked
+            conn.discard(now)  # never left without the timers a SYN,ACK would arm
+        return True
+
+    def _closed_segment(
+        self, seg: Segment, addr: Address, now: float, size: int, data: bytes | memoryview
+    ) -> None:
         """RFC 9293 §3.10.7.1: no connection and no listener -> RST (never for an RST)."""
         if seg.flags & RST:
             self._drop("closed_rst")
             return
-        self._send_rst(seg, addr)
+        if self.auth_keys is not None:
+            self._signed_refusal(self.auth_keys, seg, addr, data)
+            return
+        self._send_rst(seg, addr, now, size)
 
-    def _send_rst(self, seg: Segment, addr: Address) -> None:
+    def _send_rst(self, seg: Segment, addr: Address, now: float, size: int) -> None:
+        """An RST to an address with no connection: rate limited (a token bucket,
+        :data:`RST_RATE`) and never larger than the ``size``-byte datagram that
+        triggered it, so spoofed junk cannot turn the endpoint into a reflector."""
+        tokens = min(RST_BURST, self._rst_tokens + (now - self._rst_time) * RST_RATE)
+        self._rst_time = now
+        if tokens < 1.0:
+            self._rst_tokens = tokens
+            self.counters["rst_rate_limited"] += 1
+            return
         csum = self.config.checksum
         if seg.flags & ACK:
             data = build_segment(seg.dport, seg.sport, seg.ack, 0, RST, 0, compute_checksum=csum)
         else:
             ack = (seg.seq + seg.seg_len) & SEQ_MASK
             data = build_segment(seg.dport, seg.sport, 0, ack, RST | ACK, 0, compute_checksum=csum)
+        if len(data) > size:  # pragma: no cover - a segment is at least 20 bytes, as an RST
+            self.counters["rst_rate_limited"] += 1
+            return
+        self._rst_tokens = tokens - 1.0
         self.output.append((data, addr))
+        self.counters["rst_sent"] += 1
+
+    # ------------------------------------------------------------------ TCP-AO
+    def _authentic(
+        self, auth: AuthSession, data: bytes | memoryview, seg: Segment, addr: Address
+    ) -> bool:
+        """RFC 5925 §7.5: verify a received segment's MAC; if it fails, drop it and
+        count ``drop_auth_<why>`` (docs/authentication.md, Counters)."""
+        reason = auth.check(data, seg)
+        if reason is None:
+            return True
+        self._drop(reason)
+        if log.debug_enabled:
+            log.logger.debug("drop", reason=reason, peer=addr, size=len(data))
+        return False
+
+    def _verified_syn(
+        self, keys: KeyChain, seg: Segment, addr: Address, now: float, data: bytes | memoryview
+    ) -> AuthSession | None:
+        """A SYN for a listener, with TCP-AO: the session of the connection it would
+        open (our ISS chosen first, the SYN's SEQ as the peer's ISN), if its MAC
+        verifies; None if it was dropped (docs/authentication.md)."""
+        iss = self._isn((addr, seg.dport, seg.sport), now)
+        auth = AuthSession.for_connection(keys, iss, seg.seq, seg.dport, seg.sport)
+        return auth if self._authentic(auth, data, seg, addr) else None
+
+    def _signed_refusal(
+        self, keys: KeyChain, seg: Segment, addr: Address, data: bytes | memoryview
+    ) -> None:
+        """A segment for no connection and no listener, with TCP-AO: no RST, since it
+        could not be signed (the ISNs are unknown; RFC 5925 §7.7) — except for an
+        authentic SYN, answered with <SEQ=0><ACK=SYN.SEQ+1><CTL=RST,ACK> signed under
+        the traffic key of peer ISN SYN.SEQ and local ISN 0, which the client in
+        SYN-SENT verifies (docs/authentication.md, Engine integration)."""
+        if seg.flags & (SYN | ACK) != SYN:
+            self._drop("auth_no_connection")
+            return
+        auth = AuthSession.for_connection(keys, 0, seg.seq, seg.dport, seg.sport)
+        if not self._authentic(auth, data, seg, addr):
+            return
+        ack = (seg.seq + seg.seg_len) & SEQ_MASK
+        raw = build_segment(
+            seg.dport,
+            seg.sport,
+            0,
+            ack,
+            RST | ACK,
+            0,
+            options=auth.placeholder(),
+            compute_checksum=False,
+        )
+        self.output.append((auth.sign(raw, compute_checksum=self.config.checksum), addr))
         self.counters["rst_sent"] += 1
 
     def _drop(self, reason: str) -> None:
@@ -508,3 +877,12 @@ class Endpoint:
         c["dropped"] += 1
         key = "drop_" + reason
         c[key] = c.get(key, 0) + 1
+
+
+def _session(
+    keys: KeyChain | None, iss: int, peer_isn: int | None, local_port: int, remote_port: int
+) -> AuthSession | None:
+    """The TCP-AO session of a new connection (None: authentication off)."""
+    if keys is None:
+        return None
+    return AuthSession.for_connection(keys, iss, peer_isn, local_port, remote_port)

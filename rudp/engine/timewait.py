@@ -20,6 +20,7 @@ from .states import State
 from .timers import INF
 
 if TYPE_CHECKING:
+    from .auth import AuthSession
     from .connection import Address, Connection
 
 
@@ -51,6 +52,7 @@ class TimeWait:
         "_out",
         "_wnd",
         "addr",
+        "auth",
         "deadline",
         "entered",
         "host",
@@ -88,6 +90,9 @@ class TimeWait:
         self.ts_offset = conn.ts_offset
         self._wnd = conn.last_window_field
         self._checksum = conn.config.checksum
+        #: TCP-AO: the connection's session, to verify a retransmitted FIN (the host
+        #: checks before :meth:`receive`) and to sign the ACK answering it.
+        self.auth: AuthSession | None = conn.auth
         self.msl = conn.config.msl
         self._ack_owed = False
         self._oow_ack_at = -1.0
@@ -141,6 +146,9 @@ class TimeWait:
         if not self._ack_owed:
             return
         self._ack_owed = False
+        auth = self.auth
+        more = b"" if auth is None else auth.placeholder()
+        csum = self._checksum and auth is None  # with TCP-AO, after the MAC
         if self.timestamps_ok:
             tsval = (int(now * 1000) + self.ts_offset) & SEQ_MASK
             data = build_segment_ts(
@@ -153,7 +161,8 @@ class TimeWait:
                 b"",
                 tsval,
                 self.ts_recent,
-                compute_checksum=self._checksum,
+                more,
+                compute_checksum=csum,
             )
         else:
             data = build_segment(
@@ -163,7 +172,12 @@ class TimeWait:
                 self.rcv_nxt,
                 ACK,
                 self._wnd,
-                compute_checksum=self._checksum,
+                options=more,
+                compute_checksum=csum,
+            )
+        if auth is not None:
+            data = auth.sign(
+                data, 32 if self.timestamps_ok else 20, compute_checksum=self._checksum
             )
         self._out.append((data, self.addr))
 

@@ -57,13 +57,6 @@ MIN_CWND_SEGMENTS = 4
 FULL_BW_THRESH = 1.25
 #: ... for three rounds that were not application limited.
 FULL_BW_COUNT = 3
-#: STARTUP also ends on heavy loss (draft-ietf-ccwg-bbr, BBRCheckStartupHighLoss;
-#: Linux BBRv2/v3): a round of fast recovery that lost more than 2% of what it
-#: moved, in at least 6 separate loss events. Without it a shallow buffer makes
-#: STARTUP overshoot again after every recovery, because loss alone never stops
-#: the bandwidth estimate from growing while the queue overflows.
-STARTUP_LOSS_THRESH = 0.02
-STARTUP_FULL_LOSS_CNT = 6
 #: Pace 1% below the estimate, to keep the bottleneck queue drained.
 PACING_MARGIN = 0.01
 #: ACK aggregation: max extra_acked over 5 to 10 rounds ...
@@ -147,9 +140,6 @@ class BBR(CongestionControl):
         self.full_bw = 0.0
         self.full_bw_count = 0
         self.full_bw_reached = False
-        self._loss_events_in_round = 0
-        self._lost_in_round = 0
-        self._delivered_in_round = 0
         # PROBE_BW.
         self.cycle_idx = 0
         self._cycle_stamp = 0.0
@@ -195,7 +185,6 @@ class BBR(CongestionControl):
         if self.mode == PROBE_BW and self._is_next_cycle_phase(rs, now):
             self._advance_cycle_phase(now)
         self._check_full_bw_reached()
-        self._check_startup_high_loss(rs)
         self._check_drain(rs, now)
         self._update_min_rtt(rs, now)
         self._update_gains()
@@ -279,26 +268,6 @@ class BBR(CongestionControl):
             return
         self.full_bw_count += 1
         self.full_bw_reached = self.full_bw_count >= FULL_BW_COUNT
-
-    def _check_startup_high_loss(self, rs: AckSample) -> None:
-        """draft-ietf-ccwg-bbr BBRCheckStartupHighLoss: at the end of a round spent
-        in fast recovery, a loss rate above 2% in at least 6 loss events means
-        the pipe (and its buffer) is full."""
-        if self.full_bw_reached:
-            return
-        if rs.round_start:
-            lost = self._lost_in_round
-            if (
-                self._ca_state == _RECOVERY
-                and self._loss_events_in_round >= STARTUP_FULL_LOSS_CNT
-                and lost > STARTUP_LOSS_THRESH * (lost + self._delivered_in_round)
-            ):
-                self.full_bw_reached = True
-            self._loss_events_in_round = self._lost_in_round = self._delivered_in_round = 0
-        if rs.lost > 0:
-            self._loss_events_in_round += 1
-            self._lost_in_round += rs.lost
-        self._delivered_in_round += rs.acked
 
     def _check_drain(self, rs: AckSample, now: float) -> None:
         if self.mode == STARTUP and self.full_bw_reached:
