@@ -233,6 +233,8 @@ SAMPLE_FIELDS = (
     "retrans",  # retransmitted segments so far
     "in_flight",  # bytes (Linux: unacked segments x MSS)
     "pacing_rate",  # bytes/s, None when not pacing
+    "sent",  # bytes the sender sent so far, retransmissions included
+    "delivery_rate",  # the sender's last delivery-rate sample, bytes/s (None: none)
 )
 
 
@@ -248,6 +250,8 @@ def linux_sample(sock: socket.socket) -> list[Any]:
         i.total_retrans,
         i.unacked * mss,
         pacing,
+        i.bytes_sent,
+        i.delivery_rate,
     ]
 
 
@@ -262,6 +266,8 @@ def rudp_sample(conn: Connection) -> list[Any]:
         st["retransmissions"],
         st["in_flight"],
         st["pacing_rate"] or None,
+        st["bytes_sent"],
+        None if st["delivery_rate"] is None else round(st["delivery_rate"]),
     ]
 
 
