@@ -14,6 +14,7 @@ from .aio import (
     create_server,
     open_connection,
     start_server,
+    start_tls,
 )
 from .config import Config
 from .errors import (
@@ -47,4 +48,5 @@ __all__ = [
     "create_server",
     "open_connection",
     "start_server",
+    "start_tls",
 ]

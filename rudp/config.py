@@ -80,7 +80,7 @@ class Config:
     delayed_ack: float = 0.04
     #: Congestion control algorithm, by registry name (see ``rudp.engine.congestion``);
     #: an unknown name raises :class:`ConfigError` when an endpoint or connection uses it.
-    congestion_control: str = "reno"
+    congestion_control: str = "cubic"
     #: Initial congestion window in segments (RFC 6928).
     initial_cwnd: int = 10
     #: Offer selective acknowledgments (RFC 2018, with D-SACK, RFC 2883). With SACK

@@ -719,6 +719,8 @@ def test_b12_rst_in_time_wait_ignored(flags: str) -> None:
 # ---------------------------------------------------------------------------
 # 13. Keepalive
 
+#: The RFC 5681/6582 drills below name the controller (the default is cubic).
+RENO = Config(congestion_control="reno")
 KA = Config(keepalive=True, keepalive_idle=10.0, keepalive_interval=2.0, keepalive_count=3)
 
 
@@ -892,7 +894,7 @@ def test_b14_cwnd_grows_only_when_it_limits_sending() -> None:
 
 
 def test_b14_three_dup_acks_fast_retransmit_and_ssthresh() -> None:
-    d = established(Drill())
+    d = established(Drill(RENO))
     cc = d.conn.cc
     data = pattern(0, 10000)
     d.send(data, at=1.0)
@@ -926,7 +928,7 @@ def test_b14_three_dup_acks_fast_retransmit_and_ssthresh() -> None:
 
 
 def test_b14_newreno_partial_ack_retransmits_next_hole() -> None:
-    d = established(Drill())
+    d = established(Drill(RENO))
     cc = d.conn.cc
     data = pattern(0, 10000)
     d.send(data, at=1.0)
@@ -953,7 +955,7 @@ def test_b14_newreno_partial_ack_retransmits_next_hole() -> None:
 
 
 def test_b14_rto_collapses_cwnd_and_goes_back_n() -> None:
-    d = established(Drill())
+    d = established(Drill(RENO))
     cc = d.conn.cc
     d.send(pattern(0, 3000), at=1.0)
     d.take_sent()

@@ -374,7 +374,7 @@ def test_tail_loss_probe_sends_new_data_when_there_is_some() -> None:
 def test_prr_spreads_the_reduction_over_the_recovery_round() -> None:
     """RFC 6937: during recovery, sending follows delivery in proportion
     ssthresh / RecoverFS, instead of a pause then a burst."""
-    d = opened(Drill(), wnd=65535)
+    d = opened(Drill(Config(congestion_control="reno")), wnd=65535)
     data = pattern(0, 40000)
     d.send(data, at=1.0)
     assert len(d.take_sent()) == 10  # the initial window

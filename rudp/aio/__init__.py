@@ -10,6 +10,7 @@ from .api import (
 )
 from .endpoint import Endpoint
 from .server import Server
+from .tls import start_tls
 from .transport import STATS_KEY, RudpTransport
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "open_connection",
     "shared_endpoints",
     "start_server",
+    "start_tls",
 ]

@@ -4,7 +4,8 @@
   of times, in both directions (docs/endpoints.md);
 * :func:`open_connection`/:func:`start_server` (streams) and
   :func:`create_connection`/:func:`create_server` (protocols), like their asyncio
-  namesakes, over UDP, built on endpoints.
+  namesakes, over UDP, built on endpoints; ``ssl=`` runs TLS over the connection
+  on any event loop (:mod:`rudp.aio.tls`, docs/tls.md).
 
 Client connections opened without ``local_addr`` share one endpoint per event loop and
 address family (one UDP socket for all of them, distinct TCP ports), so TIME-WAIT and
@@ -19,9 +20,10 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import ssl as _ssl
 import weakref
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, overload
 
 from .. import log
 from ..config import Config
@@ -29,6 +31,7 @@ from ..engine.congestion import lookup as lookup_congestion_control
 from ..errors import ConnectTimeoutError
 from .endpoint import Endpoint, ProtocolFactory
 from .server import ClientConnectedCallback, Server, stream_factory
+from .tls import SSLArg, TLSOptions, client_options, server_options
 from .transport import RudpTransport
 
 _DEFAULT_LIMIT = 2**16  # asyncio.streams._DEFAULT_LIMIT
@@ -184,8 +187,46 @@ async def connect_to(
     timeout: float | None,
     *,
     addresses: list[tuple[int, tuple[Any, ...]]] | None = None,
+    tls: TLSOptions | None = None,
+) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+    """Open a connection from ``ep``, trying each resolved address in turn; with
+    ``tls``, then run the TLS handshake over it (as ``loop.create_connection``)."""
+    if tls is None:
+        return await _connect_any(
+            ep, protocol_factory, host, port, tcp_port, local_tcp_port, timeout, addresses
+        )
+    loop = ep.loop
+    waiter: asyncio.Future[None] = loop.create_future()
+    app: list[tuple[asyncio.Transport, asyncio.BaseProtocol]] = []
+
+    def tls_factory() -> asyncio.BaseProtocol:
+        app_protocol = protocol_factory()
+        ssl_protocol, app_transport = tls.wrap(loop, app_protocol, waiter)
+        app.append((app_transport, app_protocol))
+        return ssl_protocol
+
+    await _connect_any(ep, tls_factory, host, port, tcp_port, local_tcp_port, timeout, addresses)
+    app_transport, app_protocol = app[0]
+    try:
+        # The TLS layer bounds this wait (ssl_handshake_timeout) and aborts the
+        # connection on failure; the error arrives here.
+        await waiter
+    except BaseException:
+        app_transport.close()
+        raise
+    return app_transport, app_protocol
+
+
+async def _connect_any(
+    ep: Endpoint,
+    protocol_factory: ProtocolFactory,
+    host: str,
+    port: int,
+    tcp_port: int | None,
+    local_tcp_port: int | None,
+    timeout: float | None,
+    addresses: list[tuple[int, tuple[Any, ...]]] | None,
 ) -> tuple[RudpTransport, asyncio.BaseProtocol]:
-    """Open a connection from ``ep``, trying each resolved address in turn."""
     loop = ep.loop
     if addresses is None:
         addresses = await _resolve(loop, host, port, 0, passive=False)
@@ -230,6 +271,42 @@ async def connect_to(
     raise OSError(f"multiple errors connecting to {host} port {port}: {errors}")
 
 
+@overload
+async def create_connection(
+    protocol_factory: ProtocolFactory,
+    host: str,
+    port: int,
+    *,
+    config: Config | None = ...,
+    local_addr: tuple[str, int] | None = ...,
+    family: int = ...,
+    timeout: float | None = ...,
+    tcp_port: int | None = ...,
+    ssl: None = ...,
+    server_hostname: str | None = ...,
+    ssl_handshake_timeout: float | None = ...,
+    ssl_shutdown_timeout: float | None = ...,
+) -> tuple[RudpTransport, asyncio.BaseProtocol]: ...
+
+
+@overload
+async def create_connection(
+    protocol_factory: ProtocolFactory,
+    host: str,
+    port: int,
+    *,
+    config: Config | None = ...,
+    local_addr: tuple[str, int] | None = ...,
+    family: int = ...,
+    timeout: float | None = ...,
+    tcp_port: int | None = ...,
+    ssl: _ssl.SSLContext | bool,
+    server_hostname: str | None = ...,
+    ssl_handshake_timeout: float | None = ...,
+    ssl_shutdown_timeout: float | None = ...,
+) -> tuple[asyncio.Transport, asyncio.BaseProtocol]: ...
+
+
 async def create_connection(
     protocol_factory: ProtocolFactory,
     host: str,
@@ -240,18 +317,48 @@ async def create_connection(
     family: int = 0,
     timeout: float | None = None,
     tcp_port: int | None = None,
-) -> tuple[RudpTransport, asyncio.BaseProtocol]:
+    ssl: SSLArg = None,
+    server_hostname: str | None = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
+) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
     """Open a rudp connection to ``host``:``port`` (UDP); like ``loop.create_connection``.
 
     Without ``local_addr`` the connection shares its loop's client endpoint (one
     socket for every such connection); with it, it gets its own endpoint bound
     there, closed after the connection (and its TIME-WAIT).
 
+    ``ssl``: an ``ssl.SSLContext``, or True for ``ssl.create_default_context()``,
+    runs TLS over the connection, as asyncio does over TCP (docs/tls.md):
+    ``server_hostname`` (default ``host``; ``""`` skips the name check),
+    ``ssl_handshake_timeout`` (60 s), ``ssl_shutdown_timeout`` (30 s). The
+    transport returned is then asyncio's TLS transport; ``timeout`` bounds the
+    rudp handshake only.
+
     Raises ``ConnectionRefusedError`` (RST, or ICMP port unreachable where the
     platform reports it), :class:`rudp.ConnectTimeoutError` (no answer within
     ``config.syn_retries`` SYN retransmissions, or ``timeout`` seconds), ``OSError``
-    for resolution, unreachable hosts and socket errors.
+    for resolution, unreachable hosts and socket errors; with TLS, the handshake's
+    ``ssl.SSLError`` (e.g. ``ssl.SSLCertVerificationError``) or
+    ``ConnectionAbortedError`` once ``ssl_handshake_timeout`` has passed.
     """
+    tls = client_options(ssl, host, server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout)
+    return await _create_connection(
+        protocol_factory, host, port, config, local_addr, family, timeout, tcp_port, tls
+    )
+
+
+async def _create_connection(
+    protocol_factory: ProtocolFactory,
+    host: str,
+    port: int,
+    config: Config | None,
+    local_addr: tuple[str, int] | None,
+    family: int,
+    timeout: float | None,
+    tcp_port: int | None,
+    tls: TLSOptions | None,
+) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
     loop = asyncio.get_running_loop()
     cfg = config if config is not None else _DEFAULT_CONFIG
     lookup_congestion_control(cfg.congestion_control)
@@ -260,14 +367,22 @@ async def create_connection(
         fam = addresses[0][0]
         ep = _shared_endpoint(loop, fam, cfg)
         return await connect_to(
-            ep, protocol_factory, host, port, tcp_port, None, timeout, addresses=addresses
+            ep, protocol_factory, host, port, tcp_port, None, timeout, addresses=addresses, tls=tls
         )
     lfam, laddr = (await _resolve(loop, local_addr[0], local_addr[1], family, passive=True))[0]
     ep = Endpoint(loop, _bind(lfam, laddr), cfg, close_when_idle=True)
     try:
         same = [a for a in addresses if a[0] == lfam]
         return await connect_to(
-            ep, protocol_factory, host, port, tcp_port, None, timeout, addresses=same or addresses
+            ep,
+            protocol_factory,
+            host,
+            port,
+            tcp_port,
+            None,
+            timeout,
+            addresses=same or addresses,
+            tls=tls,
         )
     except BaseException:
         ep.abort()
@@ -284,20 +399,19 @@ async def open_connection(
     family: int = 0,
     timeout: float | None = None,
     tcp_port: int | None = None,
+    ssl: SSLArg = None,
+    server_hostname: str | None = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open a connection and return asyncio's ``(StreamReader, StreamWriter)``."""
+    """Open a connection and return asyncio's ``(StreamReader, StreamWriter)``
+    (``ssl=`` and the rest as :func:`create_connection`)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-    transport, _ = await create_connection(
-        lambda: protocol,
-        host,
-        port,
-        config=config,
-        local_addr=local_addr,
-        family=family,
-        timeout=timeout,
-        tcp_port=tcp_port,
+    tls = client_options(ssl, host, server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout)
+    transport, _ = await _create_connection(
+        lambda: protocol, host, port, config, local_addr, family, timeout, tcp_port, tls
     )
     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     return reader, writer
@@ -314,6 +428,9 @@ async def create_server(
     reuse_port: bool = False,
     start_serving: bool = True,
     tcp_port: int | None = None,
+    ssl: _ssl.SSLContext | None = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
 ) -> Server:
     """Listen on ``host``:``port`` (UDP); like ``loop.create_server``.
 
@@ -322,10 +439,15 @@ async def create_server(
     SYN for any TCP port unless ``tcp_port`` is given. The server owns its
     endpoints: after :meth:`Server.close` they close when their connections (and
     TIME-WAIT) are done.
+
+    ``ssl`` (an ``ssl.SSLContext``) runs TLS over every accepted connection, as
+    asyncio does (docs/tls.md): the protocol's ``connection_made`` comes after the
+    TLS handshake; a connection whose handshake fails is closed.
     """
     loop = asyncio.get_running_loop()
     cfg = config if config is not None else _DEFAULT_CONFIG
     lookup_congestion_control(cfg.congestion_control)
+    tls = server_options(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
     hosts: list[str | None]
     hosts = [host or None] if host is None or isinstance(host, str) else list(host)
     endpoints: list[Endpoint] = []
@@ -342,7 +464,7 @@ async def create_server(
             ep.abort()
         raise
     server = Server(
-        loop, [(ep, tcp_port) for ep in endpoints], protocol_factory, backlog, owned=True
+        loop, [(ep, tcp_port) for ep in endpoints], protocol_factory, backlog, owned=True, tls=tls
     )
     if start_serving:
         await server.start_serving()
@@ -361,8 +483,12 @@ async def start_server(
     reuse_port: bool = False,
     start_serving: bool = True,
     tcp_port: int | None = None,
+    ssl: _ssl.SSLContext | None = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
 ) -> Server:
-    """Start a stream server; ``client_connected_cb(reader, writer)`` per connection."""
+    """Start a stream server; ``client_connected_cb(reader, writer)`` per connection
+    (``ssl=`` and the rest as :func:`create_server`)."""
     loop = asyncio.get_running_loop()
     return await create_server(
         stream_factory(loop, client_connected_cb, limit),
@@ -374,4 +500,7 @@ async def start_server(
         reuse_port=reuse_port,
         start_serving=start_serving,
         tcp_port=tcp_port,
+        ssl=ssl,
+        ssl_handshake_timeout=ssl_handshake_timeout,
+        ssl_shutdown_timeout=ssl_shutdown_timeout,
     )

@@ -27,7 +27,8 @@ import errno
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any
+from ssl import SSLContext
+from typing import Any, overload
 
 from .. import log
 from ..config import Config
@@ -46,6 +47,7 @@ from ..engine import Endpoint as EngineEndpoint
 from ..errors import InvalidStateError
 from .capture import Capture, open_capture
 from .sockio import DatagramError, ReceivedDatagram, UdpSocketIO
+from .tls import SSLArg, client_options, server_options
 from .transport import RudpTransport
 
 Address = tuple[Any, ...]
@@ -208,6 +210,38 @@ class Endpoint:
         out["pcap"] = None if pcap is None else {"file": pcap.key, "packets": pcap.writer.packets}
         return out
 
+    @overload
+    async def create_connection(
+        self,
+        protocol_factory: ProtocolFactory,
+        host: str,
+        port: int,
+        *,
+        tcp_port: int | None = ...,
+        local_tcp_port: int | None = ...,
+        timeout: float | None = ...,
+        ssl: None = ...,
+        server_hostname: str | None = ...,
+        ssl_handshake_timeout: float | None = ...,
+        ssl_shutdown_timeout: float | None = ...,
+    ) -> tuple[RudpTransport, asyncio.BaseProtocol]: ...
+
+    @overload
+    async def create_connection(
+        self,
+        protocol_factory: ProtocolFactory,
+        host: str,
+        port: int,
+        *,
+        tcp_port: int | None = ...,
+        local_tcp_port: int | None = ...,
+        timeout: float | None = ...,
+        ssl: SSLContext | bool,
+        server_hostname: str | None = ...,
+        ssl_handshake_timeout: float | None = ...,
+        ssl_shutdown_timeout: float | None = ...,
+    ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]: ...
+
     async def create_connection(
         self,
         protocol_factory: ProtocolFactory,
@@ -217,17 +251,25 @@ class Endpoint:
         tcp_port: int | None = None,
         local_tcp_port: int | None = None,
         timeout: float | None = None,
-    ) -> tuple[RudpTransport, asyncio.BaseProtocol]:
+        ssl: SSLArg = None,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+    ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
         """Open a connection to ``host``:``port`` (UDP) from this endpoint.
 
         ``tcp_port``: the destination TCP port (default: ``port``; a server accepts
         any, see docs/wire.md); ``local_tcp_port``: ours (default: an unused
-        ephemeral one). Errors as :func:`rudp.create_connection`.
+        ephemeral one). ``ssl`` and the rest, and errors, as
+        :func:`rudp.create_connection`.
         """
         from .api import connect_to  # the shared resolve-and-try loop
 
+        tls = client_options(
+            ssl, host, server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout
+        )
         return await connect_to(
-            self, protocol_factory, host, port, tcp_port, local_tcp_port, timeout
+            self, protocol_factory, host, port, tcp_port, local_tcp_port, timeout, tls=tls
         )
 
     async def open_connection(
@@ -239,6 +281,10 @@ class Endpoint:
         tcp_port: int | None = None,
         local_tcp_port: int | None = None,
         timeout: float | None = None,
+        ssl: SSLArg = None,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """:meth:`create_connection` returning asyncio's ``(StreamReader, StreamWriter)``."""
         loop = self.loop
@@ -251,6 +297,10 @@ class Endpoint:
             tcp_port=tcp_port,
             local_tcp_port=local_tcp_port,
             timeout=timeout,
+            ssl=ssl,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
         return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
@@ -261,12 +311,19 @@ class Endpoint:
         tcp_port: int | None = None,
         backlog: int = 128,
         start_serving: bool = True,
+        ssl: SSLContext | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
     ) -> Any:
         """Listen on this endpoint: for SYNs to TCP ``tcp_port``, or to any TCP port
-        no other listener here has (the default: port mappings are transparent)."""
+        no other listener here has (the default: port mappings are transparent).
+        ``ssl`` and the rest as :func:`rudp.create_server`."""
         from .server import Server
 
-        server = Server(self.loop, [(self, tcp_port)], protocol_factory, backlog, owned=False)
+        tls = server_options(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
+        server = Server(
+            self.loop, [(self, tcp_port)], protocol_factory, backlog, owned=False, tls=tls
+        )
         if start_serving:
             await server.start_serving()
         return server
@@ -279,6 +336,9 @@ class Endpoint:
         limit: int = 2**16,
         backlog: int = 128,
         start_serving: bool = True,
+        ssl: SSLContext | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
     ) -> Any:
         """:meth:`create_server` with asyncio's streams (``cb(reader, writer)``)."""
         from .server import stream_factory
@@ -288,6 +348,9 @@ class Endpoint:
             tcp_port=tcp_port,
             backlog=backlog,
             start_serving=start_serving,
+            ssl=ssl,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
 
     def close(self) -> None:

@@ -9,10 +9,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..engine import Connection
+from .tls import handshake_done
 from .transport import RudpTransport
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint, ProtocolFactory
+    from .tls import TLSOptions
 
 ClientConnectedCallback = Callable[
     [asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None] | None
@@ -40,6 +42,10 @@ class Server:
     server made by :func:`rudp.start_server`/:func:`rudp.create_server` owns its
     endpoints: they close (after their connections, TIME-WAIT included, in the
     background) once it is closed.
+
+    With ``tls``, every accepted connection runs asyncio's TLS layer
+    (:mod:`rudp.aio.tls`); ``close_clients()`` then closes TLS first
+    (close_notify), ``abort_clients()`` resets at once.
     """
 
     def __init__(
@@ -50,6 +56,7 @@ class Server:
         backlog: int,
         *,
         owned: bool,
+        tls: TLSOptions | None = None,
     ) -> None:
         self._loop = loop
         self._listeners = listeners
@@ -61,6 +68,9 @@ class Server:
         self._serving_forever: asyncio.Future[None] | None = None
         self._closed_fut: asyncio.Future[None] = loop.create_future()
         self._clients: set[RudpTransport] = set()
+        self._tls = tls
+        #: With TLS: each client's TLS transport (the one the application holds).
+        self._tls_transports: dict[RudpTransport, asyncio.Transport] = {}
         self._clients_done: asyncio.Future[None] | None = None
 
     @property
@@ -99,8 +109,15 @@ class Server:
             ep.listen(port, self._backlog, functools.partial(self._accept, ep))
 
     def _accept(self, ep: Endpoint, conn: Connection) -> None:
+        app_transport: asyncio.Transport | None = None
         try:
             protocol = self._factory()
+            if self._tls is not None:
+                # As asyncio's servers: the TLS layer is the connection's protocol;
+                # the application's connection_made comes after the handshake.
+                waiter: asyncio.Future[None] = self._loop.create_future()
+                protocol, app_transport = self._tls.wrap(self._loop, protocol, waiter)
+                waiter.add_done_callback(functools.partial(handshake_done, app_transport))
         except Exception as exc:
             conn.abort(self._loop.time())
             self._loop.call_exception_handler(
@@ -109,10 +126,13 @@ class Server:
             return
         tr = ep.attach(conn, protocol)
         self._clients.add(tr)
+        if app_transport is not None:
+            self._tls_transports[tr] = app_transport
         tr.add_lost_callback(self._client_lost)
 
     def _client_lost(self, tr: RudpTransport) -> None:
         self._clients.discard(tr)
+        self._tls_transports.pop(tr, None)
         if not self._clients and self._clients_done is not None and not self._clients_done.done():
             self._clients_done.set_result(None)
 
@@ -131,9 +151,10 @@ class Server:
             self._serving_forever.cancel()
 
     def close_clients(self) -> None:
-        """Close (FIN) every connection of this server."""
+        """Close (FIN) every connection of this server (with TLS: close_notify first;
+        a connection still in its TLS handshake is reset)."""
         for tr in list(self._clients):
-            tr.close()
+            self._tls_transports.get(tr, tr).close()
 
     def abort_clients(self) -> None:
         """Reset (RST) every connection of this server."""

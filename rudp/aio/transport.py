@@ -13,7 +13,10 @@ unchanged on top of it:
   fills, the advertised window closes and the sender stalls, so memory stays
   bounded and nothing is dropped;
 * ``write_eof()`` sends FIN and keeps receiving (half-close);
-* ``get_extra_info("rudp_stats")`` returns live statistics (see :data:`STATS_KEY`).
+* ``get_extra_info("rudp_stats")`` returns live statistics (see :data:`STATS_KEY`);
+* TLS runs over it (``_start_tls_compatible``): asyncio's ``loop.start_tls()`` and
+  ``StreamWriter.start_tls()`` accept it where the loop allows it (the default loop),
+  and :mod:`rudp.aio.tls` wraps it on any loop (docs/tls.md).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from .. import log
 from ..engine import Connection
 from ..engine.connection import default_write_low
 
@@ -36,6 +40,11 @@ STATS_KEY = "rudp_stats"
 class RudpTransport(asyncio.Transport):
     """The transport of one rudp connection (see the module docstring)."""
 
+    #: asyncio's ``loop.start_tls()`` refuses transports without this flag. rudp's
+    #: transport keeps the contract asyncio's TLS layer (``asyncio.sslproto``) relies
+    #: on: ``set_protocol``, pause/resume in both directions, ``_force_close``.
+    _start_tls_compatible = True
+
     def __init__(self, endpoint: Endpoint, conn: Connection, protocol: asyncio.BaseProtocol):
         super().__init__()
         self._endpoint = endpoint
@@ -48,6 +57,7 @@ class RudpTransport(asyncio.Transport):
         self._eof_pending = False  # FIN arrived while reading was paused
         self._eof_delivered = False
         self._protocol_paused = False
+        self._force_error: BaseException | None = None  # _force_close()'s error
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
         self._lost_callbacks: list[Callable[[RudpTransport], None]] = []
         self._extra: dict[str, Any] = {
@@ -81,6 +91,16 @@ class RudpTransport(asyncio.Transport):
         conn.close(self._loop.time())
         self._endpoint.wake()
 
+    def _force_close(self, exc: BaseException | None) -> None:
+        """Abort (RST) and report ``exc`` to ``connection_lost``. asyncio's TLS layer
+        calls this on a fatal TLS error or a handshake/shutdown timeout (as it does
+        on asyncio's socket transports), so the error reaches the application."""
+        if self._lost:
+            return
+        if self._force_error is None:
+            self._force_error = exc
+        self.abort()
+
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
@@ -91,6 +111,12 @@ class RudpTransport(asyncio.Transport):
     # ----------------------------------------------------------- ReadTransport
     def is_reading(self) -> bool:
         return self._reading and not self._lost
+
+    @property
+    def _paused(self) -> bool:
+        """Reading is paused (Python 3.10's ``asyncio.sslproto`` reads this attribute
+        of asyncio's socket transports to resume a transport a TLS write waits on)."""
+        return not self._reading
 
     def pause_reading(self) -> None:
         self._reading = False
@@ -176,18 +202,42 @@ class RudpTransport(asyncio.Transport):
         """Hand readable data to the protocol while reading is not paused."""
         conn = self._conn
         protocol = self._protocol
-        while (self._reading or force) and conn.readable and not self._lost:
-            if self._buffered:
-                assert isinstance(protocol, asyncio.BufferedProtocol)
-                buf = memoryview(protocol.get_buffer(conn.readable))
-                n = min(len(buf), conn.readable)
-                if n == 0:
-                    raise RuntimeError("get_buffer() returned an empty buffer")
-                buf[:n] = conn.read(n)
-                protocol.buffer_updated(n)
-            else:
-                assert isinstance(protocol, asyncio.Protocol)
-                protocol.data_received(conn.read())
+        try:
+            while (self._reading or force) and conn.readable and not self._lost:
+                if self._buffered:
+                    assert isinstance(protocol, asyncio.BufferedProtocol)
+                    buf = memoryview(protocol.get_buffer(conn.readable))
+                    n = min(len(buf), conn.readable)
+                    if n == 0:
+                        raise RuntimeError("get_buffer() returned an empty buffer")
+                    buf[:n] = conn.read(n)
+                    protocol.buffer_updated(n)
+                else:
+                    assert isinstance(protocol, asyncio.Protocol)
+                    protocol.data_received(conn.read())
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            what = "buffer_updated" if self._buffered else "data_received"
+            self._fatal_error(exc, f"protocol.{what}() call failed")
+
+    def _fatal_error(self, exc: BaseException, message: str) -> None:
+        """The protocol raised: as asyncio's transports, report it (OSErrors only
+        at DEBUG) and abort this connection with that error; the exception never
+        reaches the endpoint's receive path, shared by other connections."""
+        if isinstance(exc, OSError):
+            if log.debug_enabled:
+                log.logger.debug("protocol_error", conn=self._conn.name, error=repr(exc))
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._force_close(exc)
 
     def _peer_closed(self) -> None:
         if self._eof_delivered or self._lost:
@@ -198,7 +248,13 @@ class RudpTransport(asyncio.Transport):
         self._eof_pending = False
         self._eof_delivered = True
         assert isinstance(self._protocol, (asyncio.Protocol, asyncio.BufferedProtocol))
-        keep_open = self._protocol.eof_received()
+        try:
+            keep_open = self._protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "protocol.eof_received() call failed")
+            return
         if not keep_open:
             self.close()
 
@@ -227,6 +283,8 @@ class RudpTransport(asyncio.Transport):
             self._resume_writing()
         if isinstance(error, ConnectionAbortedError) and self._closing:
             error = None  # our own abort(): asyncio reports connection_lost(None)
+        if self._force_error is not None:
+            error = self._force_error  # _force_close(exc): the TLS layer's reason
         exc = error if isinstance(error, Exception) else None
         self._loop.call_soon(self._protocol.connection_lost, exc)
         for callback in self._lost_callbacks:
