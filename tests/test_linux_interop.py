@@ -31,7 +31,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.linuxpeer.bridge import EngineBridge, Forwarder, is_tcp
+from benchmarks.linuxpeer.bench import Run
+from benchmarks.linuxpeer.bridge import EngineBridge, Forwarder, is_tcp, lateness_summary
 from benchmarks.linuxpeer.impair import DelayLine, Stage, make_stage
 from benchmarks.linuxpeer.ippacket import PacketCodec, PacketError, tcp_checksum_ok
 from benchmarks.linuxpeer.lab import A4, A6, B4, TunHost
@@ -215,6 +216,20 @@ def test_tcp_info_decode() -> None:
     assert info.total_rto == 124 and info.total_rto_time == 126
     short = TcpInfo.decode(raw[:104])
     assert short.total_retrans == 23 and short.pacing_rate is None
+
+
+def test_timer_lateness_summary() -> None:
+    assert lateness_summary([]) == {}
+    late = [i / 1e5 for i in range(100)]  # 0 .. 0.99 ms
+    assert lateness_summary(late) == {"n": 100, "p50": 0.49, "p90": 0.89, "p99": 0.98, "max": 0.99}
+    assert lateness_summary([-1e-6, 0.002])["p50"] == 0.0  # a handle run early counts as 0
+
+
+def test_run_json_with_and_without_samples() -> None:
+    r = Run(sender="rudp-bbr", seed=1, duration=1.0, path="p", samples=[[0.0, 0, 1, 2]])
+    assert r.as_json()["samples"] == [[0.0, 0, 1, 2]]
+    doc = r.as_json(samples=False)
+    assert "samples" not in doc and doc["sender"] == "rudp-bbr" and "timeline" in doc
 
 
 # ================================================================ with root
@@ -828,7 +843,7 @@ def test_benchmark_smoke(tun_ok: None, tmp_path: Path) -> None:
             "--duration",
             "1",
             "--senders",
-            "linux-cubic,rudp-reno",
+            "linux-cubic,rudp-bbr",
             "--capacity-duration",
             "0",
             "--json",
@@ -842,8 +857,13 @@ def test_benchmark_smoke(tun_ok: None, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     doc = json.loads(out.read_text())
     runs = {r["sender"]: r for r in doc["runs"]}
-    assert set(runs) == {"linux-cubic", "rudp-reno"}
+    assert set(runs) == {"linux-cubic", "rudp-bbr"}
     for r in runs.values():
         assert r["error"] is None and r["verified"] and r["bytes"] > 0
         assert r["path"]["data"]["sent"] > 0
+        assert len(r["samples"]) == 5 and len(r["samples"][0]) == len(doc["sample_fields"])
+    # The engine bridge reports how late the loop ran the engine's timer (BBR
+    # paces: the pacing timer fires), the engine its pacer's measured slack.
+    assert runs["rudp-bbr"]["bridge"]["timer_late_ms"]["n"] > 0
+    assert runs["rudp-bbr"]["sender_stats"]["pacing_slack"] > 0
     assert "linux-cubic" in res.stdout and "MB/s" in res.stdout

@@ -37,7 +37,14 @@ from rudp.sim import LinkConfig, LinkStats, SimNode
 from .impair import DelayLine, make_stage
 from .ippacket import IPPROTO_TCP, PacketCodec, PacketError
 
-__all__ = ["KERNEL_UDP_PORT", "EngineBridge", "Forwarder", "PacketTap", "is_tcp"]
+__all__ = [
+    "KERNEL_UDP_PORT",
+    "EngineBridge",
+    "Forwarder",
+    "PacketTap",
+    "is_tcp",
+    "lateness_summary",
+]
 
 Address = tuple[Any, ...]
 #: ``tap(direction, time, ip_packet, fate)``: every TCP packet a direction is
@@ -202,6 +209,8 @@ class EngineBridge:
         self.counters: dict[str, int] = {"dropped": 0}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        #: How late the loop ran the engine's timer (s), every time it fired.
+        self.timer_lateness: list[float] = []
         self._kick_pending = False
         self._running = False
 
@@ -250,6 +259,7 @@ class EngineBridge:
             "a2b": _stats_dict(self.out.stats),
             "b2a": _stats_dict(self.inn.stats),
             "tun": dict(self.tun.counters),
+            "timer_late_ms": lateness_summary(self.timer_lateness),
             **self.counters,
         }
 
@@ -336,7 +346,9 @@ class EngineBridge:
         self._timer_at = math.inf
         if not self._running:
             return
-        self.node.handle_timer(max(self.loop.time(), at))
+        now = self.loop.time()
+        self.timer_lateness.append(now - at)
+        self.node.handle_timer(max(now, at))
         self._service()
 
 
@@ -405,6 +417,20 @@ class Forwarder:
         if other:
             self.passed_through += len(other)
             dst.write_batch(other)
+
+
+def lateness_summary(lateness: Sequence[float]) -> dict[str, float]:
+    """Count, median, 90th and 99th percentile and maximum of timer lateness, in
+    milliseconds (the nearest-rank percentiles; empty without samples)."""
+    if not lateness:
+        return {}
+    xs = sorted(lateness)
+    n = len(xs)
+
+    def rank(p: float) -> float:
+        return round(max(0.0, xs[min(n - 1, math.ceil(p * n) - 1)]) * 1000, 3)
+
+    return {"n": n, "p50": rank(0.5), "p90": rank(0.9), "p99": rank(0.99), "max": rank(1.0)}
 
 
 def _stats_dict(st: LinkStats) -> dict[str, int]:

@@ -90,9 +90,17 @@ AMPLIFICATION_FACTOR = 3
 _NO_LIMIT = 1 << 62
 #: How old an echoed timestamp may be and still look like ours (a migration check).
 MIGRATION_TS_WINDOW = 120.0
-#: The pacer lets a burst of about this much time at the pacing rate leave at once
-#: (Linux sizes bursts to ~1 ms of data: sk_pacing_shift 10).
+#: The pacer is a token bucket filled at the pacing rate. Its depth is a send
+#: quantum, about this much time at the rate (Linux sizes bursts to ~1 ms of data:
+#: sk_pacing_shift 10), at least 2 segments ...
 PACING_BURST = 0.001
+#: ... plus the host's timer slack: how late the pacing timer fires, smoothed as
+#: RFC 6298 smooths RTT samples (mean + 4 mean deviations), at most this much. A
+#: timer that fires late then finds the tokens of the time it lost, so the rate
+#: holds on an event loop whose timers are late (asyncio's epoll wait rounds up to
+#: whole milliseconds); in the simulator timers are exact and the depth is the
+#: quantum alone. See docs/interop-linux.md (problem 4).
+PACING_SLACK_MAX = 0.010
 #: Linux's pacing ratios for window-based controllers (tcp_pacing_ss_ratio 200,
 #: tcp_pacing_ca_ratio 120).
 PACING_SS_RATIO = 2.0
@@ -219,7 +227,10 @@ class Connection:
         "_migrate_mark",
         "_oow_ack_at",
         "_out",
+        "_pace_late",
+        "_pace_late_dev",
         "_pace_next",
+        "_pace_wake",
         "_path_probe",
         "_peer_fin",
         "_persist_backoff",
@@ -282,6 +293,7 @@ class Connection:
         "migrations",
         "name",
         "ooo_segments",
+        "pacing_slack",
         "paws_drops",
         "pure_acks_sent",
         "rcv_nxt",
@@ -422,6 +434,10 @@ class Connection:
         self._unacked_since: float | None = None
         self._last_send = now
         self._pace_next = 0.0  # earliest time the pacer lets the next segment go
+        self._pace_wake = INF  # when the pacing timer was armed for
+        self._pace_late = -1.0  # smoothed pacing-timer lateness (-1: no sample yet)
+        self._pace_late_dev = 0.0  # its mean deviation
+        self.pacing_slack = 0.0  # seconds of lateness the pacer's bucket absorbs
         # --- persist (zero window) and keepalive state ---
         self._persist_backoff = 0
         self._probe_sent_at = float("-inf")  # last zero-window probe
@@ -743,6 +759,7 @@ class Connection:
             "ssthresh": self.cc.ssthresh,
             "congestion_control": self.cc.name,
             "pacing_rate": self._pacing_rate(),
+            "pacing_slack": self.pacing_slack,
             "delivery_rate": rec.rs.delivery_rate if rec.rs.delivery_rate >= 0 else None,
             "delivered": sb.delivered,
             "in_flight": self.in_flight,
@@ -1814,6 +1831,22 @@ class Connection:
         self._timer_at[_T_KEEPALIVE] = due + cfg.keepalive_interval
 
     def _on_pacing_timer(self, now: float) -> None:
+        # The host ran this timer ``late`` after its deadline: smooth that into the
+        # pacer's slack (the bucket depth beyond a quantum, see _send_data).
+        late = now - self._pace_wake
+        if late >= 0.0:
+            mean = self._pace_late
+            if mean < 0.0:
+                mean = late
+                dev = late / 2
+            else:
+                dev = self._pace_late_dev
+                dev += (abs(late - mean) - dev) / 4
+                mean += (late - mean) / 8
+            self._pace_late = mean
+            self._pace_late_dev = dev
+            slack = mean + 4 * dev
+            self.pacing_slack = slack if slack < PACING_SLACK_MAX else PACING_SLACK_MAX
         self.host.wake(self)
 
     def _schedule_persist(self, now: float) -> None:
@@ -2139,13 +2172,17 @@ class Connection:
         in_flight = rec.in_flight(self._max_abs - self._una_abs)
         right = (una + self.snd_wnd) & SEQ_MASK  # the receive window's right edge
         rate = self._pacing_rate()
+        # The pacer's token bucket, kept as a time: (now - _pace_next) * rate
+        # tokens, at most ``depth`` seconds' worth (a quantum plus the host's timer
+        # slack), so a late wake-up sends what the elapsed time allows.
+        depth = max(2 * mss, rate * PACING_BURST) / rate + self.pacing_slack if rate > 0 else 0.0
         sent_any = False
         app_limited = False
         amp = _NO_LIMIT  # payload the amplification budget allows in one segment
         amp_blocked = False
         while True:
             if rate > 0 and self._pace_next > now:
-                timers[_T_PACING] = self._pace_next
+                timers[_T_PACING] = self._pace_wake = self._pace_next
                 break
             room = cwnd - in_flight
             if not self._validated:
@@ -2199,8 +2236,9 @@ class Connection:
             if timers[_T_RTO] == INF or self._unacked_since is None:
                 self._arm_rto(now)
             if rate > 0:
-                burst = max(2 * mss, rate * PACING_BURST) / rate
-                self._pace_next = max(self._pace_next, now - burst) + size / rate
+                if self._pace_next < now - depth:
+                    self._pace_next = now - depth
+                self._pace_next += size / rate
         if app_limited:
             sb.mark_app_limited(in_flight)
         if sent_any:
