@@ -92,6 +92,18 @@ class CongestionControl:
     loop (0 means the controller does not ask for pacing).
     """
 
+    # Slots keep a connection's controller small (no instance dict); a subclass
+    # without __slots__ (BBR, a user's controller) gets a dict as usual.
+    __slots__ = (
+        "_undo_cwnd",
+        "_undo_ssthresh",
+        "cwnd",
+        "initial_cwnd",
+        "mss",
+        "pacing_rate",
+        "ssthresh",
+    )
+
     name: ClassVar[str] = "base"
     #: True for window-based loss controllers: during loss recovery the connection
     #: sizes sending with Proportional Rate Reduction (RFC 6937) and :meth:`on_ack`

@@ -50,6 +50,25 @@ class Cubic(CongestionControl):
     """
 
     name = "cubic"
+    __slots__ = (
+        "_after_rto",
+        "_css_baseline",
+        "_css_rounds",
+        "_frac",
+        "_in_reduction",
+        "_last_round_min_rtt",
+        "_limited_since",
+        "_round_min_rtt",
+        "_rtt_samples",
+        "_undo",
+        "cwnd_epoch",
+        "cwnd_prior",
+        "hystart",
+        "k",
+        "t_epoch",
+        "w_est",
+        "w_max",
+    )
     uses_prr = True
     #: RFC 9438 §4.7: SHOULD be on (the RFC would have a lone flow turn it off,
     #: which a sender cannot know; Linux keeps it on). A subclass may set False.

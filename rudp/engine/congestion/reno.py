@@ -22,6 +22,7 @@ class Reno(CongestionControl):
     """
 
     name = "reno"
+    __slots__ = ("_ca_acc",)
 
     def __init__(self, mss: int, initial_cwnd: int) -> None:
         super().__init__(mss, initial_cwnd)
