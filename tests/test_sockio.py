@@ -379,6 +379,27 @@ async def test_icmp_port_unreachable_names_the_destination(host: str) -> None:
     live.close()
 
 
+async def test_reading_goes_on_after_icmp_errors() -> None:
+    """An ICMP error in the error queue makes epoll report EPOLLERR, on which libuv
+    (uvloop) stops the reader's poll handle for good: the socket must still receive
+    afterwards, whether or not a send reads the error first (both loops)."""
+    c = Collector()
+    io = c.io(udp())
+    if not io.features.recverr:
+        pytest.skip("no IP_RECVERR on this system")
+    peer = udp()
+    here = io.socket.getsockname()
+    for i in range(3):
+        io.send([(b"to nobody", ("127.0.0.1", closed_port("127.0.0.1")), None)])
+        await c.until(lambda: len(c.errors) == i + 1)  # noqa: B023 (awaited here)
+        peer.sendto(b"ping %d" % i, here)
+        await c.until(lambda: len(c.got) == i + 1)  # noqa: B023
+    assert c.payloads() == [b"ping 0", b"ping 1", b"ping 2"]
+    assert io.stats.errqueue_reads >= 3
+    io.close()
+    peer.close()
+
+
 async def test_pending_error_does_not_eat_the_next_send() -> None:
     """sk_err is returned by the next send to any destination: that send is retried."""
     c_tx, c_live = Collector(), Collector()

@@ -116,6 +116,9 @@ DEFAULT_MAX_QUEUE: Final = 1 << 20
 #: Error-queue entries read per wakeup, and bytes of quoted payload kept per entry.
 _ERRQUEUE_BUDGET: Final = 64
 _ERRQUEUE_PAYLOAD: Final = 2048
+#: uvloop only: how often (seconds) the error queue is checked for errors that
+#: stopped the reader (libuv stops a poll handle on EPOLLERR; see UdpSocketIO).
+UVLOOP_ERRQUEUE_CHECK: Final = 0.5
 
 # struct in_pktinfo { int ipi_ifindex; struct in_addr ipi_spec_dst; struct in_addr ipi_addr; }
 _IN_PKTINFO: Final = struct.Struct("=i4s4s")
@@ -387,7 +390,16 @@ class UdpSocketIO:
         self._errors: list[DatagramError] = []
         self._report_scheduled = False
         self._closed_fut: asyncio.Future[None] = loop.create_future()
+        # libuv (uvloop) stops a poll handle for good when epoll reports EPOLLERR,
+        # which a socket with IP_RECVERR does while its error queue holds an ICMP
+        # error: the reader would never run again. On uvloop the error queue is
+        # watched (UVLOOP_ERRQUEUE_CHECK) and the reader re-armed after any error
+        # found there.
+        self._uvloop = type(loop).__module__.startswith("uvloop")
+        self._guard: asyncio.TimerHandle | None = None
         self.resume_reading()
+        if self._uvloop and self.features.recverr:
+            self._guard = loop.call_later(UVLOOP_ERRQUEUE_CHECK, self._check_errqueue)
 
     # ---------------------------------------------------------------- setup
     def _probe(
@@ -631,7 +643,21 @@ class UdpSocketIO:
                     new.append(self._extended_error(data, payload, addr or None))
                     break
         self._errors.extend(new)
+        if new and self._uvloop and self._reading:
+            # The poll handle may have been stopped by the EPOLLERR these errors
+            # raised (see __init__): a new one.
+            self._loop.remove_reader(self._sock)
+            self._loop.add_reader(self._sock, self._on_readable)
         return new
+
+    def _check_errqueue(self) -> None:
+        """uvloop only: errors nobody read mean the reader may be stopped."""
+        self._guard = None
+        if self._closing:
+            return
+        if self._drain_errqueue():
+            self._schedule_report()
+        self._guard = self._loop.call_later(UVLOOP_ERRQUEUE_CHECK, self._check_errqueue)
 
     @staticmethod
     def _extended_error(data: bytes, payload: bytes, dest: Address | None) -> DatagramError:
@@ -966,6 +992,9 @@ class UdpSocketIO:
         self._finalize()
 
     def _finalize(self) -> None:
+        if self._guard is not None:
+            self._guard.cancel()
+            self._guard = None
         if self._writer:
             self._writer = False
             self._loop.remove_writer(self._sock)
