@@ -75,6 +75,7 @@ def receive(sock: socket.socket, duration: float) -> dict[str, object]:
         total += n
     return {
         "bytes": total,
+        "accepted_at": t0,  # time.monotonic() (CLOCK_MONOTONIC, as the benchmark's)
         "elapsed": time.monotonic() - t0,
         "marks": marks,
         "sample_interval": SAMPLE_INTERVAL,
