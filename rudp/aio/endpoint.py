@@ -133,9 +133,6 @@ class Endpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._process_scheduled = False
-        #: Application callbacks are running from _process_events(): a transport's
-        #: wake() needs no callback of its own, the transmit after them sends.
-        self._dispatching = False
         self._paused = False
         self._closing = False  # close(): no new connections; socket closes when idle
         self._closed = False  # the socket is closed
@@ -510,23 +507,7 @@ class Endpoint:
     # ------------------------------------------------------------- driving
     def wake(self) -> None:
         """Process events and send what is due, soon (transports call this)."""
-        if not self._dispatching:
-            self._schedule()
-        # else: _process() transmits right after dispatching the events.
-
-    def send_now(self) -> None:
-        """Send what is due now, in this call: a write on a connection with nothing
-        in flight (transports call this; see :meth:`RudpTransport.write`).
-
-        Only sending: application callbacks never run from inside it. Inside event
-        dispatch (a protocol writing from ``data_received``) the transmit that
-        follows the dispatch sends it, so this does nothing then.
-        """
-        if self._dispatching or self._closed:
-            return
-        self._transmit()
-        if self.engine.has_events:
-            self._schedule()  # e.g. a connection the flush terminated
+        self._schedule()
 
     def _schedule(self) -> None:
         if not self._process_scheduled and not self._closed:
@@ -542,8 +523,6 @@ class Endpoint:
             return
         self._process_events()
         self._transmit()
-        if self.engine.has_events:
-            self._schedule()  # events the flush raised (e.g. a connection it ended)
 
     def _out_items(self, now: float) -> list[tuple[bytes, Address, Address | None]]:
         out = self.engine.datagrams_to_send(now)
@@ -596,15 +575,6 @@ class Endpoint:
         self._process()
 
     def _process_events(self) -> None:
-        if self._dispatching:  # pragma: no cover - a callback closing the endpoint
-            return
-        self._dispatching = True
-        try:
-            self._dispatch_events()
-        finally:
-            self._dispatching = False
-
-    def _dispatch_events(self) -> None:
         engine = self.engine
         transports = self._transports
         while (ev := engine.next_event()) is not None:

@@ -172,17 +172,8 @@ class RudpTransport(asyncio.Transport):
             raise BrokenPipeError("write() after close()")
         if not data:
             return
-        conn = self._conn
-        # Nothing in flight and nothing waiting: send now, as asyncio's socket
-        # transports do when their buffer is empty (and as TCP_NODELAY lets the
-        # kernel), instead of one event-loop iteration later. While data is in
-        # flight, writes of the same iteration gather and leave together.
-        idle = conn.snd_una == conn.snd_max and not conn.send_buffered
-        paused = conn.send(data, self._loop.time())
-        if idle:
-            self._endpoint.send_now()
-        else:
-            self._endpoint.wake()
+        paused = self._conn.send(data, self._loop.time())
+        self._endpoint.wake()
         if paused and not self._protocol_paused:
             self._protocol_paused = True
             try:

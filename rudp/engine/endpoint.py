@@ -455,11 +455,6 @@ class Endpoint:
                 self.counters["internal_errors"] += 1
                 log.warning("internal_error", conn=conn.name, error=traceback.format_exc())
 
-    @property
-    def has_events(self) -> bool:
-        """Whether :meth:`next_event` has an event to return."""
-        return bool(self._events)
-
     def next_event(self) -> Event | None:
         """The next application event, or None."""
         if not self._events:
