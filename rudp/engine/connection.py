@@ -2202,6 +2202,25 @@ class Connection:
         in_flight = rec.in_flight(self._max_abs - self._una_abs)
         right = (una + self.snd_wnd) & SEQ_MASK  # the receive window's right edge
         rate = self._pacing_rate()
+        if rate <= 0 and una == self.snd_max and in_flight == 0 and self._validated:
+            # Fast path, nothing in flight: what the application wrote fits in one
+            # segment the windows allow (a request or a response). Send it as the
+            # loop below would -- whole, FIN included, then application limited --
+            # without its per-pass bookkeeping.
+            unsent = (buf_end - una) & SEQ_MASK if seq_lt(una, buf_end) else 0
+            n = min(unsent, cwnd, seq_sub(right, una), mss)
+            if n > 0 and n == unsent:
+                fin = self._fin_queued
+                self._send_new(now, n, fin, 0)
+                self._arm_rto(now)
+                size = n + fin
+                if cwnd > size:
+                    sb.mark_app_limited(size)
+                self._arm_tlp(now)
+                if self.snd_wnd > 0:
+                    timers[_T_PERSIST] = INF
+                    self._persist_backoff = 0
+                return
         # The pacer's token bucket, kept as a time: (now - _pace_next) * rate
         # tokens, at most ``depth`` seconds' worth (a quantum plus the host's timer
         # slack), so a late wake-up sends what the elapsed time allows.
