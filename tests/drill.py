@@ -480,12 +480,13 @@ def fin_wait_2(d: Drill, passive: bool = False) -> Drill:
 
 
 def close_wait(d: Drill, passive: bool = False) -> Drill:
-    """CLOSE-WAIT: the peer's FIN seq R(1) at 0.5, ACKed at once."""
+    """CLOSE-WAIT: the peer's FIN seq R(1) at 0.5, ACKed after the delayed-ACK time
+    (the application did not close in the meantime; Linux's tcp_fin)."""
     established(d, passive)
     d.inject("F.", seq=d.R(1), ack=d.L(1), at=0.5)
-    d.expect(".", seq=d.L(1), ack=d.R(2), at=0.5)
     assert d.state is State.CLOSE_WAIT
     d.expect_events(PeerClosed)
+    d.expect(".", seq=d.L(1), ack=d.R(2), at=0.5 + d.config.delayed_ack)
     return d
 
 

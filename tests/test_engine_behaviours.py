@@ -459,10 +459,48 @@ def test_b07_fin_piggybacked_on_last_data_segment() -> None:
 def test_b07_peer_data_and_fin_in_one_segment() -> None:
     d = established(Drill())
     d.inject("FP.", seq=d.R(1), ack=d.L(1), payload=b"bye", at=1.0)
-    d.expect(".", seq=d.L(1), ack=d.R(5), at=1.0)  # data and FIN, ACKed at once
     d.expect_events(DataReceived, PeerClosed)
     assert d.state is S.CLOSE_WAIT
     assert d.read() == b"bye" and d.conn.at_eof
+    # Data and FIN, ACKed within the delayed-ACK time (Linux's tcp_fin: CLOSE-WAIT
+    # enters "pingpong" mode), since the application did not answer meanwhile.
+    d.expect(".", seq=d.L(1), ack=d.R(5), at=1.0 + d.config.delayed_ack)
+    d.expect_nothing(until=10)
+
+
+@pytest.mark.parametrize("reply", [False, True])
+def test_b07_passive_close_in_three_segments(reply: bool) -> None:
+    """The peer's FIN, then our close() (after a last reply, or none) before the
+    delayed-ACK time: our FIN carries the ACK of theirs, as with Linux; without the
+    delay the ACK would leave alone, first."""
+    d = established(Drill(), passive=True)
+    d.inject("F.", seq=d.R(1), ack=d.L(1), at=1.0)
+    d.expect_events(PeerClosed)
+    assert d.state is S.CLOSE_WAIT
+    d.expect_nothing(until=1.001)  # nothing yet: the ACK waits for the application
+    if reply:
+        d.send(b"bye", at=1.001)
+        d.expect("P.", seq=d.L(1), ack=d.R(2), payload=b"bye", at=1.001)
+    d.close(at=1.001)
+    d.expect("F.", seq=d.L(4 if reply else 1), ack=d.R(2), at=1.001)
+    assert d.state is S.LAST_ACK
+    d.expect_nothing(until=1.1)  # no separate ACK of their FIN, ever
+    d.inject(".", seq=d.R(2), ack=d.L(5 if reply else 2), at=1.1)
+    assert terminated(d).error is None
+    assert_gone(d)
+
+
+def test_b07_fin_acked_at_once_in_fin_wait_2() -> None:
+    """The active closer's side is unchanged: a FIN in FIN-WAIT-2 is ACKed at once
+    (Linux's tcp_fin sends it in FIN-WAIT-1/2), entering TIME-WAIT."""
+    d = established(Drill())
+    d.close(at=1.0)
+    d.expect("F.", seq=d.L(1), ack=d.R(1), at=1.0)
+    d.inject(".", seq=d.R(1), ack=d.L(2), at=1.1)
+    assert d.state is S.FIN_WAIT_2
+    d.inject("F.", seq=d.R(1), ack=d.L(2), at=1.2)
+    d.expect(".", seq=d.L(2), ack=d.R(2), at=1.2)
+    assert d.state is S.TIME_WAIT
 
 
 def test_b07_orphaned_fin_wait_2_times_out() -> None:
@@ -1134,6 +1172,24 @@ def test_b16_advertised_window_is_free_buffer_and_reopens_on_read() -> None:
     d.expect(".", seq=d.L(1), ack=d.R(4001), wnd=1000, at=1.4)  # window update
     assert d.read(at=1.5) == data[1000:]
     d.expect(".", seq=d.L(1), ack=d.R(4001), wnd=4000, at=1.5)
+    d.expect_nothing(until=10)
+
+
+def test_b16_no_window_update_for_the_handshake_window() -> None:
+    """Passive open: our SYN,ACK offered 65535 (a SYN's window is never scaled).
+    The first request, read, draws no pure window update: the buffer's 256 KiB are
+    announced by the response written next. (Linux grows its window with
+    rcv_ssthresh, so it sends none either.) Before, the read sent a bare ACK just
+    ahead of the response: one more segment per request on a new connection."""
+    d = established(Drill(), passive=True, wscale=7)
+    request = pattern(0, 64)
+    d.inject("P.", seq=d.R(1), ack=d.L(1), payload=request, at=1.0)
+    d.expect_events(DataReceived)
+    assert d.read(at=1.0) == request
+    d.expect_nothing(until=1.01)
+    d.send(b"r" * 64, at=1.01)
+    d.expect("P.", seq=d.L(1), ack=d.R(65), length=64, wnd=262144 >> 3, at=1.01)
+    d.inject(".", seq=d.R(65), ack=d.L(65), at=1.02)
     d.expect_nothing(until=10)
 
 

@@ -245,7 +245,10 @@ async def _connect_any(
             if timeout is not None:
                 tr = await asyncio.wait_for(asyncio.shield(fut), timeout)
             else:
-                tr = await asyncio.shield(fut)
+                # Awaited directly: a shield would add a future and a loop iteration
+                # to every connect. If this task is cancelled, so is ``fut``, and
+                # cancel_open() below aborts the connection.
+                tr = await fut
         except ConnectTimeoutError as exc:  # the engine gave up (SYN retransmissions)
             ep.cancel_open(fut)
             raise ConnectTimeoutError(f"connect to {host} port {port}: {exc}") from None

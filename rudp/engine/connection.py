@@ -623,16 +623,29 @@ class Connection:
         rcvq = self._rcvq
         if not rcvq.data:
             return b""
+        free_before = self.config.rcv_buf - len(rcvq.data)
         data = rcvq.read(max_bytes)
         if self.state in SYNCHRONIZED and not self._peer_fin:
-            # Window update when the right edge can move by >= min(MSS, buf/2) and
-            # the currently advertised window has fallen below half the largest we
-            # can offer (the buffer, or what the window field can carry).
-            max_wnd = min(self._max_rcv_wnd(), self.config.rcv_buf)
-            right = self._rcv_nxt_abs + min(self.config.rcv_buf - len(rcvq.data), max_wnd)
-            threshold = min(self._rcv_mss, self.config.rcv_buf // 2)
+            # Window update when the right edge can move by >= min(MSS, buf/2), the
+            # currently advertised window has fallen below half the largest we can
+            # offer (the buffer, or what the window field can carry), and it was
+            # the data held in the buffer that kept it small, so reading is what
+            # opens it (Linux's tcp_cleanup_rbuf). A window held small by something
+            # else -- the unscaled window of the handshake -- grows with the next
+            # segment sent: a pure ACK for it when the application reads the first
+            # request would precede the response the application is about to
+            # write, which carries the same window (Linux: its receive window
+            # grows with rcv_ssthresh as data arrives, not on the first read).
+            buf = self.config.rcv_buf
+            max_wnd = min(self._max_rcv_wnd(), buf)
+            right = self._rcv_nxt_abs + min(buf - len(rcvq.data), max_wnd)
+            threshold = min(self._rcv_mss, buf // 2)
             adv_left = self._rcv_adv_abs - self._rcv_nxt_abs
-            if right - self._rcv_adv_abs >= threshold and adv_left < max_wnd // 2:
+            if (
+                right - self._rcv_adv_abs >= threshold
+                and adv_left < max_wnd // 2
+                and adv_left + threshold > min(free_before, max_wnd)
+            ):
                 self._ack_now = True
                 self.host.wake(self)
         return data
@@ -1504,21 +1517,28 @@ class Connection:
             # Data for a socket the application closed: Linux answers RST.
             self.abort(now)
             return
-        # RFC 1122 §4.2.3.2 / RFC 5681 §4.2: ACK at least every second full-sized
-        # segment; otherwise within the delayed-ACK time.
+        self._delay_ack(n, now)
+        if was_empty:
+            self.host.readable(self)
+
+    def _delay_ack(self, n: int, now: float) -> None:
+        """``n`` octets arrived in order: ACK them now or within the delayed-ACK time.
+
+        RFC 1122 §4.2.3.2 / RFC 5681 §4.2: ACK at least every second full-sized
+        segment; otherwise within the delayed-ACK time.
+        """
         self._unacked_bytes += n
         if self._unacked_bytes >= 2 * self._rcv_mss or self.config.delayed_ack == 0:
             self._ack_now = True
             self.host.wake(self)
         elif self._timer_at[_T_DELACK] == INF:
             self._timer_at[_T_DELACK] = now + self.config.delayed_ack
-        if was_empty:
-            self.host.readable(self)
 
     def _process_text_and_fin(self, seg: Segment, now: float) -> None:
         """RFC 9293 §3.10.7.4 seventh (segment text) and eighth (FIN) checks."""
         state = self.state
         payload = seg.payload
+        fin_waited = self._fin_rcvd_abs is not None  # a FIN that came out of order
         # The text of a SYN,ACK follows the SYN's sequence number (RFC 9293 §3.4).
         start = self._rcv_nxt_abs + seq_sub(seg.seq, self.rcv_nxt) + (seg.flags & SYN) // SYN
         if payload and state in _RECV_DATA_STATES:
@@ -1538,6 +1558,9 @@ class Connection:
                 self._owe_distinct_ack()
         if self._fin_rcvd_abs is not None and self._fin_rcvd_abs == self._rcv_nxt_abs:
             self._on_fin(now)
+            if fin_waited:
+                # RFC 5681 §4.2: this segment filled the hole before the FIN: ACK now.
+                self._owe_ack()
 
     def _insert(self, start: int, data: bytes | bytearray | memoryview, now: float) -> None:
         """Reassembly: place ``data`` at unwrapped position ``start`` (§3.10.7.4, seventh)."""
@@ -1638,12 +1661,19 @@ class Connection:
         self._rcv_nxt_abs += 1
         self.rcv_nxt = (self.rcv_nxt + 1) & SEQ_MASK
         self._peer_fin = True
-        self._owe_ack()
         state = self.state
         if state in (S.ESTABLISHED, S.SYN_RECEIVED):
+            # The passive close: the application usually answers the end of the
+            # stream by closing, and our FIN then carries this ACK. So, as Linux
+            # does (tcp_fin enters "pingpong" mode for CLOSE-WAIT), the ACK of the
+            # FIN is delayed (RFC 1122 §4.2.3.2; a FIN counts as one octet) and
+            # the close takes three segments, not four.
+            self._delay_ack(1, now)
             self.set_state(S.CLOSE_WAIT, now)
             self.host.peer_closed(self)
-        elif state is S.FIN_WAIT_1:
+            return
+        self._owe_ack()  # FIN-WAIT-1/2: ACK at once (tcp_fin's tcp_send_ack)
+        if state is S.FIN_WAIT_1:
             if self._fin_sent and self.snd_una == self.snd_max:
                 self._enter_time_wait(now)
             else:
@@ -2172,6 +2202,25 @@ class Connection:
         in_flight = rec.in_flight(self._max_abs - self._una_abs)
         right = (una + self.snd_wnd) & SEQ_MASK  # the receive window's right edge
         rate = self._pacing_rate()
+        if rate <= 0 and una == self.snd_max and in_flight == 0 and self._validated:
+            # Fast path, nothing in flight: what the application wrote fits in one
+            # segment the windows allow (a request or a response). Send it as the
+            # loop below would -- whole, FIN included, then application limited --
+            # without its per-pass bookkeeping.
+            unsent = (buf_end - una) & SEQ_MASK if seq_lt(una, buf_end) else 0
+            n = min(unsent, cwnd, seq_sub(right, una), mss)
+            if n > 0 and n == unsent:
+                fin = self._fin_queued
+                self._send_new(now, n, fin, 0)
+                self._arm_rto(now)
+                size = n + fin
+                if cwnd > size:
+                    sb.mark_app_limited(size)
+                self._arm_tlp(now)
+                if self.snd_wnd > 0:
+                    timers[_T_PERSIST] = INF
+                    self._persist_backoff = 0
+                return
         # The pacer's token bucket, kept as a time: (now - _pace_next) * rate
         # tokens, at most ``depth`` seconds' worth (a quantum plus the host's timer
         # slack), so a late wake-up sends what the elapsed time allows.

@@ -44,7 +44,7 @@ TRANSITIONS: dict[tuple[State, State], str] = {
     (S.SYN_RECEIVED, S.CLOSED): "rcv RST | SYN,ACK timeout | abort",
     (S.SYN_RECEIVED, S.CLOSE_WAIT): "rcv ACK of SYN with FIN",
     (S.ESTABLISHED, S.FIN_WAIT_1): "close / snd FIN",
-    (S.ESTABLISHED, S.CLOSE_WAIT): "rcv FIN / snd ACK",
+    (S.ESTABLISHED, S.CLOSE_WAIT): "rcv FIN / snd ACK (delayed)",
     (S.ESTABLISHED, S.CLOSED): "rcv RST | timeout | abort",
     (S.FIN_WAIT_1, S.FIN_WAIT_2): "rcv ACK of FIN",
     (S.FIN_WAIT_1, S.CLOSING): "rcv FIN / snd ACK",

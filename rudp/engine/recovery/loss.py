@@ -244,7 +244,13 @@ class LossRecovery:
         # --- loss detection ---
         newly_lost = 0
         reo_timeout = 0.0
-        if self.sack_ok:
+        if una == snd_max:
+            # Everything acknowledged: nothing can be lost, and every send-time entry
+            # is stale (what RACK's scan would find, without the scan).
+            if sb.tsq:
+                sb.tsq.clear()
+            self.reno_sacked = 0
+        elif self.sack_ok:
             srtt = rtt.srtt if rtt.srtt is not None else 0.0
             reo = self.rack.reo_wnd(
                 self.state != OPEN, sb.sacked // mss if mss else 0, min_rtt, srtt
