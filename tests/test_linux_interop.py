@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 from benchmarks.linuxpeer.bench import Run
 from benchmarks.linuxpeer.bridge import EngineBridge, Forwarder, is_tcp, lateness_summary
+from benchmarks.linuxpeer.fair import bytes_at, per_second, window_goodput
 from benchmarks.linuxpeer.impair import DelayLine, Stage, make_stage
 from benchmarks.linuxpeer.ippacket import PacketCodec, PacketError, tcp_checksum_ok
 from benchmarks.linuxpeer.lab import A4, A6, B4, TunHost
@@ -202,6 +203,16 @@ def test_delay_line_orders_by_arrival() -> None:
         return got
 
     assert asyncio.run(main()) == [4, 1, 3, 2, 5, 0]  # ties keep the offered order
+
+
+def test_fair_window_goodput_interpolates_the_receivers_marks() -> None:
+    # A receiver that accepted at t = 100 and read 1,000 bytes per 0.25 s.
+    result = {"accepted_at": 100.0, "sample_interval": 0.25, "marks": [i * 1000 for i in range(9)]}
+    assert bytes_at(result, 99.0) == 0.0  # before its accept
+    assert bytes_at(result, 100.125) == pytest.approx(500.0)
+    assert bytes_at(result, 105.0) == 8000.0  # after its last mark
+    assert window_goodput(result, 100.5, 101.5) == pytest.approx(4000.0)
+    assert per_second(result, 100.0, 102.0) == [0.004, 0.004]
 
 
 def test_tcp_info_decode() -> None:
@@ -867,3 +878,32 @@ def test_benchmark_smoke(tun_ok: None, tmp_path: Path) -> None:
     assert runs["rudp-bbr"]["bridge"]["timer_late_ms"]["n"] > 0
     assert runs["rudp-bbr"]["sender_stats"]["pacing_slack"] > 0
     assert "linux-cubic" in res.stdout and "MB/s" in res.stdout
+
+
+def test_fair_benchmark_smoke(tun_ok: None, tmp_path: Path) -> None:
+    out = tmp_path / "fair.json"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.linuxpeer.fair",
+            *("--senders", "linux-cubic,rudp-bbr", "--flows", "2", "--rate", "20"),
+            *("--stagger", "0.5", "--warmup", "1", "--measure", "2", "--json", str(out)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads(out.read_text())
+    runs = {r["sender"]: r for r in doc["runs"]}
+    assert set(runs) == {"linux-cubic", "rudp-bbr"}
+    for r in runs.values():
+        assert r["error"] is None and r["verified"]
+        # Both flows moved data through the one bottleneck, which the pair filled.
+        assert len(r["goodput"]) == 2 and all(g > 0 for g in r["goodput"])
+        assert 0.5 <= r["jain"] <= 1.0
+        assert 50 < r["link_pct"] <= 101
+        assert r["path"]["a2b"]["sent"] > 0
+    assert "Jain" in res.stdout

@@ -220,3 +220,22 @@ def test_cli_runs_and_is_deterministic_across_processes(tmp_path: Path) -> None:
     verdicts = {(t["name"], t["controller"]): t["result"] for t in a["targets"]}
     assert verdicts[("lost tail segment recovered without an RTO", "reno")] in ("PASS", "FAIL")
     assert verdicts[("lost tail segment recovered without an RTO", "no-such-cc")] == "n/a"
+
+
+def test_fairness_jobs_jitter_the_ack_path() -> None:
+    """The fairness path has ACK-path jitter by default (phase effects, see
+    Settings.fair_ack_jitter_ms); with it, two seeds give two outcomes, without
+    it the simulator is in lock-step and the seed changes nothing."""
+    s = Settings()
+    assert s.fair_path().ack_jitter_ms == s.fair_ack_jitter_ms == 1.0
+    assert s.fair_path().ack_path().jitter == pytest.approx(0.001)
+    assert s.fair_path().as_dict()["ack_jitter_ms"] == 1.0
+
+    def shares(jitter: float, seed: int) -> list[float]:
+        path = PathSpec(10, 10, 1.0, ack_jitter_ms=jitter)
+        r = run_job(Job("fair", ("reno", "reno"), path, 1.0, 3.0, seed=seed, stagger=0.5))
+        assert "error" not in r, r.get("error")
+        return [f["goodput_pct"] for f in r["flows"]]
+
+    assert shares(0.0, 2) == shares(0.0, 3)
+    assert shares(1.0, 2) != shares(1.0, 3)

@@ -83,6 +83,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fair-rtt", type=float, help="fairness base RTT, ms")
     p.add_argument("--fair-buffer", type=float, help="fairness buffer, BDP")
     p.add_argument("--fair-measure", type=float, help="fairness measurement window, s")
+    p.add_argument(
+        "--fair-ack-jitter",
+        type=float,
+        help="fairness jobs: random ACK-path delay in [0, this) ms (default 1; 0: lock-step)",
+    )
     p.add_argument("--mixed", type=_pairs, help="mixed pairs, e.g. cubic:reno,bbr:cubic")
     p.add_argument("--reorder", type=float, help="reordering probability (default 0.1)")
     p.add_argument("--reorder-delay", type=float, help="reordering hold-back, ms (default 5)")
@@ -132,6 +137,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         s.fair_buffer_bdp = args.fair_buffer
     if args.fair_measure:
         s.fair_measure = args.fair_measure
+    if args.fair_ack_jitter is not None:
+        s.fair_ack_jitter_ms = args.fair_ack_jitter
     if args.mixed is not None:
         s.mixed = tuple(args.mixed)
     if args.reorder is not None:

@@ -153,7 +153,9 @@ def fairness_table(results: Sequence[JSONDict]) -> Table | None:
         )
     table.notes.append(
         f"flows start {rows[0].get('stagger_s', 0):g} s apart (first named first); "
-        "measured after the last start plus the warm-up; RTT infl and rtx% are the worst flow's"
+        "measured after the last start plus the warm-up; RTT infl and rtx% are the worst flow's; "
+        f"ACK path jitter uniform in [0, {rows[0]['path'].get('ack_jitter_ms', 0.0):g}) ms "
+        "(0: the simulator in lock-step; see Settings.fair_ack_jitter_ms)"
     )
     return table
 

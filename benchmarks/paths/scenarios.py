@@ -57,6 +57,9 @@ class PathSpec:
     ack_loss: bool = False
     reorder: float = 0.0
     reorder_delay_ms: float = 0.0
+    #: Uniform random extra delay in [0, ack_jitter_ms) on the ACK path (FIFO:
+    #: never reorders). Fairness jobs use it against phase effects (see plan.py).
+    ack_jitter_ms: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -92,7 +95,11 @@ class PathSpec:
 
     def ack_path(self) -> LinkConfig:
         """The ACK direction: receiver -> senders, same delay, no rate limit."""
-        return LinkConfig(delay=self.rtt / 2, loss=self.loss if self.ack_loss else 0.0)
+        return LinkConfig(
+            delay=self.rtt / 2,
+            jitter=self.ack_jitter_ms / 1000,
+            loss=self.loss if self.ack_loss else 0.0,
+        )
 
     def engine_buffer(self) -> int:
         """rcv_buf/snd_buf: 4 x (BDP + queue), so flow control never limits a flow."""
