@@ -41,6 +41,10 @@ A = ("10.0.0.1", 1)
 B = ("10.0.0.2", 2)
 
 
+#: Virtual seconds after which a transfer that has not finished is an error (it
+#: takes well under one).
+STALL_LIMIT = 60.0
+
 #: ``--trace``: the side whose engine calls run inside ``Context.run``.
 SIDES = {"send": "sent", "receive": "received"}
 
@@ -98,6 +102,14 @@ def run(
 
     while got < total:
         now += 0.0001
+        if now > STALL_LIMIT:
+            raise RuntimeError(f"the transfer stalled: {got} of {total} bytes in {now:.0f} s")
+        # Timers (a delayed ACK, say) run outside the timed parts: the measure is
+        # the per-segment path, as it always was; they run so nothing can stall.
+        for ep in (snd, rcv):
+            due = ep.get_timer()
+            if due is not None and due <= now:
+                ep.handle_timer(now)
         t0 = pc()
         wrap_snd(send_out)
         t1 = pc()

@@ -1193,6 +1193,39 @@ def test_b16_no_window_update_for_the_handshake_window() -> None:
     d.expect_nothing(until=10)
 
 
+def test_b16_window_reopened_at_once_when_less_than_a_segment_is_left() -> None:
+    """MSS 65,000: one segment fills the handshake's unscaled 65,535-byte window
+    but 535 bytes. Reading it must reopen the window at once (the sender is
+    stopped, and one segment alone draws only a delayed ACK), as Linux's
+    tcp_cleanup_rbuf does when the new window is at least twice the old. No
+    timer runs here: with the update held back the transfer stalls at 65,000."""
+    cfg = Config(mss=65000, rcv_buf=1 << 20, snd_buf=1 << 20)
+    a, b = ("10.0.0.1", 1), ("10.0.0.2", 2)
+    snd, rcv = Endpoint(cfg, seed=1), Endpoint(cfg, seed=2)
+    rcv.listen(80)
+    conn = snd.connect(b, 80, 0.0)
+    total, queued, got, server, now = 1_000_000, 0, 0, None, 0.0
+    for _ in range(50):
+        now += 0.0001
+        while queued < total and conn.state is S.ESTABLISHED and not conn.writing_paused:
+            conn.send(bytes(65536), now)
+            queued += 65536
+        for data, _ in snd.datagrams_to_send(now):
+            rcv.receive_datagram(data, a, now)
+        while (ev := rcv.next_event()) is not None:
+            if isinstance(ev, ConnectionAccepted):
+                server = ev.conn
+        if server is not None:
+            got += len(server.read())
+        for data, _ in rcv.datagrams_to_send(now):
+            snd.receive_datagram(data, b, now)
+        while snd.next_event() is not None:
+            pass
+        if got >= total:
+            break
+    assert got >= total
+
+
 def test_b16_sender_never_exceeds_peer_window() -> None:
     d = established(Drill(), wnd=3000)
     data = pattern(0, 10000)

@@ -636,6 +636,11 @@ class Connection:
             # request would precede the response the application is about to
             # write, which carries the same window (Linux: its receive window
             # grows with rcv_ssthresh as data arrives, not on the first read).
+            # But a window with less than one full segment left is always
+            # reopened at once, whatever held it small: the sender is stopped,
+            # and with one segment outstanding nothing else would ACK before the
+            # delayed-ACK timer (a 64 KB MSS fills the handshake's 65,535 bytes
+            # with one segment; Linux: the new window is >= twice the old).
             buf = self.config.rcv_buf
             max_wnd = min(self._max_rcv_wnd(), buf)
             right = self._rcv_nxt_abs + min(buf - len(rcvq.data), max_wnd)
@@ -644,7 +649,7 @@ class Connection:
             if (
                 right - self._rcv_adv_abs >= threshold
                 and adv_left < max_wnd // 2
-                and adv_left + threshold > min(free_before, max_wnd)
+                and (adv_left < self._rcv_mss or adv_left + threshold > min(free_before, max_wnd))
             ):
                 self._ack_now = True
                 self.host.wake(self)
