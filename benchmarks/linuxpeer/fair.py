@@ -49,6 +49,7 @@ from .bench import (
     _abort,
     _cpu,
     _git_head,
+    _ints,
     _kernel_sender,
     _names,
     kernel_info,
@@ -276,10 +277,6 @@ async def run_all(s: FairSettings, say: Callable[[str], None]) -> tuple[JSONDict
         "runs": [asdict(r) for r in runs],
     }
     return doc, runs
-
-
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in _names(text)]
 
 
 def parser() -> argparse.ArgumentParser:
