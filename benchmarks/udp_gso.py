@@ -24,7 +24,7 @@ import sys
 import time
 
 from .common import CpuTimer, JSONDict, Spec
-from .udp_peer import END, END_ATTEMPTS, END_RETRY_S, STAT, payload_size
+from .udp_peer import END, STAT, ask_end, bulk_result, payload_size
 
 SOL_UDP = getattr(socket, "SOL_UDP", 17)
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
@@ -181,36 +181,16 @@ async def run_client(spec: Spec) -> JSONDict:
                 stat.set_result(data[len(STAT) :])
 
         loop.add_reader(sock, readable)
-        raw: bytes | None = None
-        for _ in range(END_ATTEMPTS):
-            sock.send(END)
-            try:
-                raw = await asyncio.wait_for(asyncio.shield(stat), END_RETRY_S)
-                break
-            except asyncio.TimeoutError:
-                continue
-        loop.remove_reader(sock)
+        try:
+            final = await ask_end(sock.send, stat, "udp-gso")
+        finally:
+            loop.remove_reader(sock)
     finally:
         sock.close()
-    if raw is None:
-        raise RuntimeError("udp-gso receiver never answered END")
-    final = json.loads(raw)
-    received = int(final["count"])
-    span = float(final["span"])
-    rbytes = int(final["bytes"])
     return {
-        "payload": size,
+        **bulk_result(size, count, final, window),
         "segments_per_send": per_send,
-        "sent": count,
         "sends": sends,
         "blocked": blocked,
-        "bytes_sent": count * size,
-        "received": received,
         "recvs": int(final.get("recvs", 0)),
-        "bytes": rbytes,
-        "span": span,
-        **window,
-        "send_rate": count * size / window["wall"],
-        "goodput": rbytes / span if received > 1 and span > 0 else float("nan"),
-        "loss_pct": 100.0 * (1.0 - received / count) if count else 0.0,
     }

@@ -17,6 +17,7 @@ import asyncio
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from .common import (
@@ -181,18 +182,32 @@ async def client_bulk(spec: Spec) -> JSONDict:
             await asyncio.sleep(0)
     window = timer.result()
     proto.stat = loop.create_future()
-    raw: bytes | None = None
+    try:
+        final = await ask_end(sendto, proto.stat, "udp")
+    finally:
+        transport.close()
+    return {**bulk_result(size, count, final, window), "send_errors": proto.errors}
+
+
+async def ask_end(
+    send: Callable[[bytes], object], stat: asyncio.Future[bytes], peer: str
+) -> JSONDict:
+    """Send END until the receiver's STAT reply resolves ``stat`` (either datagram
+    may be lost); the receiver's counters."""
     for _ in range(END_ATTEMPTS):
-        sendto(END)
+        send(END)
         try:
-            raw = await asyncio.wait_for(asyncio.shield(proto.stat), END_RETRY_S)
-            break
+            raw = await asyncio.wait_for(asyncio.shield(stat), END_RETRY_S)
         except asyncio.TimeoutError:
             continue
-    transport.close()
-    if raw is None:
-        raise RuntimeError("udp receiver never answered END")
-    final = json.loads(raw)
+        final: JSONDict = json.loads(raw)
+        return final
+    raise RuntimeError(f"{peer} receiver never answered END")
+
+
+def bulk_result(size: int, count: int, final: JSONDict, window: JSONDict) -> JSONDict:
+    """A bulk client's result: ``count`` datagrams of ``size`` sent in ``window``
+    (CpuTimer), ``final`` the receiver's counters."""
     received = int(final["count"])
     span = float(final["span"])
     rbytes = int(final["bytes"])
@@ -207,7 +222,6 @@ async def client_bulk(spec: Spec) -> JSONDict:
         "send_rate": count * size / window["wall"],
         "goodput": rbytes / span if received > 1 and span > 0 else float("nan"),
         "loss_pct": 100.0 * (1.0 - received / count) if count else 0.0,
-        "send_errors": proto.errors,
     }
 
 
