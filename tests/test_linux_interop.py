@@ -31,6 +31,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.common import JSONDict
 from benchmarks.linuxpeer.bench import Run
 from benchmarks.linuxpeer.bridge import EngineBridge, Forwarder, is_tcp, lateness_summary
 from benchmarks.linuxpeer.fair import bytes_at, per_second, window_goodput
@@ -844,29 +845,28 @@ def test_forwarder_kernel_to_kernel_with_loss(tun_ok: None) -> None:
     assert lost <= info.total_retrans <= lost + lost // 4 + 5
 
 
-def test_benchmark_smoke(tun_ok: None, tmp_path: Path) -> None:
-    out = tmp_path / "linuxpeer.json"
+def _run_benchmark(
+    module: str, out: Path, *args: str
+) -> tuple[JSONDict, subprocess.CompletedProcess[str]]:
+    """Run ``python -m module *args --json out``: its JSON, and the process."""
     res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.linuxpeer",
-            "--duration",
-            "1",
-            "--senders",
-            "linux-cubic,rudp-bbr",
-            "--capacity-duration",
-            "0",
-            "--json",
-            str(out),
-        ],
+        [sys.executable, "-m", module, *args, "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    doc = json.loads(out.read_text())
+    doc: JSONDict = json.loads(out.read_text())
+    return doc, res
+
+
+def test_benchmark_smoke(tun_ok: None, tmp_path: Path) -> None:
+    doc, res = _run_benchmark(
+        "benchmarks.linuxpeer",
+        tmp_path / "linuxpeer.json",
+        *("--duration", "1", "--senders", "linux-cubic,rudp-bbr", "--capacity-duration", "0"),
+    )
     runs = {r["sender"]: r for r in doc["runs"]}
     assert set(runs) == {"linux-cubic", "rudp-bbr"}
     for r in runs.values():
@@ -881,22 +881,12 @@ def test_benchmark_smoke(tun_ok: None, tmp_path: Path) -> None:
 
 
 def test_fair_benchmark_smoke(tun_ok: None, tmp_path: Path) -> None:
-    out = tmp_path / "fair.json"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.linuxpeer.fair",
-            *("--senders", "linux-cubic,rudp-bbr", "--flows", "2", "--rate", "20"),
-            *("--stagger", "0.5", "--warmup", "1", "--measure", "3", "--json", str(out)),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    doc, res = _run_benchmark(
+        "benchmarks.linuxpeer.fair",
+        tmp_path / "fair.json",
+        *("--senders", "linux-cubic,rudp-bbr", "--flows", "2", "--rate", "20"),
+        *("--stagger", "0.5", "--warmup", "1", "--measure", "3"),
     )
-    assert res.returncode == 0, res.stdout + res.stderr
-    doc = json.loads(out.read_text())
     runs = {r["sender"]: r for r in doc["runs"]}
     assert set(runs) == {"linux-cubic", "rudp-bbr"}
     for r in runs.values():
