@@ -64,10 +64,23 @@ class Config:
     #: (RFC 9293 §3.8.3 USER TIMEOUT; RFC 793 suggested five minutes).
     user_timeout: float = 300.0
     #: Receive buffer: the most unread plus out-of-order data held per connection;
-    #: the advertised window never exceeds it.
+    #: the advertised window never exceeds it. The starting size when autotuning.
     rcv_buf: int = 256 * 1024
-    #: Send buffer: unacknowledged plus unsent data the engine holds per connection.
+    #: Receive-buffer autotuning ceiling (Linux's ``tcp_moderate_rcvbuf`` up to
+    #: ``tcp_rmem[2]``; docs/flow-control.md): while the application reads more per
+    #: round trip than the window lets in, the buffer (and so the window) grows
+    #: towards this. At or below ``rcv_buf``: no autotuning, the buffer stays
+    #: ``rcv_buf`` (as an explicit ``SO_RCVBUF`` locks Linux's). It also sets the
+    #: window scale offered in the SYN (RFC 7323 §2.2).
+    rcv_buf_max: int = 4 * 1024 * 1024
+    #: Send buffer: unacknowledged plus unsent data the engine holds per connection
+    #: before the writer is paused. The starting size when autotuning.
     snd_buf: int = 256 * 1024
+    #: Send-buffer autotuning ceiling (Linux's ``tcp_sndbuf_expand`` up to
+    #: ``tcp_wmem[2]``): the buffer grows to twice the congestion window, so a
+    #: round trip of data waits behind the one in flight. At or below ``snd_buf``,
+    #: or once the application sets write-buffer limits: no autotuning.
+    snd_buf_max: int = 4 * 1024 * 1024
     #: Lower and upper bounds of the retransmission timeout (RFC 6298 §2.4, §2.5).
     #: As Linux (tcp_rto_min, 200 ms rather than the RFC's 1 s), the floor bounds
     #: the variance term: RTO = SRTT + max(4 x RTTVAR, rto_min), capped at rto_max.
@@ -162,7 +175,7 @@ class Config:
             raise bad("rto_initial", "must lie within [rto_min, rto_max]")
         if not 0 <= self.delayed_ack < 0.5:
             raise bad("delayed_ack", "must be in [0, 0.5) (RFC 1122 §4.2.3.2)")
-        for name in ("rcv_buf", "snd_buf"):
+        for name in ("rcv_buf", "snd_buf", "rcv_buf_max", "snd_buf_max"):
             value = getattr(self, name)
             if not isinstance(value, int) or not self.mss <= value <= (1 << 30):
                 raise bad(name, "must be an int in [mss, 2**30]")

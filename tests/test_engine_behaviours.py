@@ -85,13 +85,13 @@ def assert_gone(d: Drill) -> None:
 def test_b01_active_open_three_way_handshake() -> None:
     d = Drill()
     d.connect(at=0)
-    syn = d.expect("S", seq=ISN, at=0, mss=1400, wscale=3)  # 256 KiB buffer -> shift 3
+    syn = d.expect("S", seq=ISN, at=0, mss=1400, wscale=7)  # 4 MiB autotuning ceiling -> 7
     assert syn.wnd == 65535  # RFC 7323 §2.2: a SYN's window is never scaled
     assert d.state is S.SYN_SENT
     d.expect_nothing(until=0.25)
     d.expect_events()  # nothing for the application before the SYN-ACK
     d.inject("S.", seq=PEER_ISN, ack=d.L(1), mss=1000, wscale=7, at=0.25)
-    d.expect(".", seq=d.L(1), ack=d.R(1), at=0.25, wnd=262144 >> 3)
+    d.expect(".", seq=d.L(1), ack=d.R(1), at=0.25, wnd=262144 >> 7)
     (ev,) = d.expect_events(ConnectionEstablished)
     assert ev.conn is d.conn
     c = d.conn
@@ -120,7 +120,7 @@ def test_b01_passive_open_accepted_only_on_final_ack() -> None:
     d = Drill()
     d.listen()
     d.inject("S", seq=PEER_ISN, mss=1000, wscale=7, at=0)
-    d.expect("S.", seq=ISN, ack=d.R(1), at=0, mss=1400, wscale=3, wnd=65535)
+    d.expect("S.", seq=ISN, ack=d.R(1), at=0, mss=1400, wscale=7, wnd=65535)
     d.expect_events()  # not accepted yet
     listener = d.ep.listeners[LPORT]
     assert (listener.half_open, listener.accept_pending) == (1, 0)
@@ -306,7 +306,7 @@ def test_b04_rst_with_wrong_seq_in_syn_received_is_challenged() -> None:
 def test_b05_simultaneous_open_synack_completes() -> None:
     d = syn_sent(Drill())
     d.inject("S", seq=PEER_ISN, mss=1000, wscale=7, at=0.1)
-    d.expect("S.", seq=ISN, ack=d.R(1), at=0.1, mss=1400, wscale=3)
+    d.expect("S.", seq=ISN, ack=d.R(1), at=0.1, mss=1400, wscale=7)
     assert d.state is S.SYN_RECEIVED
     d.expect_events()
     # RFC 9293 figure 8 line 6: the peer's SYN,ACK completes the open.
@@ -1188,7 +1188,7 @@ def test_b16_no_window_update_for_the_handshake_window() -> None:
     assert d.read(at=1.0) == request
     d.expect_nothing(until=1.01)
     d.send(b"r" * 64, at=1.01)
-    d.expect("P.", seq=d.L(1), ack=d.R(65), length=64, wnd=262144 >> 3, at=1.01)
+    d.expect("P.", seq=d.L(1), ack=d.R(65), length=64, wnd=262144 >> 7, at=1.01)
     d.inject(".", seq=d.R(65), ack=d.L(65), at=1.02)
     d.expect_nothing(until=10)
 

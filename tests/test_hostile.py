@@ -33,7 +33,15 @@ from rudp.wire import ACK, FIN, PSH, RST, SYN, build_segment, parse_segment
 from rudp.wire.segment import encode_options
 
 ALWAYS = Config(syncookies="always")
-_OPEN_STATES = {State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.FIN_WAIT_2}
+# States in which a connection still moves data (LAST-ACK: its FIN queued behind
+# data still being sent).
+_OPEN_STATES = {
+    State.ESTABLISHED,
+    State.CLOSE_WAIT,
+    State.FIN_WAIT_1,
+    State.FIN_WAIT_2,
+    State.LAST_ACK,
+}
 PEER_TS = 7000
 
 
@@ -63,7 +71,7 @@ def test_cookie_handshake_carries_options_in_the_timestamp() -> None:
     (sent,) = d.take_sent()
     seg = sent.seg
     assert seg.flags == SYN | ACK and seg.ack == d.R(1) and seg.wnd == 65535
-    assert (seg.mss, seg.sack_perm, seg.wscale) == (1400, True, 3)  # 256 KiB needs 3
+    assert (seg.mss, seg.sack_perm, seg.wscale) == (1400, True, 7)  # a 4 MiB ceiling needs 7
     assert not d.ep.connections
     assert seg.ts is not None and seg.ts[1] == PEER_TS
     assert seg.ts[0] & TS_MASK == 7 | TS_SACK
@@ -350,7 +358,7 @@ def test_syn_flood_with_cookies_memory_bounded_and_client_connects() -> None:
     assert server.counters["syncookies_ok"] == 1
     cst = conn.stats()
     assert cst["sack"] and cst["timestamps"] and cst["retransmissions"] == 0
-    assert conn.snd_wscale == 3  # the server's, as offered in the cookie SYN,ACK
+    assert conn.snd_wscale == 7  # the server's, as offered in the cookie SYN,ACK
 
 
 def test_burst_of_500_spoofed_syns_then_a_client() -> None:
@@ -694,7 +702,8 @@ def _inject_during_transfer(sack: bool, victim: str, n: int) -> dict[str, Any]:
         if conn is not None and conn.state in _OPEN_STATES:
             host, src = (ch, B) if victim == "sender" else (sh, A)
             for _ in range(5):
-                off = rnd.randrange(conn.config.rcv_buf + 1, 2**32 - 4 * conn.config.rcv_buf)
+                wnd = conn.config.rcv_buf_max  # the largest window autotuning may open
+                off = rnd.randrange(wnd + 1, 2**32 - 4 * wnd)
                 seg = build_segment(
                     conn.remote_port,
                     conn.local_port,

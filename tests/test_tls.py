@@ -464,7 +464,8 @@ async def test_backpressure_through_tls(
     """A server that does not read closes rudp's window through the TLS layer
     (memory stays bounded) and the writer's drain() blocks; once it reads, all
     arrives, byte-exact."""
-    size = 8 * 1024 * 1024
+    # Larger than every buffer on the way (rudp's autotune up to 4 MiB each end).
+    size = 24 * 1024 * 1024
     chunk = 1 << 18
     payload = random.Random(8).randbytes(size)
     go = asyncio.get_running_loop().create_future()

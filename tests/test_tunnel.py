@@ -192,7 +192,9 @@ async def test_a_stalled_reader_stalls_the_far_writer() -> None:
             else:
                 last, still = progress["written"], 0
         stalled_at = progress["written"]
-        assert 0 < stalled_at < 16 * 1024 * 1024, stalled_at  # bounded, far below total
+        # Bounded, far below the total: kernel TCP buffers at both ends plus rudp's
+        # (each autotuned up to 4-6 MiB).
+        assert 0 < stalled_at < 32 * 1024 * 1024, stalled_at
         got = 0
         while got < stalled_at + 1024 * 1024:
             data = await asyncio.wait_for(reader.read(1 << 20), 10)

@@ -143,6 +143,12 @@ def wscale_for(buf: int) -> int:
     return shift
 
 
+def offered_wscale(config: Config) -> int:
+    """The window scale a SYN offers: room for the largest buffer autotuning may
+    reach (Linux sizes it from ``tcp_rmem[2]`` likewise)."""
+    return wscale_for(max(config.rcv_buf, config.rcv_buf_max))
+
+
 def default_write_low(high: int) -> int:
     """The resume mark that goes with ``high`` when none is given: 2/3 of it."""
     return high * 2 // 3
@@ -237,15 +243,23 @@ class Connection:
         "_probe_pending",
         "_probe_sent_at",
         "_rcv_adv_abs",
+        "_rcv_buf_max",
         "_rcv_mss",
         "_rcv_nxt_abs",
+        "_rcv_rtt",
+        "_rcv_rtt_at",
+        "_rcv_rtt_seq",
         "_rcv_wscale_ok",
         "_rcvq",
+        "_rcvq_seq",
+        "_rcvq_space",
+        "_rcvq_time",
         "_read_closed",
         "_retries",
         "_rst",
         "_sack_ok",
         "_sack_recent",
+        "_snd_buf_max",
         "_sndq",
         "_syn_pending",
         "_syn_time",
@@ -296,6 +310,7 @@ class Connection:
         "pacing_slack",
         "paws_drops",
         "pure_acks_sent",
+        "rcv_buf",
         "rcv_nxt",
         "rcv_wscale",
         "recovery",
@@ -379,7 +394,19 @@ class Connection:
         self._adv_nxt = -1
         self._adv_held = -1
         self._adv_field = 0
-        self.rcv_wscale = wscale_for(config.rcv_buf)
+        self.rcv_wscale = offered_wscale(config)
+        # --- receive-buffer autotuning (Linux's tcp_rcv_space_adjust, "dynamic
+        # right-sizing"): the buffer, and so the window, grows to twice what the
+        # application read in the last receiver round trip ---
+        #: The receive buffer now (``Config.rcv_buf`` until autotuning grows it).
+        self.rcv_buf = config.rcv_buf
+        self._rcv_buf_max = config.rcv_buf_max  # <= rcv_buf: autotuning off
+        self._rcvq_space = 0  # bytes read in the last measured round trip
+        self._rcvq_seq = 0  # unwrapped position read up to when that measure began
+        self._rcvq_time = 0.0  # and when
+        self._rcv_rtt = 0.0  # receiver's round-trip estimate (0: none yet)
+        self._rcv_rtt_seq = -1  # the window edge whose filling times a round trip
+        self._rcv_rtt_at = 0.0
         self._rcv_wscale_ok = False  # both sides sent WS (RFC 7323 §2.2)
         self._rcvq = ReceiveBuffer(MAX_OOO_RUNS)
         self._fin_rcvd_abs: int | None = None  # position of the peer's FIN, once seen
@@ -463,6 +490,9 @@ class Connection:
         # data is held behind a hole during recovery.
         self.write_high = config.snd_buf
         self.write_low = default_write_low(config.snd_buf)
+        # Send-buffer autotuning ceiling (Linux's tcp_sndbuf_expand); 0 once the
+        # application sets its own limits (as SO_SNDBUF locks Linux's buffer).
+        self._snd_buf_max = config.snd_buf_max if config.snd_buf_max > config.snd_buf else 0
         self._writing_paused = False
         self._terminated_sent = False
 
@@ -587,6 +617,7 @@ class Connection:
             raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
         self.write_high = high
         self.write_low = low
+        self._snd_buf_max = 0  # the application's limits: no send-buffer autotuning
         size = len(self._sndq.data)
         if size > high:
             self._writing_paused = True
@@ -623,8 +654,10 @@ class Connection:
         rcvq = self._rcvq
         if not rcvq.data:
             return b""
-        free_before = self.config.rcv_buf - len(rcvq.data)
+        free_before = self.rcv_buf - len(rcvq.data)
         data = rcvq.read(max_bytes)
+        if self._rcv_buf_max > self.rcv_buf and self.state in SYNCHRONIZED:
+            self._rcv_space_adjust()
         if self.state in SYNCHRONIZED and not self._peer_fin:
             # Window update when the right edge can move by >= min(MSS, buf/2), the
             # currently advertised window has fallen below half the largest we can
@@ -641,7 +674,7 @@ class Connection:
             # and with one segment outstanding nothing else would ACK before the
             # delayed-ACK timer (a 64 KB MSS fills the handshake's 65,535 bytes
             # with one segment; Linux: the new window is >= twice the old).
-            buf = self.config.rcv_buf
+            buf = self.rcv_buf
             max_wnd = min(self._max_rcv_wnd(), buf)
             right = self._rcv_nxt_abs + min(buf - len(rcvq.data), max_wnd)
             threshold = min(self._rcv_mss, buf // 2)
@@ -654,6 +687,60 @@ class Connection:
                 self._ack_now = True
                 self.host.wake(self)
         return data
+
+    def _rcv_space_adjust(self) -> None:
+        """Receive-buffer autotuning, when the application has read (Linux's
+        tcp_rcv_space_adjust, "dynamic right-sizing"): once per receiver round trip,
+        if the application read more than in the last one, the buffer grows to
+        twice that plus 16 segments, and more while the rate is still rising (a
+        sender in slow start doubles it every round trip), up to ``rcv_buf_max``.
+        The clock is the last segment's arrival (Linux uses its cached tcp_mstamp).
+        """
+        now = self._last_rx
+        nxt = self._rcv_nxt_abs
+        if self._rcv_rtt_seq < 0:
+            return  # not established yet
+        # The receiver's round trip by the sequence method (Linux's
+        # tcp_rcv_rtt_measure): how long the sender took to fill the window that
+        # was open at the last mark. That is at least one round trip, more when the
+        # sender was not held by the window, so the smallest sample is kept.
+        if nxt >= self._rcv_rtt_seq:
+            sample = now - self._rcv_rtt_at
+            if sample > 0 and (self._rcv_rtt == 0 or sample < self._rcv_rtt):
+                self._rcv_rtt = sample
+            self._rcv_rtt_seq = max(self._rcv_adv_abs, nxt + 1)
+            self._rcv_rtt_at = now
+        rtt = self._rcv_rtt
+        if rtt == 0 or now - self._rcvq_time < rtt:
+            return
+        read_to = nxt - len(self._rcvq.data)
+        copied = read_to - self._rcvq_seq
+        space = self._rcvq_space
+        if copied > space:
+            rcvwin = 2 * copied + 16 * self.config.mss
+            if space > 0:
+                rcvwin += 2 * (rcvwin * (copied - space) // space)
+            new = min(rcvwin, self._rcv_buf_max)
+            if new > self.rcv_buf:
+                self.rcv_buf = new
+                self._adv_nxt = -1  # _advertise() recomputes with the larger buffer
+            self._rcvq_space = copied
+        self._rcvq_seq = read_to
+        self._rcvq_time = now
+
+    def _snd_buf_expand(self) -> None:
+        """Send-buffer autotuning (Linux's tcp_sndbuf_expand, on ACKs that free
+        space): hold twice the congestion window (at least the initial window), so
+        that a round trip of data is queued behind the one in flight, up to
+        ``snd_buf_max``; not while the congestion window is full (then the window,
+        not the buffer, holds the sender back: Linux's tcp_should_expand_sndbuf)."""
+        cc = self.cc
+        want = 2 * max(cc.cwnd, self.config.initial_cwnd * self.config.mss)
+        if want > self._snd_buf_max:
+            want = self._snd_buf_max
+        if want > self.write_high and self.in_flight < cc.cwnd:
+            self.write_high = want
+            self.write_low = default_write_low(want)
 
     def shutdown(self, now: float) -> None:
         """Half-close: send FIN after the buffered data; keep receiving (RFC 9293 §3.10.4)."""
@@ -765,8 +852,8 @@ class Connection:
             "snd_wscale": self.snd_wscale,
             "rcv_wscale": self.rcv_wscale if self._rcv_wscale_ok else 0,
             "max_snd_wnd": self.max_snd_wnd,
-            "rcv_buf": self.config.rcv_buf,
-            "snd_buf": self.config.snd_buf,
+            "rcv_buf": self.rcv_buf,
+            "snd_buf": self.write_high,
             "ato": self.config.delayed_ack,
             **ages,
             "srtt": rtt.srtt,
@@ -790,7 +877,7 @@ class Connection:
             "auth": self.auth is not None,
             **(self.auth.stats() if self.auth is not None else {}),
             "snd_wnd": self.snd_wnd,
-            "rcv_wnd": max(0, self._rcv_adv_abs - self._rcv_nxt_abs),
+            "rcv_wnd": self._advertised_window(),
             "snd_mss": self.snd_mss,
             "send_buffered": len(self._sndq.data),
             "recv_buffered": len(self._rcvq.data),
@@ -1081,6 +1168,12 @@ class Connection:
     def _establish(self, now: float) -> None:
         """Enter ESTABLISHED; start the keepalive timer (re-armed lazily from then on)."""
         self.set_state(S.ESTABLISHED, now)
+        # Receive-buffer autotuning starts measuring (Linux's tcp_init_buffer_space:
+        # the first round trip is expected to bring at most an initial window).
+        self._rcvq_space = min(self.rcv_buf, 10 * self.config.mss)
+        self._rcvq_seq = self._rcv_nxt_abs
+        self._rcvq_time = self._rcv_rtt_at = now
+        self._rcv_rtt_seq = self._rcv_adv_abs
         if self.config.keepalive:
             self._timer_at[_T_KEEPALIVE] = self._last_rx + self.config.keepalive_idle
 
@@ -1153,7 +1246,7 @@ class Connection:
         rcv_buf / 2**32."""
         n = len(seg.payload)
         back = seq_sub(self.rcv_nxt, seg.seq)
-        if n and n <= back <= self.config.rcv_buf:
+        if n and n <= back <= self.rcv_buf:
             self._note_duplicate(seg)
             self._owe_ack()
         else:
@@ -1401,6 +1494,8 @@ class Connection:
         if data_acked > 0:
             sndq.acknowledge(data_acked)
             self.bytes_acked += data_acked
+            if self._snd_buf_max and self.write_high < self._snd_buf_max:
+                self._snd_buf_expand()
         self._retries = 0
         self._ack_recovery(seg, now, acked, False)
         # RFC 6298 §5.2/§5.3: stop the timer if all is acked, else restart it.
@@ -2077,13 +2172,14 @@ class Connection:
         """The window field to send (RFC 9293 §3.8.6.2.2 receiver SWS avoidance).
 
         The right edge moves only by at least min(MSS, buffer/2) and never moves
-        left (RFC 9293 §3.8.6: shrinking the window is strongly discouraged).
+        left (RFC 9293 §3.8.6: shrinking the window is strongly discouraged) --
+        except by less than one unit of the window scale: see below.
         """
         nxt = self._rcv_nxt_abs
         held = len(self._rcvq.data)
         if nxt == self._adv_nxt and held == self._adv_held:
             return self._adv_field  # nothing received or read since the last one
-        buf = self.config.rcv_buf
+        buf = self.rcv_buf
         free = buf - held
         if self._read_closed:
             free = buf
@@ -2094,14 +2190,25 @@ class Connection:
         elif self._rcv_adv_abs < nxt:
             self._rcv_adv_abs = nxt
         shift = self.rcv_wscale if self._rcv_wscale_ok else 0
-        # Round a scaled window up, so the edge the peer sees never moves left
-        # (RFC 9293 §3.8.6), and keep RCV.WND equal to the advertised window.
-        field = -(-(self._rcv_adv_abs - nxt) >> shift)
-        self._rcv_adv_abs = nxt + (field << shift)
+        # A scaled window is rounded down (RFC 7323 §2.4 and appendix F): the edge
+        # the peer sees may fall back by less than 2**shift bytes when RCV.NXT moved
+        # by other than a multiple of it. Rounding up instead, so that it never
+        # falls back, lets the edge creep past the buffer by up to 2**shift - 1
+        # bytes with every ACK while the application does not read (Linux's
+        # tcp_shrink_window=1 rounds down for the same reason). Data up to the
+        # edge already advertised is still accepted (RCV.WND keeps it), so a
+        # segment the peer sent into it is never dropped.
+        field = (self._rcv_adv_abs - nxt) >> shift
         self._adv_nxt = nxt
         self._adv_held = held
         self._adv_field = field
         return field
+
+    def _advertised_window(self) -> int:
+        """RCV.WND as the peer was told it: the scaled field rounded down (the edge
+        we accept data up to may lie up to 2**shift - 1 bytes further)."""
+        shift = self.rcv_wscale if self._rcv_wscale_ok else 0
+        return max(0, self._rcv_adv_abs - self._rcv_nxt_abs) >> shift << shift
 
     def _max_rcv_wnd(self) -> int:
         """The largest window the 16-bit field can advertise (RFC 7323 §2.2)."""

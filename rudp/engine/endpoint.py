@@ -48,7 +48,7 @@ from ..wire.segment import (
 )
 from .auth import AuthSession, KeyChain, as_key_chain
 from .congestion import lookup
-from .connection import AMPLIFICATION_FACTOR, DEFAULT_PEER_MSS, Connection, wscale_for
+from .connection import AMPLIFICATION_FACTOR, DEFAULT_PEER_MSS, Connection, offered_wscale
 from .events import (
     ConnectionAccepted,
     ConnectionEstablished,
@@ -766,7 +766,7 @@ class Endpoint:
         if cfg.timestamps and seg.ts is not None:
             sack_perm = cfg.sack and seg.sack_perm
             if seg.wscale is not None:
-                ws = wscale_for(cfg.rcv_buf)
+                ws = offered_wscale(cfg)
             opts = ts_options(seg.wscale, sack_perm)
             tsval = (int(now * 1000) + self._ts_offset(key)) & SEQ_MASK
             ts = (cookie_tsval(tsval, opts), seg.ts[0])
