@@ -231,11 +231,11 @@ class RudpTransport(asyncio.Transport):
             while (self._reading or force) and conn.readable and not self._lost:
                 if self._buffered:
                     assert isinstance(protocol, asyncio.BufferedProtocol)
-                    buf = memoryview(protocol.get_buffer(conn.readable))
-                    n = min(len(buf), conn.readable)
-                    if n == 0:
+                    buf = memoryview(protocol.get_buffer(conn.readable)).cast("B")
+                    if len(buf) == 0:
                         raise RuntimeError("get_buffer() returned an empty buffer")
-                    buf[:n] = conn.read(n)
+                    n = conn.read_into(buf)  # one copy, into the protocol's buffer
+                    buf.release()
                     protocol.buffer_updated(n)
                 else:
                     assert isinstance(protocol, asyncio.Protocol)

@@ -73,6 +73,16 @@ class ReceiveBuffer:
             del buf[:max_bytes]
         return out
 
+    def read_into(self, out: memoryview) -> int:
+        """Copy up to ``len(out)`` bytes of the in-order data into ``out`` and drop
+        them: one copy, where ``read()`` and a copy of its result are two."""
+        buf = self.data
+        n = min(len(out), len(buf))
+        with memoryview(buf) as view:  # released before the bytearray is resized
+            out[:n] = view[:n]
+        del buf[:n]
+        return n
+
     def store(self, start: int, data: bytes | bytearray | memoryview) -> int:
         """Keep the bytes of ``data`` (at position ``start``) not already held,
         merging touching runs so that each run is one SACK block (RFC 2018).
