@@ -601,6 +601,141 @@ done:
     return seg;
 }
 
+/* ------------------------------------------------------------------------
+ * Receive coalescing (software GRO, docs/performance.md): how many datagrams
+ * from datagrams[start] carry consecutive pieces of one in-order data stream
+ * that the engine may process as one segment, and their payloads joined.
+ */
+
+#define COALESCE_MAX 64
+
+/* A segment that may be merged: valid header, flags ACK (PSH allowed: it ends
+ * the run), data. Sets *hlen. */
+static inline int
+coalescible(const Py_buffer *v, Py_ssize_t *hlen)
+{
+    const unsigned char *p = (const unsigned char *)v->buf;
+    Py_ssize_t h;
+
+    if (v->len < HEADER_LEN)
+        return 0;
+    h = (p[12] >> 4) * 4;
+    if (h < HEADER_LEN || h >= v->len || (p[13] & ~0x08) != 0x10)
+        return 0;
+    *hlen = h;
+    return 1;
+}
+
+static inline int
+checksum_ok(const Py_buffer *v)
+{
+    const unsigned char *p = (const unsigned char *)v->buf;
+    /* A checksum field of 0 means "not computed" (docs/wire.md). */
+    return !(p[16] | p[17]) || sum_be(p, v->len) == 0xFFFFu;
+}
+
+PyDoc_STRVAR(coalesce_doc,
+"coalesce(datagrams, start, limit, /)\n--\n\n"
+"rudp.wire.segment.coalesce in C: (k, payload). k >= 1 datagrams of the\n"
+"sequence from start (at most limit, at most 64) are data segments of one\n"
+"TCP send: "
+"same ports, acknowledgment, window, urgent field and option bytes,\n"
+"consecutive sequence numbers, flags ACK (PSH only on the last), valid\n"
+"checksums. payload is their data joined when k > 1, else None.");
+
+static PyObject *
+coalesce(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer views[COALESCE_MAX];
+    PyObject *list, *out = NULL, *joined;
+    Py_ssize_t start, limit, n, k = 0, i, hlen, h, total, pos;
+    const unsigned char *first, *p;
+    uint32_t next_seq;
+    int ok;
+
+    (void)module;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "coalesce() takes exactly 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    start = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
+    if (start == -1 && PyErr_Occurred())
+        return NULL;
+    limit = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    /* A list or tuple as it is; any other sequence copied into a list. */
+    list = PySequence_Fast(args[0], "coalesce() needs a sequence of buffers");
+    if (list == NULL)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(list);
+    if (start < 0 || start >= n) {
+        PyErr_SetString(PyExc_IndexError, "coalesce() start out of range");
+        Py_DECREF(list);
+        return NULL;
+    }
+    if (limit > COALESCE_MAX)
+        limit = COALESCE_MAX;
+    if (limit > n - start)
+        limit = n - start;
+    if (get_bytes(PySequence_Fast_GET_ITEM(list, start), &views[0]) < 0) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    k = 1;
+    first = (const unsigned char *)views[0].buf;
+    if (limit < 2 || !coalescible(&views[0], &hlen) || (first[13] & 0x08))
+        goto single;
+    next_seq = load32(first + 4) + (uint32_t)(views[0].len - hlen);
+    total = views[0].len - hlen;
+    while (k < limit) {
+        if (get_bytes(PySequence_Fast_GET_ITEM(list, start + k), &views[k]) < 0)
+            goto fail;
+        p = (const unsigned char *)views[k].buf;
+        ok = coalescible(&views[k], &h) && h == hlen && load32(p + 4) == next_seq &&
+             memcmp(p, first, 4) == 0 &&              /* ports */
+             memcmp(p + 8, first + 8, 4) == 0 &&      /* acknowledgment */
+             memcmp(p + 14, first + 14, 2) == 0 &&    /* window */
+             memcmp(p + 18, first + 18, 2) == 0 &&    /* urgent pointer */
+             memcmp(p + HEADER_LEN, first + HEADER_LEN, (size_t)(hlen - HEADER_LEN)) == 0 &&
+             checksum_ok(&views[k]) && (k > 1 || checksum_ok(&views[0]));
+        if (!ok) {
+            PyBuffer_Release(&views[k]);
+            break;
+        }
+        next_seq += (uint32_t)(views[k].len - hlen);
+        total += views[k].len - hlen;
+        k++;
+        if (p[13] & 0x08) /* PSH: the end of what the sender wrote */
+            break;
+    }
+    if (k == 1)
+        goto single;
+    joined = PyBytes_FromStringAndSize(NULL, total);
+    if (joined != NULL) {
+        pos = 0;
+        for (i = 0; i < k; i++) {
+            memcpy(PyBytes_AS_STRING(joined) + pos, (const char *)views[i].buf + hlen,
+                   (size_t)(views[i].len - hlen));
+            pos += views[i].len - hlen;
+        }
+        out = Py_BuildValue("(nN)", k, joined);
+    }
+    for (i = 0; i < k; i++)
+        PyBuffer_Release(&views[i]);
+    Py_DECREF(list);
+    return out;
+single:
+    PyBuffer_Release(&views[0]);
+    Py_DECREF(list);
+    return Py_BuildValue("(iO)", 1, Py_None);
+fail:
+    for (i = 0; i < k; i++)
+        PyBuffer_Release(&views[i]);
+    Py_DECREF(list);
+    return NULL;
+}
+
 /* Write the fixed header (checksum 0) at out; the checksum goes in last. */
 static void
 put_header(unsigned char *out, const uint32_t *v, uint32_t off)
@@ -897,6 +1032,7 @@ static PyMethodDef accel_methods[] = {
     {"bind_segment", (PyCFunction)(void (*)(void))bind_segment, METH_FASTCALL,
      bind_segment_doc},
     {"earliest", (PyCFunction)earliest, METH_O, earliest_doc},
+    {"coalesce", (PyCFunction)(void (*)(void))coalesce, METH_FASTCALL, coalesce_doc},
     {NULL, NULL, 0, NULL},
 };
 

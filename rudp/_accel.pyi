@@ -1,6 +1,8 @@
 # Stub for the optional C extension built from rudp/_accel.c (see setup.py).
 # Arguments are any C-contiguous buffer; non-contiguous ones raise BufferError.
 
+from collections.abc import Sequence
+
 from rudp.wire.segment import ParseError, Segment
 
 #: SHA-256 (hex) of the rudp/_accel.c this module was compiled from.
@@ -40,3 +42,6 @@ def build_segment_ts(
     compute_checksum: bool = True,
 ) -> bytes: ...
 def earliest(deadlines: list[float], /) -> float: ...
+def coalesce(
+    datagrams: Sequence[bytes | bytearray | memoryview], start: int, limit: int, /
+) -> tuple[int, bytes | None]: ...

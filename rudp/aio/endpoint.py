@@ -461,16 +461,29 @@ class Endpoint:
     # ------------------------------------------------------------ socket I/O
     def _on_datagrams(self, batch: list[ReceivedDatagram]) -> None:
         now = self.loop.time()
-        receive = self.engine.receive_datagram
+        engine = self.engine
+        receive = engine.receive_datagram
         local_for = self._local_for
         if self._pcap is not None:
             self._pcap.received(batch, self._sockname)
-        for payload, src, local in batch:
+        n = len(batch)
+        i = 0
+        while i < n:
+            payload, src, local = batch[i]
             if local is not None and local_for.get(src) != local:
                 if len(local_for) >= MAX_LOCAL_ADDRESSES:
                     local_for.clear()
                 local_for[src] = local
-            receive(payload, src, now)
+            # Consecutive datagrams from one source (a GRO super-datagram, or one
+            # peer's burst) go to the engine together: it coalesces in-order data.
+            j = i + 1
+            while j < n and batch[j][1] == src and batch[j][2] == local:
+                j += 1
+            if j - i == 1:
+                receive(payload, src, now)
+            else:
+                engine.receive_datagrams([item[0] for item in batch[i:j]], src, now)
+            i = j
         self._process()
 
     def _on_udp_error(self, err: DatagramError) -> None:

@@ -1123,6 +1123,59 @@ class Connection:
             self.host.wake(self)
         self._update_deadline()
 
+    def receive_run(
+        self, seg: Segment, count: int, seg_size: int, last_seq: int, now: float
+    ) -> bool:
+        """Host API: ``count`` in-order data segments merged into ``seg`` by receive
+        coalescing (:func:`rudp.wire.segment.coalesce`; Linux's GRO): ``seg`` has the
+        first one's header and all their data; ``seg_size`` is the first one's data
+        length, ``last_seq`` the last one's sequence number.
+
+        Processed as one segment only where that gives what processing them one by
+        one would -- the header-prediction path of :meth:`receive`: ESTABLISHED, the
+        data at RCV.NXT and inside the window, no SACK blocks, PAWS passed -- and
+        then True; otherwise nothing is done and False returned (the host hands the
+        segments to :meth:`receive` one at a time)."""
+        ts = seg.ts
+        if not (
+            self.state is _ESTABLISHED
+            and self._validated
+            and seg.seq == self.rcv_nxt
+            and not self._rcvq.ooo_starts
+            and self._fin_rcvd_abs is None
+            and not self._read_closed
+            and not seg.sack
+            and len(seg.payload) <= self._rcv_adv_abs - self._rcv_nxt_abs
+            and (
+                not self._ts_ok
+                or (ts is not None and ((ts[0] - self._ts_recent) & SEQ_MASK) < 0x80000000)
+            )
+        ):
+            return False
+        self.segments_received += count
+        self._last_rx = now
+        self._ka_probes = 0
+        if (
+            ts is not None
+            and self._ts_ok
+            and ((self._last_ack_sent - seg.seq) & SEQ_MASK) < 0x80000000  # seq_le
+        ):
+            self._ts_recent = ts[0]  # RFC 7323 §4.3 (R3): the first one's TSval
+            self._ts_recent_at = now
+        # Every segment carries the same ACK and window: the first one's ACK does all
+        # there is to do (with data they are no duplicate ACKs, RFC 5681 §2); the
+        # window's update time is the last one's (RFC 9293 §3.10.7.4: SND.WL1).
+        self._process_ack(seg, now)
+        if self.snd_wl1 == seg.seq and self.snd_wl2 == seg.ack:
+            self.snd_wl1 = last_seq
+        if self.state is _ESTABLISHED:
+            if seg_size > self._rcv_mss:
+                # tcp_measure_rcv_mss: Linux measures a GRO packet by its gso_size.
+                self._rcv_mss = min(seg_size, self.config.mss)
+            self._accept_in_order(seg.payload, now, segment=False)
+        self._update_deadline()
+        return True
+
     def _on_segment_syn_sent(self, seg: Segment, now: float) -> None:
         """RFC 9293 §3.10.7.3, SYN-SENT."""
         flags = seg.flags

@@ -28,7 +28,7 @@ import itertools
 import random
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import log
@@ -37,12 +37,14 @@ from ..errors import AddressInUseError
 from ..seq import SEQ_MASK, seq_gt
 from ..wire.segment import (
     ACK,
+    COALESCE_MAX,
     FIN,
     RST,
     SYN,
     ParseError,
     Segment,
     build_segment,
+    coalesce,
     encode_options,
     parse_segment,
 )
@@ -232,6 +234,7 @@ class Endpoint:
         self.counters: dict[str, int] = {
             "datagrams_received": 0,
             "datagrams_sent": 0,
+            "segments_coalesced": 0,
             "dropped": 0,
             "rst_sent": 0,
             "syn_dropped": 0,
@@ -351,6 +354,66 @@ class Endpoint:
         except Exception:  # pragma: no cover - a bug in rudp, never the peer's fault
             counters["internal_errors"] += 1
             log.warning("internal_error", peer=addr, error=traceback.format_exc())
+
+    def receive_datagrams(
+        self, datagrams: Sequence[bytes | memoryview], addr: Address, now: float
+    ) -> None:
+        """Process UDP payloads that arrived from ``addr`` in this order (a receive
+        batch, or a GRO super-datagram split at its segment size). Never raises.
+
+        Receive coalescing (docs/performance.md), as Linux's GRO merges segments
+        before TCP sees them: a run of in-order data segments of one connection
+        that could be one TCP send (same ports, ACK, window and options,
+        consecutive sequence numbers, valid checksums) is processed as one segment
+        when the connection's header-prediction path takes it, which gives the
+        same result as one at a time; anything else goes through
+        :meth:`receive_datagram`. Each datagram may be a borrowed view, as there."""
+        n = len(datagrams)
+        i = 0
+        receive = self.receive_datagram
+        while i < n:
+            if i + 1 < n:
+                k, payload = coalesce(datagrams, i, COALESCE_MAX)
+                if payload is not None:
+                    if not self._receive_run(datagrams, i, k, payload, addr, now):
+                        for j in range(i, i + k):
+                            receive(datagrams[j], addr, now)
+                    i += k
+                    continue
+            receive(datagrams[i], addr, now)
+            i += 1
+
+    def _receive_run(
+        self,
+        datagrams: Sequence[bytes | memoryview],
+        i: int,
+        k: int,
+        payload: bytes,
+        addr: Address,
+        now: float,
+    ) -> bool:
+        """Hand ``k`` coalesced datagrams from ``datagrams[i]`` to their connection as
+        one segment; False if it does not take them that way (nothing was done)."""
+        first = datagrams[i]
+        try:
+            seg = parse_segment(first, check=False)  # coalesce() checked every checksum
+            conn = self.connections.get((addr, seg.dport, seg.sport))
+            if not isinstance(conn, Connection) or conn.auth is not None:
+                return False
+            seg_size = len(seg.payload)
+            hlen = len(first) - seg_size
+            last_seq = (seg.seq + len(payload) - (len(datagrams[i + k - 1]) - hlen)) & SEQ_MASK
+            seg.payload = payload
+            if not conn.receive_run(seg, k, seg_size, last_seq, now):
+                return False
+        except Exception:  # pragma: no cover - a bug in rudp, never the peer's fault
+            self.counters["internal_errors"] += 1
+            log.warning("internal_error", peer=addr, error=traceback.format_exc())
+            return True
+        counters = self.counters
+        counters["datagrams_received"] += k
+        counters["segments_coalesced"] += k
+        return True
 
     def _migrate(
         self, seg: Segment, addr: Address, now: float, size: int, data: bytes | memoryview

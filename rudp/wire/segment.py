@@ -5,17 +5,19 @@ A UDP payload is exactly one segment: the 20-byte fixed header, options, data.
 raises :class:`ParseError` whose ``reason`` names the defect (the endpoint counts
 drops by reason); it never raises anything else.
 
-:func:`parse_segment`, :func:`build_segment` and :func:`build_segment_ts` are bound
-to the C accelerator's versions when :mod:`rudp.wire.checksum` uses it
-(``IMPLEMENTATION == "c"``), else to the pure-Python ``py_*`` functions below; both
-give identical results (tests/test_accel.py). The C parser returns this module's
-:class:`Segment`, filling its slots directly, so ``Segment.__init__`` must stay
+:func:`parse_segment`, :func:`build_segment`, :func:`build_segment_ts` and
+:func:`coalesce` are bound to the C accelerator's versions when
+:mod:`rudp.wire.checksum` uses it (``IMPLEMENTATION == "c"``), else to the
+pure-Python ``py_*`` functions below; both give identical results
+(tests/test_accel.py). The C parser returns this module's :class:`Segment`,
+filling its slots directly, so ``Segment.__init__`` must stay
 plain assignments of every slot.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 from .checksum import IMPLEMENTATION, checksum2, ones_complement_sum
 
@@ -313,9 +315,77 @@ def py_build_segment_ts(
     return head + payload if payload else head
 
 
+#: The most datagrams :func:`coalesce` merges (as many as one UDP GRO receive holds).
+COALESCE_MAX = 64
+
+
+def _coalescible(data: bytes | bytearray | memoryview) -> int:
+    """The header length of a segment that may be merged (flags ACK, PSH allowed;
+    data after a valid header), else 0."""
+    n = len(data)
+    if n < HEADER_LEN:
+        return 0
+    hlen = (data[12] >> 4) * 4
+    if hlen < HEADER_LEN or hlen >= n or data[13] & ~PSH != ACK:
+        return 0
+    return hlen
+
+
+def _checksum_ok(data: bytes | bytearray | memoryview) -> bool:
+    # A checksum field of 0 means "not computed" (docs/wire.md).
+    return not (data[16] | data[17]) or ones_complement_sum(data) == 0xFFFF
+
+
+def py_coalesce(
+    datagrams: Sequence[bytes | bytearray | memoryview], start: int, limit: int, /
+) -> tuple[int, bytes | None]:
+    """Receive coalescing (software GRO, docs/performance.md): ``(k, payload)``.
+
+    ``k >= 1`` datagrams of ``datagrams`` from ``start`` (at most ``limit``, at most
+    :data:`COALESCE_MAX`) are data segments of one TCP send, as Linux's
+    ``tcp_gro_receive`` merges them: the same ports, acknowledgment number, window,
+    urgent field and option bytes (so the same timestamps), consecutive sequence
+    numbers, flags ACK with PSH only on the last, valid checksums. ``payload`` is
+    their data joined when ``k > 1``, else None (nothing was merged; the first
+    datagram's checksum was then not looked at)."""
+    if not 0 <= start < len(datagrams):
+        raise IndexError("coalesce() start out of range")
+    limit = min(limit, COALESCE_MAX, len(datagrams) - start)
+    first = datagrams[start]
+    hlen = _coalescible(first)
+    if limit < 2 or not hlen or first[13] & PSH:
+        return 1, None
+    head = bytes(first[:hlen])
+    next_seq = (int.from_bytes(head[4:8], "big") + len(first) - hlen) & 0xFFFFFFFF
+    parts = [first[hlen:]]
+    k = 1
+    while k < limit:
+        data = datagrams[start + k]
+        if (
+            _coalescible(data) != hlen
+            or int.from_bytes(data[4:8], "big") != next_seq
+            or data[0:4] != head[0:4]
+            or data[8:12] != head[8:12]
+            or data[14:16] != head[14:16]
+            or data[18:hlen] != head[18:hlen]
+            or not _checksum_ok(data)
+            or (k == 1 and not _checksum_ok(first))
+        ):
+            break
+        parts.append(data[hlen:])
+        next_seq = (next_seq + len(data) - hlen) & 0xFFFFFFFF
+        k += 1
+        if data[13] & PSH:  # the end of what the sender wrote
+            break
+    if k == 1:
+        return 1, None
+    return k, b"".join(parts)
+
+
 parse_segment = py_parse_segment
 build_segment = py_build_segment
 build_segment_ts = py_build_segment_ts
+coalesce = py_coalesce
 if IMPLEMENTATION == "c":
     from .. import _accel
 
@@ -323,3 +393,4 @@ if IMPLEMENTATION == "c":
     parse_segment = _accel.parse_segment
     build_segment = _accel.build_segment
     build_segment_ts = _accel.build_segment_ts
+    coalesce = _accel.coalesce

@@ -1,0 +1,386 @@
+"""Receive coalescing (software GRO): rudp.wire.segment.coalesce and the engine's
+Endpoint.receive_datagrams.
+
+* ``coalesce`` merges exactly the runs Linux's tcp_gro_receive would (same ports,
+  ACK, window, urgent field and option bytes; consecutive sequence numbers; ACK
+  with PSH only last; valid checksums), in C and in pure Python alike;
+* a receiver fed batches through ``receive_datagrams`` sends byte for byte what
+  its twin fed one datagram at a time sends, and reads the same bytes, on a
+  two-way transfer with loss, reordering, duplication and corruption in the
+  batches -- while it really coalesced;
+* over real UDP sockets the asyncio layer coalesces and the data arrives exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+from types import ModuleType
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import rudp
+from rudp import Config
+from rudp.engine import ConnectionAccepted, Endpoint
+from rudp.engine.connection import Connection
+from rudp.engine.endpoint import Address
+from rudp.wire import segment as segment_mod
+from rudp.wire.segment import (
+    ACK,
+    COALESCE_MAX,
+    FIN,
+    PSH,
+    SYN,
+    URG,
+    py_build_segment,
+    py_build_segment_ts,
+    py_coalesce,
+)
+
+FAST = settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def _accel() -> ModuleType | None:
+    try:
+        from rudp import _accel
+
+        return _accel
+    except ImportError:  # pragma: no cover - the pure-Python CI run
+        return None
+
+
+IMPLS = [pytest.param(py_coalesce, id="python")]
+if (_mod := _accel()) is not None:
+    IMPLS.append(pytest.param(_mod.coalesce, id="c"))
+
+
+def run_of(n: int, size: int = 100, seq: int = 1000, last_flags: int = ACK) -> list[bytes]:
+    """``n`` consecutive timestamped data segments of ``size`` bytes (one send)."""
+    out = []
+    for i in range(n):
+        flags = last_flags if i == n - 1 else ACK
+        payload = bytes([i % 256]) * size
+        pos = (seq + i * size) & 0xFFFFFFFF
+        out.append(py_build_segment_ts(80, 90, pos, 7, flags, 500, payload, 11, 22))
+    return out
+
+
+@pytest.mark.parametrize("fn", IMPLS)
+def test_a_run_of_one_send_merges_with_its_data_in_order(fn: object) -> None:
+    run = run_of(5, last_flags=ACK | PSH)
+    k, payload = fn(run, 0, COALESCE_MAX)  # type: ignore[operator]
+    assert k == 5
+    assert payload == b"".join(bytes([i]) * 100 for i in range(5))
+    k, payload = fn(run, 2, COALESCE_MAX)  # type: ignore[operator]
+    assert (k, payload) == (3, b"".join(bytes([i]) * 100 for i in (2, 3, 4)))
+    assert fn(run, 1, 2) == (2, bytes([1]) * 100 + bytes([2]) * 100)  # type: ignore[operator]
+    assert fn(run, 4, COALESCE_MAX) == (1, None)  # type: ignore[operator]
+    assert fn(run, 0, 1) == (1, None)  # type: ignore[operator]
+
+
+def _patch(seg: bytes, offset: int, new: bytes) -> bytes:
+    """``seg`` with bytes replaced at ``offset`` (checksum recomputed)."""
+    raw = bytearray(seg)
+    raw[offset : offset + len(new)] = new
+    raw[16:18] = b"\0\0"
+    csum = (~segment_mod.ones_complement_sum(bytes(raw))) & 0xFFFF
+    raw[16:18] = (csum or 0xFFFF).to_bytes(2, "big")
+    return bytes(raw)
+
+
+BREAKS = {
+    "other port": (2, bytes([0, 81])),
+    "other ack": (8, bytes([0, 0, 0, 8])),
+    "other window": (14, bytes([1, 0])),
+    "other urgent field": (18, bytes([0, 1])),
+    "other tsval": (24, bytes([0, 0, 0, 12])),
+    "a gap": (4, (1000 + 3 * 100 + 1).to_bytes(4, "big")),
+    "SYN": (13, bytes([ACK | SYN])),
+    "FIN": (13, bytes([ACK | FIN])),
+    "URG": (13, bytes([ACK | URG])),
+    "no ACK": (13, bytes([PSH])),
+}
+
+
+@pytest.mark.parametrize("fn", IMPLS)
+@pytest.mark.parametrize("what", sorted(BREAKS))
+def test_a_difference_in_the_fourth_segment_ends_the_run_at_three(fn: object, what: str) -> None:
+    run = run_of(6)
+    offset, new = BREAKS[what]
+    run[3] = _patch(run[3], offset, new)
+    k, payload = fn(run, 0, COALESCE_MAX)  # type: ignore[operator]
+    assert k == 3 and payload is not None and len(payload) == 300
+
+
+@pytest.mark.parametrize("fn", IMPLS)
+def test_bad_checksums_psh_pure_acks_and_limits(fn: object) -> None:
+    run = run_of(6)
+    bad = bytearray(run[2])
+    bad[-1] ^= 1
+    assert fn([*run[:2], bytes(bad), *run[3:]], 0, 64) == (2, run_payloads(run[:2]))  # type: ignore[operator]
+    first_bad = bytearray(run[0])
+    first_bad[-1] ^= 1
+    assert fn([bytes(first_bad), *run[1:]], 0, 64) == (1, None)  # type: ignore[operator]
+    # PSH ends the run after it; a first segment with PSH stands alone.
+    pushed = run_of(6)
+    pushed[1] = _patch(pushed[1], 13, bytes([ACK | PSH]))
+    assert fn(pushed, 0, 64)[0] == 2  # type: ignore[operator]
+    assert fn(pushed, 1, 64) == (1, None)  # type: ignore[operator]
+    # Pure ACKs, short and malformed datagrams never merge.
+    ack = py_build_segment(80, 90, 1000, 7, ACK, 500)
+    assert fn([ack, ack], 0, 64) == (1, None)  # type: ignore[operator]
+    assert fn([run[0], ack], 0, 64) == (1, None)  # type: ignore[operator]
+    assert fn([run[0], b"xx", run[1]], 0, 64) == (1, None)  # type: ignore[operator]
+    assert fn([b"", run[0]], 0, 64) == (1, None)  # type: ignore[operator]
+    # A checksum field of 0 means "not computed" (docs/wire.md): accepted.
+    plain = [
+        py_build_segment(80, 90, 1 + 10 * i, 7, ACK, 5, bytes(10), compute_checksum=False)
+        for i in range(3)
+    ]
+    assert fn(plain, 0, 64) == (3, bytes(30))  # type: ignore[operator]
+    # At most 64, whatever the limit; memoryviews and bytearrays alike.
+    many = [memoryview(s) for s in run_of(70, size=10)]
+    assert fn(many, 0, 1000)[0] == COALESCE_MAX == 64  # type: ignore[operator]
+    assert fn([bytearray(s) for s in run], 0, 64)[0] == 6  # type: ignore[operator]
+    # Sequence numbers wrap.
+    wrapped = run_of(3, size=10, seq=0xFFFFFFFF - 14)
+    assert fn(wrapped, 0, 64)[0] == 3  # type: ignore[operator]
+
+
+def run_payloads(run: list[bytes]) -> bytes:
+    return b"".join(s[32:] for s in run)
+
+
+@pytest.mark.parametrize("fn", IMPLS)
+def test_misuse_raises_typed_errors(fn: object) -> None:
+    with pytest.raises(IndexError):
+        fn([], 0, 64)  # type: ignore[operator]
+    with pytest.raises(IndexError):
+        fn(run_of(2), 2, 64)  # type: ignore[operator]
+    with pytest.raises(TypeError):
+        fn([object(), object()], 0, 64)  # type: ignore[operator]
+
+
+@pytest.mark.skipif(_accel() is None, reason="the C accelerator is not built")
+@FAST
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 6),  # which field to disturb (6: none)
+            st.integers(0, 255),
+            st.integers(1, 40),  # payload size
+            st.sampled_from([ACK, ACK, ACK | PSH, ACK | FIN, SYN]),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(0, 11),
+    st.integers(0, 70),
+)
+def test_c_equals_python_on_disturbed_runs(
+    spec: list[tuple[int, int, int, int]], start: int, limit: int
+) -> None:
+    accel = _accel()
+    assert accel is not None
+    seq = 0xFFFFFF00
+    run: list[bytes] = []
+    for field, value, size, flags in spec:
+        seg = py_build_segment_ts(80, 90, seq, 7, flags, 500, bytes([value]) * size, 5, 6)
+        seq = (seq + size) & 0xFFFFFFFF
+        if field < 5:
+            offset = (2, 4, 8, 14, 24)[field]
+            seg = _patch(seg, offset + 1, bytes([value]))
+        if field == 5:
+            seg = seg[:-1] + bytes([seg[-1] ^ 1])  # a bad checksum
+        run.append(seg)
+    start %= len(run)
+    assert accel.coalesce(run, start, limit) == py_coalesce(run, start, limit)
+
+
+# ---------------------------------------------------------------------------
+# The engine: a batched receiver against its one-at-a-time twin.
+
+A: Address = ("10.0.0.1", 1)
+B: Address = ("10.0.0.2", 2)
+
+
+def _config() -> Config:
+    return Config(mss=1000, rcv_buf=1 << 18, snd_buf=1 << 18)
+
+
+@pytest.mark.parametrize("impair", [False, True], ids=["clean", "impaired"])
+def test_a_batched_receiver_sends_and_reads_exactly_what_its_twin_does(impair: bool) -> None:
+    rng = random.Random(7)
+    cfg = _config()
+    isn = {"a": 0x10000000, "b": 0xFFFFF000}  # b's numbers wrap during the transfer
+    sender = Endpoint(cfg, seed=1, isn=lambda _i, _n: isn["a"])
+    twins = [Endpoint(cfg, seed=2, isn=lambda _i, _n: isn["b"]) for _ in range(2)]
+    for ep in twins:
+        ep.listen(80)
+    now = 0.0
+    conn = sender.connect(B, 80, now)
+    servers: list[Connection | None] = [None, None]
+    total_a, total_b = 3_000_000, 600_000
+    data_a = rng.randbytes(total_a)
+    data_b = rng.randbytes(total_b)
+    got_b = [bytearray(), bytearray()]  # what each twin read
+    got_a = bytearray()
+    sent_a = 0
+    sent_b = [0, 0]
+    impaired = {"dropped": 0, "swapped": 0, "duplicated": 0, "corrupted": 0}
+    to_sender: list[bytes] = []
+    while len(got_b[0]) < total_a or len(got_a) < total_b:
+        now += 0.002
+        assert now < 120, "stalled"
+        for ep in (sender, *twins):
+            due = ep.get_timer()
+            if due is not None and due <= now:
+                ep.handle_timer(now)
+        # The data starts once the handshake is over on both sides, so that the
+        # first flight (ten segments) reaches an ESTABLISHED receiver as one run.
+        while sent_a < total_a and not conn.writing_paused and servers[0] is not None:
+            conn.send(data_a[sent_a : sent_a + 65536], now)
+            sent_a = min(total_a, sent_a + 65536)
+        batch = [d for d, _ in sender.datagrams_to_send(now)]
+        if impair:
+            batch = _impair(batch, rng, impaired)
+        # Twin 0 one datagram at a time, twin 1 in batches of up to 100 (one read).
+        for d in batch:
+            twins[0].receive_datagram(d, A, now)
+        for i in range(0, len(batch), 100):
+            twins[1].receive_datagrams(batch[i : i + 100], A, now)
+        outs = []
+        for t, ep in enumerate(twins):
+            while (ev := ep.next_event()) is not None:
+                if isinstance(ev, ConnectionAccepted):
+                    servers[t] = ev.conn
+            server = servers[t]
+            if server is not None:
+                got_b[t] += server.read()
+                while sent_b[t] < total_b and not server.writing_paused:
+                    server.send(data_b[sent_b[t] : sent_b[t] + 30000], now)
+                    sent_b[t] = min(total_b, sent_b[t] + 30000)
+            outs.append([d for d, _ in ep.datagrams_to_send(now)])
+        assert outs[1] == outs[0], f"the twins diverged at t={now:.3f}"
+        assert got_b[1] == got_b[0]
+        assert _state(servers[1]) == _state(servers[0]), f"t={now:.3f}"
+        to_sender = outs[0]
+        for d in to_sender:
+            sender.receive_datagram(d, B, now)
+        while sender.next_event() is not None:
+            pass
+        got_a += conn.read()
+    assert bytes(got_b[0]) == data_a and bytes(got_a) == data_b
+    s0, s1 = (s.stats() for s in servers if s is not None)
+    assert s1 == s0
+    coalesced = twins[1].stats()["segments_coalesced"]
+    assert twins[0].stats()["segments_coalesced"] == 0
+    # It really coalesced: most of the sender's 3,000 segments came in runs.
+    assert coalesced > 0.5 * total_a / 1000
+    assert twins[1].stats()["datagrams_received"] == twins[0].stats()["datagrams_received"]
+    if impair:
+        assert all(v > 0 for v in impaired.values()), impaired
+        assert conn.retransmissions > 0
+
+
+def _state(conn: Connection | None) -> object:
+    """What a connection shows, and the window-update marks (RFC 9293 SND.WL1/2)."""
+    if conn is None:
+        return None
+    return conn.stats(), conn.snd_wl1, conn.snd_wl2
+
+
+def _impair(batch: list[bytes], rng: random.Random, seen: dict[str, int]) -> list[bytes]:
+    out: list[bytes] = []
+    for d in batch:
+        r = rng.random()
+        if r < 0.01:
+            seen["dropped"] += 1
+            continue
+        if r < 0.02:
+            seen["duplicated"] += 1
+            out.append(d)
+        elif r < 0.03:
+            seen["corrupted"] += 1
+            raw = bytearray(d)
+            raw[rng.randrange(len(raw))] ^= 0x40
+            d = bytes(raw)
+        out.append(d)
+    for i in range(len(out) - 1):
+        if rng.random() < 0.01:
+            seen["swapped"] += 1
+            out[i], out[i + 1] = out[i + 1], out[i]
+    return out
+
+
+def test_runs_fall_back_to_one_at_a_time_outside_the_fast_path() -> None:
+    """A run that arrives out of order (after a hole) is not merged: the receiver
+    SACKs each segment as the twin does -- and counts nothing as coalesced."""
+    cfg = _config()
+    sender = Endpoint(cfg, seed=1, isn=lambda _i, _n: 1)
+    rcv = Endpoint(cfg, seed=2, isn=lambda _i, _n: 2)
+    rcv.listen(80)
+    conn = sender.connect(B, 80, 0.0)
+    for d, _ in sender.datagrams_to_send(0.0):
+        rcv.receive_datagram(d, A, 0.0)
+    for d, _ in rcv.datagrams_to_send(0.0):
+        sender.receive_datagram(d, B, 0.0)
+    conn.send(bytes(8000), 0.0)
+    batch = [d for d, _ in sender.datagrams_to_send(0.0)]
+    assert len(batch) == 8
+    rcv.receive_datagrams(batch[1:], A, 0.0)  # the first is missing
+    assert rcv.stats()["segments_coalesced"] == 0
+    acks = rcv.datagrams_to_send(0.0)
+    assert acks  # the out-of-order data is ACKed at once (RFC 5681 §4.2)
+    rcv.receive_datagrams(batch[:1], A, 0.0)
+    server = next(c for c in rcv.connections.values() if isinstance(c, Connection))
+    assert server.read() == bytes(8000)
+
+
+# ---------------------------------------------------------------------------
+# Real sockets: the asyncio layer hands its reads over in runs.
+
+
+@pytest.mark.parametrize("gro", [True, False], ids=["gro", "no-gro"])
+async def test_a_transfer_over_udp_is_coalesced_and_exact(
+    gro: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not gro:
+        monkeypatch.setenv("RUDP_NO_GRO", "1")
+    data = os.urandom(8 << 20)
+    digest = asyncio.get_running_loop().create_future()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        h = hashlib.sha256()
+        n = 0
+        while chunk := await reader.read(1 << 16):
+            h.update(chunk)
+            n += len(chunk)
+        digest.set_result((n, h.hexdigest()))
+        writer.close()
+
+    server = await rudp.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await rudp.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    writer.write_eof()
+    n, hexdigest = await asyncio.wait_for(digest, 60)
+    assert (n, hexdigest) == (len(data), hashlib.sha256(data).hexdigest())
+    stats = [ep.stats() for ep in server.endpoints]
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+    assert all(s["features"]["gro"] is gro for s in stats) or pytest.skip("no UDP GRO here")
+    assert sum(s["segments_coalesced"] for s in stats) > 1000
