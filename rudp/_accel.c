@@ -917,6 +917,95 @@ release_more:
     return out;
 }
 
+PyDoc_STRVAR(build_burst_doc,
+"build_burst(sport, dport, seq, ack, flags, last_flags, wnd, data, offset,\n"
+"            size, count, ts, compute_checksum, /)\n--\n\n"
+"rudp.wire.segment.build_burst in C: count segments of size bytes each from\n"
+"data[offset:], sequence numbers from seq, the last with last_flags; with\n"
+"the timestamps option first when ts is a (tsval, tsecr) pair, none when\n"
+"ts is None. A list of bytes.");
+
+static PyObject *
+build_burst(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    accel_state *st = get_state(module);
+    static const unsigned long long maxes[] = {0xFFFF, 0xFFFF, 0xFFFFFFFFull, 0xFFFFFFFFull,
+                                               0xFF, 0xFF, 0xFFFF};
+    static const char *const fmts[] = {"H", "H", "I", "I", "B", "B", "H"};
+    uint32_t v[7], hv[7], tsv[2];
+    unsigned char head[TS_FAST_HLEN];
+    Py_buffer data, piece;
+    PyObject *list = NULL, *seg;
+    Py_ssize_t offset, size, count, j, hlen;
+    int k, csum, has_ts;
+
+    if (nargs != 13) {
+        PyErr_Format(PyExc_TypeError, "build_burst() takes exactly 13 arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    for (k = 0; k < 7; k++)
+        if (get_field(st, args[k], maxes[k], fmts[k], &v[k]) < 0)
+            return NULL;
+    offset = PyNumber_AsSsize_t(args[8], PyExc_OverflowError);
+    if (offset == -1 && PyErr_Occurred())
+        return NULL;
+    size = PyNumber_AsSsize_t(args[9], PyExc_OverflowError);
+    if (size == -1 && PyErr_Occurred())
+        return NULL;
+    count = PyNumber_AsSsize_t(args[10], PyExc_OverflowError);
+    if (count == -1 && PyErr_Occurred())
+        return NULL;
+    has_ts = args[11] != Py_None;
+    if (has_ts) {
+        if (!PyTuple_Check(args[11]) || PyTuple_GET_SIZE(args[11]) != 2) {
+            PyErr_SetString(PyExc_TypeError, "build_burst() ts must be None or (tsval, tsecr)");
+            return NULL;
+        }
+        for (k = 0; k < 2; k++)
+            if (get_field(st, PyTuple_GET_ITEM(args[11], k), 0xFFFFFFFFull, "I", &tsv[k]) < 0)
+                return NULL;
+    }
+    if ((csum = PyObject_IsTrue(args[12])) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[7], &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (offset < 0 || size <= 0 || count < 0 || count > (data.len - offset) / size ||
+        offset > data.len) {
+        PyErr_SetString(PyExc_ValueError, "build_burst(): the segments do not fit the data");
+        goto done;
+    }
+    hlen = has_ts ? TS_FAST_HLEN : HEADER_LEN;
+    memcpy(hv, v, 4 * sizeof(uint32_t));
+    hv[5] = v[6]; /* window */
+    hv[6] = 0;    /* urgent pointer */
+    if (has_ts) {
+        store32(head + HEADER_LEN, 0x0101080Au);
+        store32(head + HEADER_LEN + 4, tsv[0]);
+        store32(head + HEADER_LEN + 8, tsv[1]);
+    }
+    list = PyList_New(count);
+    if (list == NULL)
+        goto done;
+    piece.obj = NULL;
+    piece.len = size;
+    for (j = 0; j < count; j++) {
+        hv[2] = v[2] + (uint32_t)((size_t)j * (size_t)size); /* mod 2**32 */
+        hv[4] = j == count - 1 ? v[5] : v[4];
+        put_header(head, hv, (uint32_t)((hlen / 4) << 4));
+        piece.buf = (char *)data.buf + offset + j * size;
+        seg = finish_segment(head, hlen, &piece, csum);
+        if (seg == NULL) {
+            Py_CLEAR(list);
+            goto done;
+        }
+        PyList_SET_ITEM(list, j, seg);
+    }
+done:
+    PyBuffer_Release(&data);
+    return list;
+}
+
 PyDoc_STRVAR(bind_segment_doc,
 "bind_segment(segment_class, parse_error, /)\n--\n\n"
 "Tell the module the Segment class parse_segment returns (it must have a\n"
@@ -1029,6 +1118,7 @@ static PyMethodDef accel_methods[] = {
      METH_FASTCALL | METH_KEYWORDS, build_segment_doc},
     {"build_segment_ts", (PyCFunction)(void (*)(void))build_segment_ts,
      METH_FASTCALL | METH_KEYWORDS, build_segment_ts_doc},
+    {"build_burst", (PyCFunction)(void (*)(void))build_burst, METH_FASTCALL, build_burst_doc},
     {"bind_segment", (PyCFunction)(void (*)(void))bind_segment, METH_FASTCALL,
      bind_segment_doc},
     {"earliest", (PyCFunction)earliest, METH_O, earliest_doc},

@@ -45,3 +45,19 @@ def earliest(deadlines: list[float], /) -> float: ...
 def coalesce(
     datagrams: Sequence[bytes | bytearray | memoryview], start: int, limit: int, /
 ) -> tuple[int, bytes | None]: ...
+def build_burst(
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    last_flags: int,
+    wnd: int,
+    data: bytes | bytearray | memoryview,
+    offset: int,
+    size: int,
+    count: int,
+    ts: tuple[int, int] | None,
+    compute_checksum: bool,
+    /,
+) -> list[bytes]: ...

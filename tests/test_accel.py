@@ -608,7 +608,7 @@ FALLBACK_MODULES = [
     "tests/test_sim.py",
     "tests/test_sim_transfer.py",
     "tests/test_security.py",
-    "tests/test_coalesce.py",
+    "tests/test_batching.py",
 ]
 # Half the run's time, spent in tracemalloc bookkeeping on 131k one-byte segments;
 # its checksum work (tiny segments) is covered by the rest.

@@ -45,6 +45,7 @@ from ..wire.segment import (
     RST,
     SYN,
     Segment,
+    build_burst,
     build_segment,
     build_segment_ts,
     encode_options,
@@ -88,6 +89,9 @@ MAX_ACKS_OWED = 256
 #: it (as QUIC, RFC 9000 §8; SYN-ACK retransmissions included).
 AMPLIFICATION_FACTOR = 3
 _NO_LIMIT = 1 << 62
+#: The most full-sized segments one send burst builds at once (as many as one UDP
+#: GSO send carries).
+BURST_MAX = 64
 #: How old an echoed timestamp may be and still look like ours (a migration check).
 MIGRATION_TS_WINDOW = 120.0
 #: The pacer is a token bucket filled at the pacing rate. Its depth is a send
@@ -2317,6 +2321,50 @@ class Connection:
         self.snd_max = self.snd_nxt = (self.snd_max + n + fin) & SEQ_MASK
         self.recovery.on_sent(start, end, now, in_flight)
 
+    def _send_burst(self, now: float, count: int, in_flight: int) -> None:
+        """``count`` full-sized segments of new data from SND.MAX, built in one call:
+        the segments ``count`` :meth:`_send_new` calls would send (the caller
+        checked there is no FIN among them, no SACK option to add, no TCP-AO, and
+        no amplification limit), with one pass of bookkeeping."""
+        mss = self.snd_mss
+        sndq = self._sndq
+        seq = self.snd_max
+        off = (seq - sndq.seq) & SEQ_MASK
+        n = count * mss
+        ack = self.rcv_nxt
+        data = build_burst(
+            self.local_port,
+            self.remote_port,
+            seq,
+            ack,
+            ACK,
+            ACK | PSH if off + n == len(sndq.data) else ACK,
+            self._advertise(),
+            sndq.data,
+            off,
+            mss,
+            count,
+            ((int(now * 1000) + self._ts_offset) & SEQ_MASK, self._ts_recent)
+            if self._ts_ok
+            else None,
+            self.config.checksum,
+        )
+        addr = self.addr
+        self._out.extend([(d, addr) for d in data])
+        self.segments_sent += count
+        self.bytes_sent += n
+        self._last_send = now  # RFC 5681 §4.1 idle detection
+        # Each one is an ACK of everything received (as in _emit).
+        self._last_ack_sent = ack
+        self._ack_now = False
+        if self._unacked_bytes:
+            self._unacked_bytes = 0
+            self._timer_at[_T_DELACK] = INF
+        start = self._max_abs
+        self._max_abs = start + n
+        self.snd_max = self.snd_nxt = (seq + n) & SEQ_MASK
+        self.recovery.on_sent_many(start, count, mss, now, in_flight)
+
     def _resend(self, now: float, rec: Record, in_flight: int) -> None:
         """Retransmit the segment ``rec`` (whole, as first sent)."""
         start = rec[START]
@@ -2412,6 +2460,13 @@ class Connection:
         app_limited = False
         amp = _NO_LIMIT  # payload the amplification budget allows in one segment
         amp_blocked = False
+        # Full-sized new segments may leave in bursts built at once (_send_burst)
+        # when each would be a plain one: no TCP-AO, no SACK option, a validated path.
+        burst = (
+            self.auth is None
+            and self._validated
+            and not (self._sack_ok and (self._rcvq.ooo_starts or self._dsack))
+        )
         while True:
             if rate > 0 and self._pace_next > now:
                 timers[_T_PACING] = self._pace_wake = self._pace_next
@@ -2461,8 +2516,28 @@ class Connection:
                     if n < mss and n < unsent and n < self.max_snd_wnd // 2 and nxt != una:
                         break
                     fin = self._fin_queued and n == unsent
-                    self._send_new(now, n, fin, in_flight)
-                    size = n + fin
+                    count = 0
+                    if burst and n == mss:
+                        # As many full segments as the windows allow (the FIN, and
+                        # the segment it rides on, go alone), and the pacer.
+                        count = (
+                            min(
+                                (unsent - 1 if self._fin_queued else unsent),
+                                room,
+                                seq_sub(right, nxt),
+                            )
+                            // mss
+                        )
+                        if rate > 0:
+                            start = max(self._pace_next, now - depth)
+                            count = min(count, 1 + int((now - start) * rate / mss))
+                        count = min(count, BURST_MAX)
+                    if count > 1:
+                        self._send_burst(now, count, in_flight)
+                        size = count * mss
+                    else:
+                        self._send_new(now, n, fin, in_flight)
+                        size = n + fin
             in_flight += size
             sent_any = True
             if timers[_T_RTO] == INF or self._unacked_since is None:

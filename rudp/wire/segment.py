@@ -5,8 +5,8 @@ A UDP payload is exactly one segment: the 20-byte fixed header, options, data.
 raises :class:`ParseError` whose ``reason`` names the defect (the endpoint counts
 drops by reason); it never raises anything else.
 
-:func:`parse_segment`, :func:`build_segment`, :func:`build_segment_ts` and
-:func:`coalesce` are bound to the C accelerator's versions when
+:func:`parse_segment`, :func:`build_segment`, :func:`build_segment_ts`,
+:func:`build_burst` and :func:`coalesce` are bound to the C accelerator's versions when
 :mod:`rudp.wire.checksum` uses it (``IMPLEMENTATION == "c"``), else to the
 pure-Python ``py_*`` functions below; both give identical results
 (tests/test_accel.py). The C parser returns this module's :class:`Segment`,
@@ -315,6 +315,49 @@ def py_build_segment_ts(
     return head + payload if payload else head
 
 
+def py_build_burst(
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    last_flags: int,
+    wnd: int,
+    data: bytes | bytearray | memoryview,
+    offset: int,
+    size: int,
+    count: int,
+    ts: tuple[int, int] | None,
+    compute_checksum: bool,
+    /,
+) -> list[bytes]:
+    """``count`` segments of ``size`` bytes each from ``data[offset:]`` (one send
+    burst): sequence numbers from ``seq``, the same header otherwise, the last one
+    with ``last_flags``; the timestamps option first when ``ts`` is ``(tsval,
+    tsecr)``, no options when it is None."""
+    if offset < 0 or size <= 0 or count < 0 or offset + count * size > len(data):
+        raise ValueError("build_burst(): the segments do not fit the data")
+    out = []
+    view = memoryview(data)
+    try:
+        for j in range(count):
+            piece = view[offset + j * size : offset + (j + 1) * size]
+            pos = (seq + j * size) & 0xFFFFFFFF
+            f = last_flags if j == count - 1 else flags
+            if ts is None:
+                seg = py_build_segment(
+                    sport, dport, pos, ack, f, wnd, piece, compute_checksum=compute_checksum
+                )
+            else:
+                seg = py_build_segment_ts(
+                    sport, dport, pos, ack, f, wnd, piece, ts[0], ts[1], _EMPTY, compute_checksum
+                )
+            out.append(seg)
+    finally:
+        view.release()
+    return out
+
+
 #: The most datagrams :func:`coalesce` merges (as many as one UDP GRO receive holds).
 COALESCE_MAX = 64
 
@@ -386,6 +429,7 @@ parse_segment = py_parse_segment
 build_segment = py_build_segment
 build_segment_ts = py_build_segment_ts
 coalesce = py_coalesce
+build_burst = py_build_burst
 if IMPLEMENTATION == "c":
     from .. import _accel
 
@@ -394,3 +438,4 @@ if IMPLEMENTATION == "c":
     build_segment = _accel.build_segment
     build_segment_ts = _accel.build_segment_ts
     coalesce = _accel.coalesce
+    build_burst = _accel.build_burst

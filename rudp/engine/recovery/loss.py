@@ -147,6 +147,11 @@ class LossRecovery:
         if in_flight + end - start > self.max_in_flight:
             self.max_in_flight = in_flight + end - start
 
+    def on_sent_many(self, start: int, count: int, size: int, now: float, in_flight: int) -> None:
+        """``count`` new segments of ``size`` bytes from ``start`` (a send burst)."""
+        self.sb.on_sent_many(start, count, size, now, in_flight)
+        self._sent(count * size, in_flight)
+
     def on_resent(self, rec: Record, now: float, in_flight: int) -> None:
         self.sb.on_resent(rec, now, in_flight)
         if self.undo_marker:

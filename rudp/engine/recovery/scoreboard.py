@@ -152,6 +152,25 @@ class Scoreboard:
         tsq.append((now, rec))
         return rec
 
+    def on_sent_many(self, start: int, count: int, size: int, now: float, in_flight: int) -> None:
+        """``count`` new segments of ``size`` bytes from ``start`` left together (a
+        send burst): as many :meth:`on_sent` calls, one after another."""
+        if in_flight == 0:
+            self.first_sent_time = self.delivered_time = now
+        delivered = self.delivered
+        delivered_time = self.delivered_time
+        first_sent = self.first_sent_time
+        app_limited = self.app_limited != 0
+        append = self.recs.append
+        tsq = self.tsq
+        if tsq is None:
+            tsq = self.tsq = deque()
+        tsq_append = tsq.append
+        for pos in range(start, start + count * size, size):
+            rec = [pos, pos + size, now, 0, delivered, delivered_time, first_sent, app_limited]
+            append(rec)
+            tsq_append((now, rec))
+
     def on_resent(self, rec: Record, now: float, in_flight: int) -> None:
         """``rec`` was retransmitted."""
         if in_flight == 0:

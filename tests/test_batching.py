@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import os
 import random
+import struct
 from types import ModuleType
 
 import pytest
@@ -25,10 +26,13 @@ from hypothesis import strategies as st
 
 import rudp
 from rudp import Config
+from rudp._compiled import COMPILED
 from rudp.engine import ConnectionAccepted, Endpoint
+from rudp.engine import connection as connection_mod
 from rudp.engine.connection import Connection
 from rudp.engine.endpoint import Address
 from rudp.wire import segment as segment_mod
+from rudp.wire.checksum import IMPLEMENTATION
 from rudp.wire.segment import (
     ACK,
     COALESCE_MAX,
@@ -51,12 +55,13 @@ FAST = settings(
 
 
 def _accel() -> ModuleType | None:
-    try:
-        from rudp import _accel
-
-        return _accel
-    except ImportError:  # pragma: no cover - the pure-Python CI run
+    """The C accelerator, unless this run uses the pure-Python code (then the C
+    module is not even imported: tests/test_accel.py checks that)."""
+    if IMPLEMENTATION != "c":
         return None
+    from rudp import _accel
+
+    return _accel
 
 
 IMPLS = [pytest.param(py_coalesce, id="python")]
@@ -171,7 +176,7 @@ def test_misuse_raises_typed_errors(fn: object) -> None:
         fn([object(), object()], 0, 64)  # type: ignore[operator]
 
 
-@pytest.mark.skipif(_accel() is None, reason="the C accelerator is not built")
+@pytest.mark.skipif(_accel() is None, reason="the C accelerator is not in use")
 @FAST
 @given(
     st.lists(
@@ -371,7 +376,7 @@ async def test_a_transfer_over_udp_is_coalesced_and_exact(
 
     server = await rudp.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    reader, writer = await rudp.open_connection("127.0.0.1", port)
+    _reader, writer = await rudp.open_connection("127.0.0.1", port)
     writer.write(data)
     await writer.drain()
     writer.write_eof()
@@ -384,3 +389,126 @@ async def test_a_transfer_over_udp_is_coalesced_and_exact(
     await server.wait_closed()
     assert all(s["features"]["gro"] is gro for s in stats) or pytest.skip("no UDP GRO here")
     assert sum(s["segments_coalesced"] for s in stats) > 1000
+
+
+# ---------------------------------------------------------------------------
+# Send bursts: full-sized segments built together (Connection._send_burst).
+
+
+BURST_IMPLS = [pytest.param(segment_mod.py_build_burst, id="python")]
+if (_mod := _accel()) is not None:
+    BURST_IMPLS.append(pytest.param(_mod.build_burst, id="c"))
+
+
+@pytest.mark.parametrize("fn", BURST_IMPLS)
+def test_build_burst_builds_what_build_segment_ts_builds(fn: object) -> None:
+    data = bytearray(random.Random(1).randbytes(10_000))
+    for ts in ((1, 2), None):
+        burst = fn(80, 90, 0xFFFFFF00, 7, ACK, ACK | PSH, 99, data, 5, 1000, 9, ts, True)  # type: ignore[operator]
+        assert len(burst) == 9
+        for j, seg in enumerate(burst):
+            flags = ACK | PSH if j == 8 else ACK
+            piece = bytes(data[5 + j * 1000 : 5 + (j + 1) * 1000])
+            pos = (0xFFFFFF00 + j * 1000) & 0xFFFFFFFF
+            if ts is None:
+                assert seg == py_build_segment(80, 90, pos, 7, flags, 99, piece)
+            else:
+                assert seg == py_build_segment_ts(80, 90, pos, 7, flags, 99, piece, *ts)
+    assert fn(1, 2, 3, 4, ACK, ACK, 5, data, 0, 100, 0, None, True) == []  # type: ignore[operator]
+    plain = fn(1, 2, 3, 4, ACK, ACK, 5, data, 0, 100, 1, None, False)  # type: ignore[operator]
+    assert plain == [py_build_segment(1, 2, 3, 4, ACK, 5, data[:100], compute_checksum=False)]
+
+
+@pytest.mark.parametrize("fn", BURST_IMPLS)
+def test_build_burst_misuse_raises_typed_errors(fn: object) -> None:
+    data = bytes(1000)
+    with pytest.raises(ValueError):
+        fn(1, 2, 3, 4, ACK, ACK, 5, data, 1, 100, 10, None, True)  # type: ignore[operator]
+    with pytest.raises(ValueError):
+        fn(1, 2, 3, 4, ACK, ACK, 5, data, 0, 0, 1, None, True)  # type: ignore[operator]
+    with pytest.raises(struct.error):
+        fn(1 << 16, 2, 3, 4, ACK, ACK, 5, data, 0, 100, 1, None, True)  # type: ignore[operator]
+    with pytest.raises(TypeError):
+        fn(1, 2, 3, 4, ACK, ACK, 5, object(), 0, 100, 1, None, True)  # type: ignore[operator]
+
+
+def _transfer(cfg: Config, seed: int) -> tuple[list[list[bytes]], list[int], dict[str, int]]:
+    """A two-way transfer over an impaired direct path, both ends closing; what each
+    side emitted at each step, the bytes each side read, what was impaired."""
+    rng = random.Random(seed)
+    a = Endpoint(cfg, seed=1, isn=lambda _i, _n: 0xFFFF0000)
+    b = Endpoint(cfg, seed=2, isn=lambda _i, _n: 5)
+    b.listen(80)
+    now = 0.0
+    conn = a.connect(B, 80, now)
+    server: Connection | None = None
+    data_a, data_b = rng.randbytes(2_000_000), rng.randbytes(300_000)
+    sent_a = sent_b = 0
+    got_a, got_b = bytearray(), bytearray()
+    impaired = {"dropped": 0, "swapped": 0, "duplicated": 0, "corrupted": 0}
+    steps: list[list[bytes]] = []
+    closed = False
+    while not (closed and conn.state.value in ("TIME-WAIT", "CLOSED")):
+        now += 0.001
+        assert now < 120, "stalled"
+        for ep in (a, b):
+            due = ep.get_timer()
+            if due is not None and due <= now:
+                ep.handle_timer(now)
+        if conn.state.value == "ESTABLISHED":
+            while sent_a < len(data_a) and not conn.writing_paused:
+                conn.send(data_a[sent_a : sent_a + 50_000], now)
+                sent_a = min(len(data_a), sent_a + 50_000)
+            if sent_a == len(data_a) and not closed and len(got_a) == len(data_b):
+                conn.close(now)
+                closed = True
+        out = [d for d, _ in a.datagrams_to_send(now)]
+        steps.append(out)
+        for d in _impair(out, rng, impaired):
+            b.receive_datagram(d, A, now)
+        while (ev := b.next_event()) is not None:
+            if isinstance(ev, ConnectionAccepted):
+                server = ev.conn
+        if server is not None:
+            got_b += server.read()
+            # 20 segments at a time, once the last are sent: bursts end with PSH.
+            if sent_b < len(data_b) and server.stats()["notsent_bytes"] == 0:
+                server.send(data_b[sent_b : sent_b + 20_000], now)
+                sent_b = min(len(data_b), sent_b + 20_000)
+            if sent_b == len(data_b) and server.state.value == "CLOSE-WAIT":
+                server.close(now)
+        back = [d for d, _ in b.datagrams_to_send(now)]
+        steps.append(back)
+        for d in _impair(back, rng, impaired):
+            a.receive_datagram(d, B, now)
+        while a.next_event() is not None:
+            pass
+        got_a += conn.read()
+    assert bytes(got_b) == data_a and bytes(got_a) == data_b
+    return steps, [len(got_a), len(got_b)], impaired
+
+
+@pytest.mark.skipif(COMPILED, reason="patches a module constant of the (compiled) engine")
+@pytest.mark.parametrize("pacing", [False, True], ids=["unpaced", "paced"])
+def test_bursts_send_exactly_the_segments_one_at_a_time_would(
+    pacing: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = Config(mss=1000, rcv_buf=1 << 18, snd_buf=1 << 18, pacing=pacing)
+    bursts = []
+    real = Connection._send_burst
+
+    def spy(self: Connection, now: float, count: int, in_flight: int) -> None:
+        bursts.append(count)
+        real(self, now, count, in_flight)
+
+    monkeypatch.setattr(Connection, "_send_burst", spy)
+    with_bursts = _transfer(cfg, seed=3)
+    assert len(bursts) > 20 and max(bursts) > 4, bursts  # it really sent bursts
+    monkeypatch.setattr(connection_mod, "BURST_MAX", 1)
+    bursts.clear()
+    one_by_one = _transfer(cfg, seed=3)
+    assert bursts == []
+    # The same datagrams, byte for byte, at the same steps; the impairments
+    # (drops, duplicates, reordering, corruption) happened, and the same ones.
+    assert with_bursts == one_by_one
+    assert all(v > 0 for v in with_bursts[2].values()), with_bursts[2]
