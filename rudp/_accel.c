@@ -608,6 +608,7 @@ done:
  */
 
 #define COALESCE_MAX 64
+#define COALESCE_MAX_BYTES 65536 /* of data in one run, as Linux's GRO limit */
 
 /* A segment that may be merged: valid header, flags ACK (PSH allowed: it ends
  * the run), data. Sets *hlen. */
@@ -637,9 +638,9 @@ checksum_ok(const Py_buffer *v)
 PyDoc_STRVAR(coalesce_doc,
 "coalesce(datagrams, start, limit, /)\n--\n\n"
 "rudp.wire.segment.coalesce in C: (k, payload). k >= 1 datagrams of the\n"
-"sequence from start (at most limit, at most 64) are data segments of one\n"
-"TCP send: "
-"same ports, acknowledgment, window, urgent field and option bytes,\n"
+"sequence from start (at most limit, at most 64, at most 64 KiB of data)\n"
+"are data segments of one TCP send: same ports, acknowledgment, window,\n"
+"urgent field and option bytes, "
 "consecutive sequence numbers, flags ACK (PSH only on the last), valid\n"
 "checksums. payload is their data joined when k > 1, else None.");
 
@@ -698,7 +699,8 @@ coalesce(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
              memcmp(p + 14, first + 14, 2) == 0 &&    /* window */
              memcmp(p + 18, first + 18, 2) == 0 &&    /* urgent pointer */
              memcmp(p + HEADER_LEN, first + HEADER_LEN, (size_t)(hlen - HEADER_LEN)) == 0 &&
-             checksum_ok(&views[k]) && (k > 1 || checksum_ok(&views[0]));
+             total + (views[k].len - hlen) <= COALESCE_MAX_BYTES && checksum_ok(&views[k]) &&
+             (k > 1 || checksum_ok(&views[0]));
         if (!ok) {
             PyBuffer_Release(&views[k]);
             break;

@@ -157,6 +157,9 @@ def test_bad_checksums_psh_pure_acks_and_limits(fn: object) -> None:
     many = [memoryview(s) for s in run_of(70, size=10)]
     assert fn(many, 0, 1000)[0] == COALESCE_MAX == 64  # type: ignore[operator]
     assert fn([bytearray(s) for s in run], 0, 64)[0] == 6  # type: ignore[operator]
+    # At most 64 KiB of data (Linux's GRO limit): two 30,000-byte segments, not three.
+    assert fn(run_of(3, size=30_000), 0, 64)[0] == 2  # type: ignore[operator]
+    assert fn(run_of(2, size=40_000), 0, 64) == (1, None)  # type: ignore[operator]
     # Sequence numbers wrap.
     wrapped = run_of(3, size=10, seq=0xFFFFFFFF - 14)
     assert fn(wrapped, 0, 64)[0] == 3  # type: ignore[operator]

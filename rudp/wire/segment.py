@@ -360,6 +360,9 @@ def py_build_burst(
 
 #: The most datagrams :func:`coalesce` merges (as many as one UDP GRO receive holds).
 COALESCE_MAX = 64
+#: The most data one coalesced run holds (Linux's GRO limit, ``gro_max_size``): for
+#: segments this large, merging would cost more in copying than it saves.
+COALESCE_MAX_BYTES = 65536
 
 
 def _coalescible(data: bytes | bytearray | memoryview) -> int:
@@ -385,12 +388,12 @@ def py_coalesce(
     """Receive coalescing (software GRO, docs/performance.md): ``(k, payload)``.
 
     ``k >= 1`` datagrams of ``datagrams`` from ``start`` (at most ``limit``, at most
-    :data:`COALESCE_MAX`) are data segments of one TCP send, as Linux's
-    ``tcp_gro_receive`` merges them: the same ports, acknowledgment number, window,
-    urgent field and option bytes (so the same timestamps), consecutive sequence
-    numbers, flags ACK with PSH only on the last, valid checksums. ``payload`` is
-    their data joined when ``k > 1``, else None (nothing was merged; the first
-    datagram's checksum was then not looked at)."""
+    :data:`COALESCE_MAX`, with at most :data:`COALESCE_MAX_BYTES` of data) are data
+    segments of one TCP send, as Linux's ``tcp_gro_receive`` merges them: the same
+    ports, acknowledgment number, window, urgent field and option bytes (so the same
+    timestamps), consecutive sequence numbers, flags ACK with PSH only on the last,
+    valid checksums. ``payload`` is their data joined when ``k > 1``, else None
+    (nothing was merged; the first datagram's checksum was then not looked at)."""
     if not 0 <= start < len(datagrams):
         raise IndexError("coalesce() start out of range")
     limit = min(limit, COALESCE_MAX, len(datagrams) - start)
@@ -401,11 +404,13 @@ def py_coalesce(
     head = bytes(first[:hlen])
     next_seq = (int.from_bytes(head[4:8], "big") + len(first) - hlen) & 0xFFFFFFFF
     parts = [first[hlen:]]
+    total = len(first) - hlen
     k = 1
     while k < limit:
         data = datagrams[start + k]
         if (
             _coalescible(data) != hlen
+            or total + len(data) - hlen > COALESCE_MAX_BYTES
             or int.from_bytes(data[4:8], "big") != next_seq
             or data[0:4] != head[0:4]
             or data[8:12] != head[8:12]
@@ -416,6 +421,7 @@ def py_coalesce(
         ):
             break
         parts.append(data[hlen:])
+        total += len(data) - hlen
         next_seq = (next_seq + len(data) - hlen) & 0xFFFFFFFF
         k += 1
         if data[13] & PSH:  # the end of what the sender wrote
