@@ -19,6 +19,7 @@ import os
 import random
 import struct
 from types import ModuleType
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -31,6 +32,7 @@ from rudp.engine import ConnectionAccepted, Endpoint
 from rudp.engine import connection as connection_mod
 from rudp.engine.connection import Connection
 from rudp.engine.endpoint import Address
+from rudp.engine.recovery.scoreboard import ACKED, END, FLAGS, SACKED, START, Scoreboard
 from rudp.wire import segment as segment_mod
 from rudp.wire.checksum import IMPLEMENTATION
 from rudp.wire.segment import (
@@ -515,3 +517,95 @@ def test_bursts_send_exactly_the_segments_one_at_a_time_would(
     # (drops, duplicates, reordering, corruption) happened, and the same ones.
     assert with_bursts == one_by_one
     assert all(v > 0 for v in with_bursts[2].values()), with_bursts[2]
+
+
+# ---------------------------------------------------------------------------
+# The scoreboard: a cumulative ACK of a run of plain records at once.
+
+
+class _OneByOne(Scoreboard):
+    """The scoreboard as it was: every plain record through _delivered in turn."""
+
+    __slots__ = ()
+
+    def _ack_plain_run(self, head: int, una: int, now: float) -> int:
+        rec = self.recs[head]
+        self._delivered(rec, now)
+        if self.rtt_rec is None:
+            self.rtt_rec = rec
+        self.newly_acked += rec[END] - rec[START]
+        rec[FLAGS] = ACKED
+        return head + 1
+
+
+def _view(sb: Scoreboard) -> tuple[object, ...]:
+    def pos(rec: list[Any] | None) -> object:
+        return None if rec is None else (rec[START], rec[END])
+
+    return (
+        sb.delivered,
+        sb.newly_delivered,
+        sb.newly_acked,
+        sb.delivered_time,
+        sb.sacked,
+        sb.lost,
+        sb.retrans,
+        sb.fack,
+        sb.reordering,
+        sb.rtx_acked_xmit,
+        pos(sb.rate_rec),
+        pos(sb.rack_rec),
+        pos(sb.rtt_rec),
+        [list(r) for r in sb.outstanding_records()],
+    )
+
+
+@pytest.mark.skipif(COMPILED, reason="subclasses the (compiled) scoreboard")
+@FAST
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["send", "burst", "ack", "sack", "lose", "resend", "limited"]),
+            st.integers(0, 40),
+            st.integers(0, 40),
+        ),
+        max_size=60,
+    )
+)
+def test_acking_a_plain_run_at_once_equals_one_record_at_a_time(
+    ops: list[tuple[str, int, int]],
+) -> None:
+    boards = (Scoreboard(), _OneByOne())
+    sent = 0  # positions: segments of 10
+    una = 0
+    now = 0.0
+    for op, a, b in ops:
+        now += 0.001 * (a % 3)  # several sends may share a time
+        for sb in boards:
+            outstanding = sb.outstanding_records()
+            if op == "send":
+                sb.on_sent(sent, sent + 10, now, sent - una)
+            elif op == "burst":
+                sb.on_sent_many(sent, a % 8 + 1, 10, now, sent - una)
+            elif op == "ack":
+                sb.begin_ack(0.0005)
+                sb.ack(min(sent, una + 10 * a), now)
+            elif op == "sack" and outstanding:
+                left = outstanding[a % len(outstanding)][START]
+                sb.begin_ack(0.0005)
+                sb.sack(left, left + 10 * (b % 4 + 1), now)
+            elif op == "lose" and outstanding:
+                sb.mark_lost(outstanding[a % len(outstanding)])
+            elif op == "resend" and outstanding:
+                rec = outstanding[a % len(outstanding)]
+                if not rec[FLAGS] & SACKED:
+                    sb.on_resent(rec, now, sent - una)
+            elif op == "limited":
+                sb.mark_app_limited(sent - una)
+        if op == "send":
+            sent += 10
+        elif op == "burst":
+            sent += 10 * (a % 8 + 1)
+        elif op == "ack":
+            una = max(una, min(sent, una + 10 * a))
+        assert _view(boards[0]) == _view(boards[1]), op

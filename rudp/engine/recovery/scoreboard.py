@@ -47,6 +47,8 @@ ACKED = 16  # cumulatively acknowledged (removed from recs)
 Record = list[Any]
 
 _start_of = itemgetter(START)
+#: A plain record's place in sending order: both grow along a run of them.
+_sent_order = itemgetter(DELIVERED, XMIT)
 _xmit_of_entry = itemgetter(0)
 
 
@@ -314,6 +316,9 @@ class Scoreboard:
                     self._trim(rec, una)
                 break
             flags = rec[FLAGS]
+            if not flags:
+                head = self._ack_plain_run(head, una, now)
+                continue
             size = end - rec[START]
             if flags & SACKED:
                 self.sacked -= size
@@ -344,6 +349,43 @@ class Scoreboard:
                 tsq.popleft()
             if not tsq:
                 self.tsq = None
+
+    def _ack_plain_run(self, head: int, una: int, now: float) -> int:
+        """Cumulatively acknowledge the run of plain records (sent once, never SACKed
+        or marked lost) from ``recs[head]`` that ends at or below ``una``; return the
+        index after it. The same result as :meth:`_delivered` on each in turn: along
+        such a run the delivery snapshot, the transmission time and the end only
+        grow, so the run's last record decides RACK and the rate sample (the first
+        one with its snapshot and time, as the one-by-one comparisons keep it), its
+        first one the RTT sample and reordering."""
+        recs = self.recs
+        n = len(recs)
+        j = head
+        while j < n:
+            rec = recs[j]
+            if rec[FLAGS] or rec[END] > una:
+                break
+            rec[FLAGS] = ACKED
+            j += 1
+        first = recs[head]
+        last = recs[j - 1]
+        size = last[END] - first[START]
+        self.delivered += size
+        self.newly_delivered += size
+        self.newly_acked += size
+        self.delivered_time = now
+        best = self.rate_rec
+        if best is None or _sent_order(last) > _sent_order(best):
+            self.rate_rec = recs[bisect_left(recs, _sent_order(last), head, j, key=_sent_order)]
+        xmit = last[XMIT]
+        best = self.rack_rec
+        if best is None or xmit > best[XMIT] or (xmit == best[XMIT] and last[END] > best[END]):
+            self.rack_rec = last
+        if first[END] < self.fack:
+            self.reordering = True
+        if self.rtt_rec is None:
+            self.rtt_rec = first  # the oldest unambiguous one (RFC 6298 §3)
+        return j
 
     def _trim(self, rec: Record, una: int) -> None:
         """The peer acknowledged part of ``rec``: keep the rest (Linux tcp_trim_head)."""
