@@ -1008,6 +1008,220 @@ done:
     return list;
 }
 
+/* ------------------------------------------------------------------------
+ * Batched socket I/O helpers (rudp.aio.sockio, rudp.aio.endpoint): the
+ * per-datagram loops of grouping datagrams for one GSO send, splitting a GRO
+ * receive, and finding a run of datagrams from one source.
+ */
+
+/* The length of a payload: bytes directly, any other buffer through the buffer
+ * protocol. -1 with an exception set on failure. */
+static inline Py_ssize_t
+payload_len(PyObject *obj)
+{
+    Py_buffer view;
+    Py_ssize_t n;
+
+    if (PyBytes_CheckExact(obj))
+        return PyBytes_GET_SIZE(obj);
+    if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0)
+        return -1;
+    n = view.len;
+    PyBuffer_Release(&view);
+    return n;
+}
+
+/* a is b, or a == b; -1 on error. */
+static inline int
+same(PyObject *a, PyObject *b)
+{
+    return a == b ? 1 : PyObject_RichCompareBool(a, b, Py_EQ);
+}
+
+PyDoc_STRVAR(gso_group_doc,
+"gso_group(items, start, limit, max_bytes, /)\n--\n\n"
+"rudp.aio.sockio.py_gso_group in C: (end, total). items[start:end] are\n"
+"(payload, destination, source) triples that one UDP GSO send can carry: the\n"
+"same destination and source, payloads of items[start]'s size but a shorter\n"
+"last one, at most limit of them and max_bytes in all. total is their size.");
+
+static PyObject *
+gso_group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *items, *first, *item, *dest, *src;
+    Py_ssize_t start, limit, max_bytes, n, stop, j, size, length, total;
+    int eq;
+
+    (void)module;
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "gso_group() takes exactly 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    items = args[0];
+    if (!PyList_Check(items)) {
+        PyErr_SetString(PyExc_TypeError, "gso_group() needs a list");
+        return NULL;
+    }
+    if ((start = PyNumber_AsSsize_t(args[1], PyExc_OverflowError)) == -1 && PyErr_Occurred())
+        return NULL;
+    if ((limit = PyNumber_AsSsize_t(args[2], PyExc_OverflowError)) == -1 && PyErr_Occurred())
+        return NULL;
+    if ((max_bytes = PyNumber_AsSsize_t(args[3], PyExc_OverflowError)) == -1 && PyErr_Occurred())
+        return NULL;
+    n = PyList_GET_SIZE(items);
+    if (start < 0 || start >= n) {
+        PyErr_SetString(PyExc_IndexError, "gso_group() start out of range");
+        return NULL;
+    }
+    first = PyList_GET_ITEM(items, start);
+    if (!PyTuple_Check(first) || PyTuple_GET_SIZE(first) != 3) {
+        PyErr_SetString(PyExc_TypeError, "gso_group() items are (payload, dest, src) tuples");
+        return NULL;
+    }
+    if ((size = payload_len(PyTuple_GET_ITEM(first, 0))) < 0)
+        return NULL;
+    dest = PyTuple_GET_ITEM(first, 1);
+    src = PyTuple_GET_ITEM(first, 2);
+    total = size;
+    j = start + 1;
+    stop = limit < n - start ? start + limit : n;
+    while (size > 0 && j < stop) {
+        item = PyList_GET_ITEM(items, j);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+            PyErr_SetString(PyExc_TypeError, "gso_group() items are (payload, dest, src) tuples");
+            return NULL;
+        }
+        if ((length = payload_len(PyTuple_GET_ITEM(item, 0))) < 0)
+            return NULL;
+        if (length == 0 || length > size || total + length > max_bytes)
+            break;
+        if ((eq = same(PyTuple_GET_ITEM(item, 1), dest)) <= 0) {
+            if (eq < 0)
+                return NULL;
+            break;
+        }
+        if ((eq = same(PyTuple_GET_ITEM(item, 2), src)) <= 0) {
+            if (eq < 0)
+                return NULL;
+            break;
+        }
+        total += length;
+        j++;
+        if (length < size)
+            break;
+    }
+    return Py_BuildValue("(nn)", j, total);
+}
+
+PyDoc_STRVAR(split_gro_doc,
+"split_gro(batch, view, start, end, segment, source, local, /)\n--\n\n"
+"rudp.aio.sockio.py_split_gro in C: append (view[i:i + segment], source,\n"
+"local) to batch for i from start to end in steps of segment (the last one\n"
+"shorter); return how many.");
+
+static PyObject *
+split_gro(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *batch, *view, *piece, *item;
+    Py_ssize_t start, end, segment, i, count = 0;
+
+    (void)module;
+    if (nargs != 7) {
+        PyErr_Format(PyExc_TypeError, "split_gro() takes exactly 7 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    batch = args[0];
+    view = args[1];
+    if (!PyList_Check(batch)) {
+        PyErr_SetString(PyExc_TypeError, "split_gro() needs a list");
+        return NULL;
+    }
+    if ((start = PyNumber_AsSsize_t(args[2], PyExc_OverflowError)) == -1 && PyErr_Occurred())
+        return NULL;
+    if ((end = PyNumber_AsSsize_t(args[3], PyExc_OverflowError)) == -1 && PyErr_Occurred())
+        return NULL;
+    if ((segment = PyNumber_AsSsize_t(args[4], PyExc_OverflowError)) == -1 && PyErr_Occurred())
+        return NULL;
+    if (segment <= 0) {
+        PyErr_SetString(PyExc_ValueError, "split_gro() segment must be positive");
+        return NULL;
+    }
+    for (i = start; i < end; i += segment) {
+        piece = PySequence_GetSlice(view, i, i + segment < end ? i + segment : end);
+        if (piece == NULL)
+            return NULL;
+        item = PyTuple_Pack(3, piece, args[5], args[6]);
+        Py_DECREF(piece);
+        if (item == NULL)
+            return NULL;
+        if (PyList_Append(batch, item) < 0) {
+            Py_DECREF(item);
+            return NULL;
+        }
+        Py_DECREF(item);
+        count++;
+    }
+    return PyLong_FromSsize_t(count);
+}
+
+PyDoc_STRVAR(source_run_doc,
+"source_run(batch, start, /)\n--\n\n"
+"rudp.aio.endpoint.py_source_run in C: (end, payloads). batch[start:end] are\n"
+"(payload, source, local) triples with batch[start]'s source and local\n"
+"address; payloads is the list of their payloads.");
+
+static PyObject *
+source_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *batch, *first, *item, *payloads, *out;
+    Py_ssize_t start, n, j;
+    int eq;
+
+    (void)module;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "source_run() takes exactly 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    batch = args[0];
+    if (!PyList_Check(batch)) {
+        PyErr_SetString(PyExc_TypeError, "source_run() needs a list");
+        return NULL;
+    }
+    if ((start = PyNumber_AsSsize_t(args[1], PyExc_OverflowError)) == -1 && PyErr_Occurred())
+        return NULL;
+    n = PyList_GET_SIZE(batch);
+    if (start < 0 || start >= n) {
+        PyErr_SetString(PyExc_IndexError, "source_run() start out of range");
+        return NULL;
+    }
+    payloads = PyList_New(0);
+    if (payloads == NULL)
+        return NULL;
+    first = PyList_GET_ITEM(batch, start);
+    for (j = start; j < n; j++) {
+        item = PyList_GET_ITEM(batch, j);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+            PyErr_SetString(PyExc_TypeError, "source_run() items are (payload, src, local) tuples");
+            goto fail;
+        }
+        if (j > start) {
+            if ((eq = same(PyTuple_GET_ITEM(item, 1), PyTuple_GET_ITEM(first, 1))) < 0)
+                goto fail;
+            if (eq && (eq = same(PyTuple_GET_ITEM(item, 2), PyTuple_GET_ITEM(first, 2))) < 0)
+                goto fail;
+            if (!eq)
+                break;
+        }
+        if (PyList_Append(payloads, PyTuple_GET_ITEM(item, 0)) < 0)
+            goto fail;
+    }
+    out = Py_BuildValue("(nN)", j, payloads);
+    return out;
+fail:
+    Py_DECREF(payloads);
+    return NULL;
+}
+
 PyDoc_STRVAR(bind_segment_doc,
 "bind_segment(segment_class, parse_error, /)\n--\n\n"
 "Tell the module the Segment class parse_segment returns (it must have a\n"
@@ -1125,6 +1339,9 @@ static PyMethodDef accel_methods[] = {
      bind_segment_doc},
     {"earliest", (PyCFunction)earliest, METH_O, earliest_doc},
     {"coalesce", (PyCFunction)(void (*)(void))coalesce, METH_FASTCALL, coalesce_doc},
+    {"gso_group", (PyCFunction)(void (*)(void))gso_group, METH_FASTCALL, gso_group_doc},
+    {"split_gro", (PyCFunction)(void (*)(void))split_gro, METH_FASTCALL, split_gro_doc},
+    {"source_run", (PyCFunction)(void (*)(void))source_run, METH_FASTCALL, source_run_doc},
     {NULL, NULL, 0, NULL},
 };
 

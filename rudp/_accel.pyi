@@ -3,6 +3,7 @@
 
 from collections.abc import Sequence
 
+from rudp.aio.sockio import Address, ReceivedDatagram, SendItem
 from rudp.wire.segment import ParseError, Segment
 
 #: SHA-256 (hex) of the rudp/_accel.c this module was compiled from.
@@ -61,3 +62,17 @@ def build_burst(
     compute_checksum: bool,
     /,
 ) -> list[bytes]: ...
+def gso_group(
+    items: list[SendItem], start: int, limit: int, max_bytes: int, /
+) -> tuple[int, int]: ...
+def split_gro(
+    batch: list[ReceivedDatagram],
+    view: memoryview,
+    start: int,
+    end: int,
+    segment: int,
+    source: Address,
+    local: Address | None,
+    /,
+) -> int: ...
+def source_run(batch: list[ReceivedDatagram], start: int, /) -> tuple[int, list[memoryview]]: ...

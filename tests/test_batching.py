@@ -28,6 +28,8 @@ from hypothesis import strategies as st
 import rudp
 from rudp import Config
 from rudp._compiled import COMPILED
+from rudp.aio import endpoint as aio_endpoint
+from rudp.aio import sockio
 from rudp.engine import ConnectionAccepted, Endpoint
 from rudp.engine import connection as connection_mod
 from rudp.engine.connection import Connection
@@ -609,3 +611,53 @@ def test_acking_a_plain_run_at_once_equals_one_record_at_a_time(
         elif op == "ack":
             una = max(una, min(sent, una + 10 * a))
         assert _view(boards[0]) == _view(boards[1]), op
+
+
+# ---------------------------------------------------------------------------
+# The socket layer's per-datagram loops: C and Python alike.
+
+
+@pytest.mark.skipif(_accel() is None, reason="the C accelerator is not in use")
+@FAST
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 40), st.integers(0, 2), st.sampled_from([None, ("::1", 5)])),
+        min_size=1,
+        max_size=30,
+    ),
+    st.integers(0, 29),
+    st.integers(1, 70),
+    st.integers(0, 500),
+)
+def test_gso_group_c_equals_python(
+    spec: list[tuple[int, int, tuple[str, int] | None]], start: int, limit: int, max_bytes: int
+) -> None:
+    accel = _accel()
+    assert accel is not None
+    # Equal but distinct address tuples: compared by value, not identity.
+    items = [(bytes(size), ("10.0.0.1", 1000 + d), src) for size, d, src in spec]
+    start %= len(items)
+    expect = sockio.py_gso_group(items, start, limit, max_bytes)
+    assert accel.gso_group(items, start, limit, max_bytes) == expect
+    j, total = expect
+    assert start < j <= len(items) and total == sum(len(p) for p, _, _ in items[start:j])
+
+
+@pytest.mark.skipif(_accel() is None, reason="the C accelerator is not in use")
+@FAST
+@given(st.integers(0, 300), st.integers(0, 50), st.integers(1, 64))
+def test_split_gro_and_source_run_c_equal_python(size: int, off: int, segment: int) -> None:
+    accel = _accel()
+    assert accel is not None
+    arena = memoryview(bytes(range(256)) * 2)
+    end = min(len(arena), off + size)
+    got: list[Any] = []
+    want: list[Any] = []
+    count = accel.split_gro(got, arena, off, end, segment, ("a", 1), None)
+    assert count == sockio.py_split_gro(want, arena, off, end, segment, ("a", 1), None)
+    assert [(bytes(p), s, x) for p, s, x in got] == [(bytes(p), s, x) for p, s, x in want]
+    batch = [(memoryview(b"x"), ("a", i // 3), None) for i in range(10)]
+    for start in range(10):
+        end, payloads = aio_endpoint.py_source_run(batch, start)
+        assert accel.source_run(batch, start) == (end, payloads)
+        assert end == min(10, (start // 3 + 1) * 3) and len(payloads) == end - start

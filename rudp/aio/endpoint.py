@@ -45,6 +45,7 @@ from ..engine import (
 )
 from ..engine import Endpoint as EngineEndpoint
 from ..errors import InvalidStateError
+from ..wire.checksum import IMPLEMENTATION
 from .capture import Capture, open_capture
 from .sockio import DatagramError, ReceivedDatagram, UdpSocketIO
 from .tls import SSLArg, client_options, server_options
@@ -83,6 +84,24 @@ DROP_REASONS = (
     "auth_bad_mac",
     "auth_no_connection",
 )
+
+
+def py_source_run(batch: list[ReceivedDatagram], start: int, /) -> tuple[int, list[memoryview]]:
+    """``(end, payloads)``: ``batch[start:end]`` came from ``batch[start]``'s source
+    to its local address; ``payloads`` are theirs."""
+    _payload, src, local = batch[start]
+    n = len(batch)
+    j = start + 1
+    while j < n and batch[j][1] == src and batch[j][2] == local:
+        j += 1
+    return j, [item[0] for item in batch[start:j]]
+
+
+source_run = py_source_run
+if IMPLEMENTATION == "c":
+    from .. import _accel
+
+    source_run = _accel.source_run
 
 
 class Endpoint:
@@ -476,14 +495,14 @@ class Endpoint:
                 local_for[src] = local
             # Consecutive datagrams from one source (a GRO super-datagram, or one
             # peer's burst) go to the engine together: it coalesces in-order data.
-            j = i + 1
-            while j < n and batch[j][1] == src and batch[j][2] == local:
-                j += 1
-            if j - i == 1:
-                receive(payload, src, now)
-            else:
-                engine.receive_datagrams([item[0] for item in batch[i:j]], src, now)
-            i = j
+            if i + 1 < n:
+                j, payloads = source_run(batch, i)
+                if j - i > 1:
+                    engine.receive_datagrams(payloads, src, now)
+                    i = j
+                    continue
+            receive(payload, src, now)
+            i += 1
         self._process()
 
     def _on_udp_error(self, err: DatagramError) -> None:

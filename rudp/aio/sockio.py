@@ -53,6 +53,7 @@ from typing import Any, Final
 
 from .. import log
 from ..errors import InvalidStateError
+from ..wire.checksum import IMPLEMENTATION
 
 __all__ = [
     "GSO_MAX_BYTES",
@@ -175,6 +176,68 @@ class ErrorOrigin(enum.IntEnum):
     ICMP = 2
     #: An ICMPv6 message.
     ICMP6 = 3
+
+
+def py_gso_group(
+    items: list[SendItem], start: int, limit: int, max_bytes: int, /
+) -> tuple[int, int]:
+    """``(end, total)``: ``items[start:end]`` can leave in one GSO send -- the same
+    destination and source, payloads of ``items[start]``'s size but a shorter last
+    one, at most ``limit`` of them and ``max_bytes`` in all; ``total`` bytes."""
+    payload, dest, src = items[start]
+    size = total = len(payload)
+    n = len(items)
+    j = start + 1
+    if size:
+        stop = min(n, start + limit)
+        while j < stop:
+            nxt, d, s = items[j]
+            length = len(nxt)
+            if (
+                length == 0
+                or length > size
+                or total + length > max_bytes
+                or (d is not dest and d != dest)
+                or (s is not src and s != src)
+            ):
+                break
+            total += length
+            j += 1
+            if length < size:
+                break
+    return j, total
+
+
+def py_split_gro(
+    batch: list[ReceivedDatagram],
+    view: memoryview,
+    start: int,
+    end: int,
+    segment: int,
+    source: Address,
+    local: Address | None,
+    /,
+) -> int:
+    """Append the datagrams of a GRO receive in ``view[start:end]`` (each
+    ``segment`` bytes, the last one shorter) to ``batch``; return how many."""
+    append = batch.append
+    count = 0
+    for i in range(start, end, segment):
+        stop = i + segment
+        append((view[i : stop if stop < end else end], source, local))
+        count += 1
+    return count
+
+
+#: The per-datagram loops of sending and receiving: the C accelerator's when it is
+#: in use (rudp.wire.checksum.IMPLEMENTATION), else the functions above.
+gso_group = py_gso_group
+split_gro = py_split_gro
+if IMPLEMENTATION == "c":
+    from .. import _accel
+
+    gso_group = _accel.gso_group
+    split_gro = _accel.split_gro
 
 
 @dataclass(frozen=True, slots=True)
@@ -544,12 +607,9 @@ class UdpSocketIO:
                 nbytes_total += nbytes
                 if 0 < segment < nbytes:
                     stats.gro_receives += 1
-                    first = count
-                    for start in range(off, end, segment):
-                        stop = start + segment
-                        append((arena[start : stop if stop < end else end], addr, local))
-                        count += 1
-                    stats.gro_segments += count - first
+                    pieces = split_gro(batch, arena, off, end, segment, addr, local)
+                    count += pieces
+                    stats.gro_segments += pieces
                 else:
                     append((arena[off:end], addr, local))
                     count += 1
@@ -736,32 +796,17 @@ class UdpSocketIO:
         """Send ``items[start:]``; return the index of the first one not sent (EAGAIN)."""
         n = len(items)
         i = start
+        if type(items) is not list:
+            items = list(items)
         while i < n:
             payload, dest, src = items[i]
-            size = len(payload)
             j = i + 1
-            if size and self.features.gso:
+            if self.features.gso:
                 # Consecutive datagrams to the same destination from the same
                 # source, all of this size but a shorter last one.
-                total = size
-                stop = min(n, i + GSO_MAX_SEGMENTS)
-                while j < stop:
-                    nxt, d, s = items[j]
-                    length = len(nxt)
-                    if (
-                        length == 0
-                        or length > size
-                        or total + length > GSO_MAX_BYTES
-                        or (d is not dest and d != dest)
-                        or (s is not src and s != src)
-                    ):
-                        break
-                    total += length
-                    j += 1
-                    if length < size:
-                        break
+                j, total = gso_group(items, i, GSO_MAX_SEGMENTS, GSO_MAX_BYTES)
             if j - i > 1:
-                result = self._send_gso(items, i, j, size, total, dest, src)
+                result = self._send_gso(items, i, j, len(payload), total, dest, src)
                 if result == _SPLIT:
                     for k in range(i, j):
                         p, d, s = items[k]
