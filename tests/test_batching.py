@@ -41,6 +41,7 @@ from rudp.wire.segment import (
     ACK,
     COALESCE_MAX,
     FIN,
+    OPT_MSS,
     PSH,
     SYN,
     URG,
@@ -357,6 +358,20 @@ def test_runs_fall_back_to_one_at_a_time_outside_the_fast_path() -> None:
     rcv.receive_datagrams(batch[:1], A, 0.0)
     server = next(c for c in rcv.connections.values() if isinstance(c, Connection))
     assert server.read() == bytes(8000)
+
+
+def test_a_run_with_malformed_options_is_dropped_and_counted_one_by_one() -> None:
+    """coalesce() compares option bytes, it does not parse them: a run whose (equal)
+    options are malformed goes back to receive_datagram, which drops each datagram
+    and counts it by reason -- no internal error, nothing delivered."""
+    rcv = Endpoint(_config(), seed=2)
+    opts = bytes([OPT_MSS, 1, 1, 1])  # an MSS option of length 1: malformed
+    run = [py_build_segment(90, 80, 1000 + 10 * i, 7, ACK, 500, bytes(10), opts) for i in range(4)]
+    assert segment_mod.coalesce(run, 0, 64)[0] == 4
+    rcv.receive_datagrams(run, A, 0.0)
+    stats = rcv.stats()
+    assert stats["drop_option_length"] == 4 and stats["dropped"] == 4
+    assert stats["internal_errors"] == 0 and stats["segments_coalesced"] == 0
 
 
 # ---------------------------------------------------------------------------

@@ -396,7 +396,10 @@ class Endpoint:
         one segment; False if it does not take them that way (nothing was done)."""
         first = datagrams[i]
         try:
-            seg = parse_segment(first, check=False)  # coalesce() checked every checksum
+            try:
+                seg = parse_segment(first, check=False)  # coalesce() checked the checksums
+            except ParseError:
+                return False  # malformed options: dropped one by one, counted by reason
             conn = self.connections.get((addr, seg.dport, seg.sport))
             if not isinstance(conn, Connection) or conn.auth is not None:
                 return False
