@@ -1012,8 +1012,12 @@ class Pair:
         if q.ooo_bytes > buf:
             raise fail(f"{where}: ooo_bytes {q.ooo_bytes} > rcv_buf {buf}")
         shift = c.rcv_wscale if c._rcv_wscale_ok else 0
-        if len(q.data) + q.ooo_bytes > buf + (1 << shift):
-            raise fail(f"{where}: holds {len(q.data)} + {q.ooo_bytes} > rcv_buf {buf}")
+        if q.size != sum(map(len, q.chunks)) - q.head or (
+            q.chunks and not 0 <= q.head < len(q.chunks[0])
+        ):
+            raise fail(f"{where}: in-order size {q.size}, head {q.head}, chunks disagree")
+        if q.size + q.ooo_bytes > buf + (1 << shift):
+            raise fail(f"{where}: holds {q.size} + {q.ooo_bytes} > rcv_buf {buf}")
 
     def _check_app(self, app: App) -> None:
         c = app.conn

@@ -32,6 +32,7 @@ from rudp.aio import endpoint as aio_endpoint
 from rudp.aio import sockio
 from rudp.engine import ConnectionAccepted, Endpoint
 from rudp.engine import connection as connection_mod
+from rudp.engine.buffers import ReceiveBuffer
 from rudp.engine.connection import Connection
 from rudp.engine.endpoint import Address
 from rudp.engine.recovery.scoreboard import ACKED, END, FLAGS, SACKED, START, Scoreboard
@@ -676,3 +677,61 @@ def test_split_gro_and_source_run_c_equal_python(size: int, off: int, segment: i
         end, payloads = aio_endpoint.py_source_run(batch, start)
         assert accel.source_run(batch, start) == (end, payloads)
         assert end == min(10, (start // 3 + 1) * 3) and len(payloads) == end - start
+
+
+# ---------------------------------------------------------------------------
+# The receive buffer keeps what arrives as chunks (no copy for owned bytes).
+
+
+@FAST
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["bytes", "bytearray", "view", "read", "read_into"]),
+            st.integers(0, 3000),
+        ),
+        max_size=40,
+    )
+)
+def test_receive_buffer_equals_one_bytearray(ops: list[tuple[str, int]]) -> None:
+    rb = ReceiveBuffer(8)
+    model = bytearray()
+    counter = 0
+    for op, n in ops:
+        if op in ("bytes", "bytearray", "view"):
+            if n == 0:
+                continue
+            data = bytes((counter + i) % 251 for i in range(n))
+            counter += n
+            source = bytearray(data)
+            rb.append(
+                bytes(data)
+                if op == "bytes"
+                else source
+                if op == "bytearray"
+                else memoryview(source)
+            )
+            if op == "view":
+                source[:] = bytes(len(source))  # a borrowed view's buffer is reused
+            model += data
+        elif op == "read":
+            want = n - 1 if n % 7 else -1  # -1: everything
+            got = rb.read(want)
+            expect = bytes(model if want < 0 else model[:want])
+            del model[: len(expect)]
+            assert got == expect and type(got) is bytes
+        else:
+            out = bytearray(n)
+            k = rb.read_into(memoryview(out))
+            assert bytes(out[:k]) == bytes(model[:k]) and k == min(n, len(model))
+            del model[:k]
+        assert rb.size == len(model)
+    assert rb.read() == bytes(model)
+    assert rb.size == 0 and rb.read() == b""
+
+
+def test_a_single_whole_chunk_is_handed_over_without_a_copy() -> None:
+    rb = ReceiveBuffer(8)
+    data = bytes(range(200))
+    rb.append(data)
+    assert rb.read() is data

@@ -2,7 +2,7 @@
 
 Both are plain containers: sequence-number rules (windows, acceptability) stay in the
 connection. The connection's hot path reaches ``SendBuffer.data`` and
-``ReceiveBuffer.data`` directly.
+``ReceiveBuffer.size`` directly.
 """
 
 from __future__ import annotations
@@ -48,40 +48,106 @@ class SendBuffer:
 class ReceiveBuffer:
     """In-order data not yet read, plus out-of-order runs awaiting a hole.
 
+    In-order data is a list of chunks (``size`` bytes in all, the first one read
+    from ``head``): a received segment's payload, or a coalesced run's, is kept as
+    the object it arrived in when that is ``bytes`` or a ``bytearray`` the engine
+    owns, and copied once otherwise (a view of a receive buffer). One bytearray
+    grown by appending would copy everything it holds at each of its
+    reallocations, and take fresh pages each time it is emptied and refilled.
+
     Out-of-order data is kept as sorted, non-overlapping runs keyed by *unwrapped*
     sequence position (plain ints, so ordering is trivial); at most ``max_runs`` runs
     are held, which bounds memory and per-segment work against 1-byte holes.
     """
 
-    __slots__ = ("data", "max_runs", "ooo_bytes", "ooo_data", "ooo_starts")
+    __slots__ = ("chunks", "head", "max_runs", "ooo_bytes", "ooo_data", "ooo_starts", "size")
 
     def __init__(self, max_runs: int) -> None:
-        self.data = bytearray()
+        self.chunks: list[bytes | bytearray] = []
+        self.head = 0  # bytes of chunks[0] already read
+        self.size = 0  # in-order bytes held
         self.ooo_starts: list[int] = []
         self.ooo_data: list[bytearray] = []
         self.ooo_bytes = 0
         self.max_runs = max_runs
 
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        """Keep ``data`` (non-empty) after the in-order data held."""
+        if type(data) is memoryview:
+            data = bytes(data)  # a borrowed view: copy what we keep
+        self.chunks.append(data)
+        self.size += len(data)
+
     def read(self, max_bytes: int = -1) -> bytes:
         """Take up to ``max_bytes`` (all if negative) of the in-order data."""
-        buf = self.data
-        if max_bytes < 0 or max_bytes >= len(buf):
-            out = bytes(buf)
-            buf.clear()
-        else:
-            out = bytes(buf[:max_bytes])
-            del buf[:max_bytes]
+        size = self.size
+        if max_bytes < 0 or max_bytes > size:
+            max_bytes = size
+        if max_bytes == 0:
+            return b""
+        chunks = self.chunks
+        first = chunks[0]
+        head = self.head
+        if max_bytes == size and len(chunks) == 1 and head == 0:
+            chunks.clear()
+            self.size = 0
+            return first if type(first) is bytes else bytes(first)
+        # One copy: the pieces, as views, joined into the bytes returned.
+        pieces: list[memoryview] = []
+        pos = 0
+        used = 0
+        while pos < max_bytes:
+            chunk = chunks[used]
+            take = min(len(chunk) - head, max_bytes - pos)
+            pieces.append(memoryview(chunk)[head : head + take])
+            pos += take
+            if head + take == len(chunk):
+                used += 1
+                head = 0
+            else:
+                head += take
+        out = b"".join(pieces)
+        for piece in pieces:
+            piece.release()
+        del chunks[:used]
+        self.head = head
+        self.size -= max_bytes
         return out
 
     def read_into(self, out: memoryview) -> int:
         """Copy up to ``len(out)`` bytes of the in-order data into ``out`` and drop
         them: one copy, where ``read()`` and a copy of its result are two."""
-        buf = self.data
-        n = min(len(out), len(buf))
-        with memoryview(buf) as view:  # released before the bytearray is resized
-            out[:n] = view[:n]
-        del buf[:n]
+        n = min(len(out), self.size)
+        if n:
+            self._take(out, n)
         return n
+
+    def _take(self, out: memoryview, n: int) -> None:
+        """Move the first ``n`` held bytes into ``out``."""
+        chunks = self.chunks
+        head = self.head
+        pos = 0
+        used = 0
+        while pos < n:
+            chunk = chunks[used]
+            take = min(len(chunk) - head, n - pos)
+            with memoryview(chunk) as view:
+                out[pos : pos + take] = view[head : head + take]
+            pos += take
+            if head + take == len(chunk):
+                used += 1
+                head = 0
+            else:
+                head += take
+        del chunks[:used]
+        self.head = head
+        self.size -= n
+
+    def discard(self) -> None:
+        """Drop the in-order data held (an application that will not read it)."""
+        self.chunks.clear()
+        self.head = 0
+        self.size = 0
 
     def store(self, start: int, data: bytes | bytearray | memoryview) -> int:
         """Keep the bytes of ``data`` (at position ``start``) not already held,
@@ -156,7 +222,7 @@ class ReceiveBuffer:
         return out
 
     def clear(self) -> None:
-        self.data.clear()
+        self.discard()
         self.ooo_starts.clear()
         self.ooo_data.clear()
         self.ooo_bytes = 0

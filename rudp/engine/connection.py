@@ -547,12 +547,12 @@ class Connection:
     @property
     def readable(self) -> int:
         """Bytes of in-order data ready for :meth:`read`."""
-        return len(self._rcvq.data)
+        return self._rcvq.size
 
     @property
     def at_eof(self) -> bool:
         """The peer's FIN arrived and every byte before it has been read."""
-        return self._peer_fin and not self._rcvq.data
+        return self._peer_fin and not self._rcvq.size
 
     @property
     def send_buffered(self) -> int:
@@ -656,9 +656,9 @@ class Connection:
         (receiver silly-window avoidance, RFC 9293 §3.8.6.2.2) a window update is sent.
         """
         rcvq = self._rcvq
-        if not rcvq.data:
+        if not rcvq.size:
             return b""
-        free_before = self.rcv_buf - len(rcvq.data)
+        free_before = self.rcv_buf - rcvq.size
         data = rcvq.read(max_bytes)
         self._after_read(free_before)
         return data
@@ -669,9 +669,9 @@ class Connection:
         ``BufferedProtocol.get_buffer()`` hands out); returns how many. As
         :meth:`read`, with one copy fewer."""
         rcvq = self._rcvq
-        if not rcvq.data:
+        if not rcvq.size:
             return 0
-        free_before = self.rcv_buf - len(rcvq.data)
+        free_before = self.rcv_buf - rcvq.size
         n = rcvq.read_into(buffer)
         self._after_read(free_before)
         return n
@@ -699,7 +699,7 @@ class Connection:
             # with one segment; Linux: the new window is >= twice the old).
             buf = self.rcv_buf
             max_wnd = min(self._max_rcv_wnd(), buf)
-            right = self._rcv_nxt_abs + min(buf - len(rcvq.data), max_wnd)
+            right = self._rcv_nxt_abs + min(buf - rcvq.size, max_wnd)
             threshold = min(self._rcv_mss, buf // 2)
             adv_left = self._rcv_adv_abs - self._rcv_nxt_abs
             if (
@@ -735,7 +735,7 @@ class Connection:
         rtt = self._rcv_rtt
         if rtt == 0 or now - self._rcvq_time < rtt:
             return
-        read_to = nxt - len(self._rcvq.data)
+        read_to = nxt - self._rcvq.size
         copied = read_to - self._rcvq_seq
         space = self._rcvq_space
         if copied > space:
@@ -797,8 +797,8 @@ class Connection:
             return
         self._read_closed = True
         self._adv_nxt = -1  # the advertised window no longer depends on reading
-        if self._rcvq.data and self.state in SYNCHRONIZED:
-            self._rcvq.data.clear()
+        if self._rcvq.size and self.state in SYNCHRONIZED:
+            self._rcvq.discard()
             self.abort(now)
             return
         if not self._write_closed:
@@ -902,7 +902,7 @@ class Connection:
             "rcv_wnd": self._advertised_window(),
             "snd_mss": self.snd_mss,
             "send_buffered": len(self._sndq.data),
-            "recv_buffered": len(self._rcvq.data),
+            "recv_buffered": self._rcvq.size,
             "ooo_bytes": self._rcvq.ooo_bytes,
             "segments_sent": self.segments_sent,
             "segments_received": self.segments_received,
@@ -1681,10 +1681,10 @@ class Connection:
         n = len(data)
         if n > self._rcv_mss and segment:
             self._rcv_mss = min(n, self.config.mss)
-        buf = self._rcvq.data
-        was_empty = not buf
-        if not self._read_closed:
-            buf += data
+        rcvq = self._rcvq
+        was_empty = not rcvq.size
+        if not self._read_closed and n:
+            rcvq.append(data)
         self._rcv_nxt_abs += n
         self.rcv_nxt = (self.rcv_nxt + n) & SEQ_MASK
         self.bytes_received += n
@@ -2251,7 +2251,7 @@ class Connection:
         except by less than one unit of the window scale: see below.
         """
         nxt = self._rcv_nxt_abs
-        held = len(self._rcvq.data)
+        held = self._rcvq.size
         if nxt == self._adv_nxt and held == self._adv_held:
             return self._adv_field  # nothing received or read since the last one
         buf = self.rcv_buf
