@@ -1012,8 +1012,11 @@ class Pair:
         if q.ooo_bytes > buf:
             raise fail(f"{where}: ooo_bytes {q.ooo_bytes} > rcv_buf {buf}")
         shift = c.rcv_wscale if c._rcv_wscale_ok else 0
-        if q.size != sum(map(len, q.chunks)) - q.head or (
-            q.chunks and not 0 <= q.head < len(q.chunks[0])
+        chunks = q.chunks or []
+        if (
+            q.size != sum(map(len, chunks)) - q.head
+            or (chunks and not 0 <= q.head < len(chunks[0]))
+            or (q.chunks is not None and not q.size)
         ):
             raise fail(f"{where}: in-order size {q.size}, head {q.head}, chunks disagree")
         if q.size + q.ooo_bytes > buf + (1 << shift):

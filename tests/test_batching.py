@@ -727,7 +727,7 @@ def test_receive_buffer_equals_one_bytearray(ops: list[tuple[str, int]]) -> None
             del model[:k]
         assert rb.size == len(model)
     assert rb.read() == bytes(model)
-    assert rb.size == 0 and rb.read() == b""
+    assert rb.size == 0 and rb.read() == b"" and rb.chunks is None  # nothing kept when idle
 
 
 def test_a_single_whole_chunk_is_handed_over_without_a_copy() -> None:

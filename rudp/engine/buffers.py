@@ -63,7 +63,8 @@ class ReceiveBuffer:
     __slots__ = ("chunks", "head", "max_runs", "ooo_bytes", "ooo_data", "ooo_starts", "size")
 
     def __init__(self, max_runs: int) -> None:
-        self.chunks: list[bytes | bytearray] = []
+        #: None while nothing is held: an idle connection keeps no list.
+        self.chunks: list[bytes | bytearray] | None = None
         self.head = 0  # bytes of chunks[0] already read
         self.size = 0  # in-order bytes held
         self.ooo_starts: list[int] = []
@@ -75,7 +76,11 @@ class ReceiveBuffer:
         """Keep ``data`` (non-empty) after the in-order data held."""
         if type(data) is memoryview:
             data = bytes(data)  # a borrowed view: copy what we keep
-        self.chunks.append(data)
+        chunks = self.chunks
+        if chunks is None:
+            self.chunks = [data]
+        else:
+            chunks.append(data)
         self.size += len(data)
 
     def read(self, max_bytes: int = -1) -> bytes:
@@ -83,13 +88,13 @@ class ReceiveBuffer:
         size = self.size
         if max_bytes < 0 or max_bytes > size:
             max_bytes = size
-        if max_bytes == 0:
-            return b""
         chunks = self.chunks
+        if max_bytes == 0 or chunks is None:
+            return b""
         first = chunks[0]
         head = self.head
         if max_bytes == size and len(chunks) == 1 and head == 0:
-            chunks.clear()
+            self.chunks = None
             self.size = 0
             return first if type(first) is bytes else bytes(first)
         # One copy: the pieces, as views, joined into the bytes returned.
@@ -109,9 +114,7 @@ class ReceiveBuffer:
         out = b"".join(pieces)
         for piece in pieces:
             piece.release()
-        del chunks[:used]
-        self.head = head
-        self.size -= max_bytes
+        self._drop(chunks, used, head, max_bytes)
         return out
 
     def read_into(self, out: memoryview) -> int:
@@ -125,6 +128,7 @@ class ReceiveBuffer:
     def _take(self, out: memoryview, n: int) -> None:
         """Move the first ``n`` held bytes into ``out``."""
         chunks = self.chunks
+        assert chunks is not None  # n <= size
         head = self.head
         pos = 0
         used = 0
@@ -139,13 +143,21 @@ class ReceiveBuffer:
                 head = 0
             else:
                 head += take
-        del chunks[:used]
-        self.head = head
+        self._drop(chunks, used, head, n)
+
+    def _drop(self, chunks: list[bytes | bytearray], used: int, head: int, n: int) -> None:
+        """``n`` bytes were taken: the first ``used`` chunks whole, then ``head``."""
         self.size -= n
+        if self.size:
+            del chunks[:used]
+            self.head = head
+        else:
+            self.chunks = None
+            self.head = 0
 
     def discard(self) -> None:
         """Drop the in-order data held (an application that will not read it)."""
-        self.chunks.clear()
+        self.chunks = None
         self.head = 0
         self.size = 0
 
