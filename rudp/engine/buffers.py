@@ -98,45 +98,38 @@ class ReceiveBuffer:
             self.size = 0
             return first if type(first) is bytes else bytes(first)
         # One copy: the pieces, as views, joined into the bytes returned.
-        pieces: list[memoryview] = []
-        pos = 0
-        used = 0
-        while pos < max_bytes:
-            chunk = chunks[used]
-            take = min(len(chunk) - head, max_bytes - pos)
-            pieces.append(memoryview(chunk)[head : head + take])
-            pos += take
-            if head + take == len(chunk):
-                used += 1
-                head = 0
-            else:
-                head += take
+        pieces = self._take(max_bytes)
         out = b"".join(pieces)
         for piece in pieces:
             piece.release()
-        self._drop(chunks, used, head, max_bytes)
         return out
 
     def read_into(self, out: memoryview) -> int:
         """Copy up to ``len(out)`` bytes of the in-order data into ``out`` and drop
         them: one copy, where ``read()`` and a copy of its result are two."""
         n = min(len(out), self.size)
+        pos = 0
         if n:
-            self._take(out, n)
+            for piece in self._take(n):
+                end = pos + len(piece)
+                out[pos:end] = piece
+                piece.release()
+                pos = end
         return n
 
-    def _take(self, out: memoryview, n: int) -> None:
-        """Move the first ``n`` held bytes into ``out``."""
+    def _take(self, n: int) -> list[memoryview]:
+        """Remove the first ``n`` (1..size) held bytes; views of them, in order."""
         chunks = self.chunks
-        assert chunks is not None  # n <= size
+        assert chunks is not None
         head = self.head
+        pieces: list[memoryview] = []
         pos = 0
         used = 0
         while pos < n:
             chunk = chunks[used]
             take = min(len(chunk) - head, n - pos)
             with memoryview(chunk) as view:
-                out[pos : pos + take] = view[head : head + take]
+                pieces.append(view[head : head + take])
             pos += take
             if head + take == len(chunk):
                 used += 1
@@ -144,6 +137,7 @@ class ReceiveBuffer:
             else:
                 head += take
         self._drop(chunks, used, head, n)
+        return pieces
 
     def _drop(self, chunks: list[bytes | bytearray], used: int, head: int, n: int) -> None:
         """``n`` bytes were taken: the first ``used`` chunks whole, then ``head``."""

@@ -1127,6 +1127,26 @@ class Connection:
             self.host.wake(self)
         self._update_deadline()
 
+    def _predicted(self, seg: Segment) -> bool:
+        """Header prediction (a fast path in the spirit of RFC 9293 §3.10.7.4 and Van
+        Jacobson's), for an ESTABLISHED connection: a pure ACK or in-order data, no
+        control bits, no out-of-order data queued or early FIN waiting for it, no
+        SACK blocks, and, with timestamps, a TSval that passes PAWS."""
+        flags = seg.flags
+        ts = seg.ts
+        return bool(
+            not flags & (SYN | FIN | RST)
+            and flags & ACK
+            and seg.seq == self.rcv_nxt
+            and not self._rcvq.ooo_starts
+            and self._fin_rcvd_abs is None  # an early FIN waits for this data
+            and not seg.sack
+            and (
+                not self._ts_ok
+                or (ts is not None and ((ts[0] - self._ts_recent) & SEQ_MASK) < 0x80000000)
+            )
+        )
+
     def receive_run(
         self, seg: Segment, count: int, seg_size: int, last_seq: int, now: float
     ) -> bool:
@@ -1140,22 +1160,15 @@ class Connection:
         data at RCV.NXT and inside the window, no SACK blocks, PAWS passed -- and
         then True; otherwise nothing is done and False returned (the host hands the
         segments to :meth:`receive` one at a time)."""
-        ts = seg.ts
         if not (
             self.state is _ESTABLISHED
             and self._validated
-            and seg.seq == self.rcv_nxt
-            and not self._rcvq.ooo_starts
-            and self._fin_rcvd_abs is None
             and not self._read_closed
-            and not seg.sack
             and len(seg.payload) <= self._rcv_adv_abs - self._rcv_nxt_abs
-            and (
-                not self._ts_ok
-                or (ts is not None and ((ts[0] - self._ts_recent) & SEQ_MASK) < 0x80000000)
-            )
+            and self._predicted(seg)
         ):
             return False
+        ts = seg.ts
         self.segments_received += count
         self._last_rx = now
         self._ka_probes = 0
@@ -1347,22 +1360,7 @@ class Connection:
         state = self.state
         ts = seg.ts
 
-        # Header prediction (a fast path in the spirit of RFC 9293 §3.10.7.4 and
-        # Van Jacobson's): ESTABLISHED, pure ACK or in-order data, no control bits,
-        # and, with timestamps, a TSval that passes PAWS.
-        if (
-            state is _ESTABLISHED
-            and not flags & (SYN | FIN | RST)
-            and flags & ACK
-            and seg.seq == self.rcv_nxt
-            and not self._rcvq.ooo_starts
-            and self._fin_rcvd_abs is None  # an early FIN waits for this data
-            and not seg.sack
-            and (
-                not self._ts_ok
-                or (ts is not None and ((ts[0] - self._ts_recent) & SEQ_MASK) < 0x80000000)
-            )
-        ):
+        if state is _ESTABLISHED and self._predicted(seg):
             n = len(seg.payload)
             if n <= self._rcv_adv_abs - self._rcv_nxt_abs:
                 self._last_rx = now
