@@ -1,4 +1,5 @@
-"""Shared helpers for simulator-driven tests."""
+"""Shared helpers for simulator-driven tests (and the hypothesis settings of the
+implementation-equivalence tests)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,22 @@ import hashlib
 import random
 from dataclasses import dataclass
 
+from hypothesis import HealthCheck, settings
+
 from rudp import Config
 from rudp.engine import Endpoint
 from rudp.sim import LinkConfig, Network
 from rudp.sim.host import BulkApp, Host
+
+#: Hypothesis settings for comparing two implementations: repeatable examples, no
+#: example database, no deadline (the machine is shared).
+FAST = settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 A = ("10.0.0.1", 4000)
 B = ("10.0.0.2", 5000)

@@ -23,8 +23,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from simutil import FAST
 
 from rudp.wire import ParseError, build_segment, parse_segment
 from rudp.wire import segment as segment_mod
@@ -44,14 +45,6 @@ from rudp.wire.segment import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-
-FAST = settings(
-    max_examples=300,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
 
 
 def _load_accel() -> ModuleType | None:

@@ -22,8 +22,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from simutil import FAST
 
 import rudp
 from rudp import Config
@@ -49,14 +50,6 @@ from rudp.wire.segment import (
     py_build_segment,
     py_build_segment_ts,
     py_coalesce,
-)
-
-FAST = settings(
-    max_examples=300,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
 )
 
 

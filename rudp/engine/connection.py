@@ -1147,6 +1147,21 @@ class Connection:
             )
         )
 
+    def _predicted_arrived(self, seg: Segment, now: float) -> None:
+        """A segment on the header-prediction path is acceptable: the peer is alive,
+        and RFC 7323 §4.3 (R3): remember its TSval, to echo, if it is at or before
+        the last ACK sent."""
+        self._last_rx = now
+        self._ka_probes = 0
+        ts = seg.ts
+        if (
+            ts is not None
+            and self._ts_ok
+            and ((self._last_ack_sent - seg.seq) & SEQ_MASK) < 0x80000000  # seq_le
+        ):
+            self._ts_recent = ts[0]
+            self._ts_recent_at = now
+
     def receive_run(
         self, seg: Segment, count: int, seg_size: int, last_seq: int, now: float
     ) -> bool:
@@ -1168,17 +1183,8 @@ class Connection:
             and self._predicted(seg)
         ):
             return False
-        ts = seg.ts
         self.segments_received += count
-        self._last_rx = now
-        self._ka_probes = 0
-        if (
-            ts is not None
-            and self._ts_ok
-            and ((self._last_ack_sent - seg.seq) & SEQ_MASK) < 0x80000000  # seq_le
-        ):
-            self._ts_recent = ts[0]  # RFC 7323 §4.3 (R3): the first one's TSval
-            self._ts_recent_at = now
+        self._predicted_arrived(seg, now)  # TS.Recent: the first one's TSval
         # Every segment carries the same ACK and window: the first one's ACK does all
         # there is to do (with data they are no duplicate ACKs, RFC 5681 §2); the
         # window's update time is the last one's (RFC 9293 §3.10.7.4: SND.WL1).
@@ -1363,15 +1369,7 @@ class Connection:
         if state is _ESTABLISHED and self._predicted(seg):
             n = len(seg.payload)
             if n <= self._rcv_adv_abs - self._rcv_nxt_abs:
-                self._last_rx = now
-                self._ka_probes = 0
-                if (
-                    ts is not None
-                    and self._ts_ok
-                    and ((self._last_ack_sent - seg.seq) & SEQ_MASK) < 0x80000000  # seq_le
-                ):
-                    self._ts_recent = ts[0]  # RFC 7323 §4.3 (R3)
-                    self._ts_recent_at = now
+                self._predicted_arrived(seg, now)
                 self._process_ack(seg, now)
                 if self.state is not _ESTABLISHED:
                     return
