@@ -142,6 +142,15 @@ get_bytes(PyObject *obj, Py_buffer *view)
     return PyObject_GetBuffer(obj, view, PyBUF_SIMPLE);
 }
 
+/* A segment's checksum (at least HEADER_LEN bytes) is right, or is 0: "not
+ * computed" (docs/wire.md). */
+static inline int
+checksum_ok(const Py_buffer *v)
+{
+    const unsigned char *p = (const unsigned char *)v->buf;
+    return !(p[16] | p[17]) || sum_be(p, v->len) == 0xFFFFu;
+}
+
 PyDoc_STRVAR(ones_complement_sum_doc,
 "ones_complement_sum(data, /)\n--\n\n"
 "The RFC 1071 one's-complement sum (0..0xFFFF) of the big-endian 16-bit\n"
@@ -549,8 +558,7 @@ parse_segment(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObjec
         reason = "data_offset";
         goto done;
     }
-    /* A checksum field of 0 means "not computed" (docs/wire.md). */
-    if (check && (p[16] | p[17]) && sum_be(p, n) != 0xFFFFu) {
+    if (check && !checksum_ok(&view)) {
         reason = "checksum";
         goto done;
     }
@@ -625,14 +633,6 @@ coalescible(const Py_buffer *v, Py_ssize_t *hlen)
         return 0;
     *hlen = h;
     return 1;
-}
-
-static inline int
-checksum_ok(const Py_buffer *v)
-{
-    const unsigned char *p = (const unsigned char *)v->buf;
-    /* A checksum field of 0 means "not computed" (docs/wire.md). */
-    return !(p[16] | p[17]) || sum_be(p, v->len) == 0xFFFFu;
 }
 
 PyDoc_STRVAR(coalesce_doc,

@@ -783,6 +783,8 @@ class UdpSocketIO:
         if self._writer:  # paused: keep the order behind what is queued
             self._enqueue(items, 0)
             return False
+        if type(items) is not list:
+            items = list(items)
         sent = self._send_items(items, 0)
         if self._errors:
             self._schedule_report()
@@ -792,12 +794,10 @@ class UdpSocketIO:
             return False
         return True
 
-    def _send_items(self, items: Sequence[SendItem], start: int) -> int:
+    def _send_items(self, items: list[SendItem], start: int) -> int:
         """Send ``items[start:]``; return the index of the first one not sent (EAGAIN)."""
         n = len(items)
         i = start
-        if type(items) is not list:
-            items = list(items)
         while i < n:
             payload, dest, src = items[i]
             j = i + 1

@@ -1134,9 +1134,9 @@ class Connection:
         SACK blocks, and, with timestamps, a TSval that passes PAWS."""
         flags = seg.flags
         ts = seg.ts
-        return bool(
+        return (
             not flags & (SYN | FIN | RST)
-            and flags & ACK
+            and flags & ACK != 0
             and seg.seq == self.rcv_nxt
             and not self._rcvq.ooo_starts
             and self._fin_rcvd_abs is None  # an early FIN waits for this data
@@ -2191,11 +2191,16 @@ class Connection:
             self._amp_tx += len(data)
         self._out.append((data, self.addr))
         self.segments_sent += 1
-        if flags & ACK and ack == self.rcv_nxt:
-            # An ACK of everything received so far settles what is owed. The
-            # duplicate ACKs queued for out-of-order segments carry an older
-            # RCV.NXT when a later segment of the same batch filled the hole: they
-            # settle nothing, and the ACK of the filled hole must still go out.
+        if flags & ACK:
+            self._ack_sent(ack)
+
+    def _ack_sent(self, ack: int) -> None:
+        """A segment carrying ACK = ``ack`` left. An ACK of everything received so
+        far settles what is owed. The duplicate ACKs queued for out-of-order
+        segments carry an older RCV.NXT when a later segment of the same batch
+        filled the hole: they settle nothing, and the ACK of the filled hole must
+        still go out."""
+        if ack == self.rcv_nxt:
             self._last_ack_sent = ack
             self._ack_now = False
             if self._unacked_bytes:
@@ -2350,12 +2355,7 @@ class Connection:
         self.segments_sent += count
         self.bytes_sent += n
         self._last_send = now  # RFC 5681 §4.1 idle detection
-        # Each one is an ACK of everything received (as in _emit).
-        self._last_ack_sent = ack
-        self._ack_now = False
-        if self._unacked_bytes:
-            self._unacked_bytes = 0
-            self._timer_at[_T_DELACK] = INF
+        self._ack_sent(ack)
         start = self._max_abs
         self._max_abs = start + n
         self.snd_max = self.snd_nxt = (seq + n) & SEQ_MASK

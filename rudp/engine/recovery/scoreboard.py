@@ -135,28 +135,12 @@ class Scoreboard:
     def on_sent(self, start: int, end: int, now: float, in_flight: int) -> Record:
         """A new segment ``[start, end)`` left (draft-cheng §3.2: snapshot the
         delivery state; restart the sampling interval when nothing was in flight)."""
-        if in_flight == 0:
-            self.first_sent_time = self.delivered_time = now
-        rec = [
-            start,
-            end,
-            now,
-            0,
-            self.delivered,
-            self.delivered_time,
-            self.first_sent_time,
-            self.app_limited != 0,
-        ]
-        self.recs.append(rec)
-        tsq = self.tsq
-        if tsq is None:
-            tsq = self.tsq = deque()
-        tsq.append((now, rec))
-        return rec
+        self.on_sent_many(start, 1, end - start, now, in_flight)
+        return self.recs[-1]
 
     def on_sent_many(self, start: int, count: int, size: int, now: float, in_flight: int) -> None:
-        """``count`` new segments of ``size`` bytes from ``start`` left together (a
-        send burst): as many :meth:`on_sent` calls, one after another."""
+        """``count`` new segments of ``size`` bytes from ``start`` left, one after
+        another (one, or a send burst): a record each, with the same snapshot."""
         if in_flight == 0:
             self.first_sent_time = self.delivered_time = now
         delivered = self.delivered
