@@ -35,6 +35,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h> /* T_OBJECT_EX (Py_T_OBJECT_EX from 3.12) */
+#include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -357,6 +358,41 @@ bind_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *
     return 0;
 }
 
+/* Exactly `expected` positional arguments, else TypeError. */
+static int
+exact_args(const char *fname, Py_ssize_t nargs, Py_ssize_t expected)
+{
+    if (nargs == expected)
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd arguments (%zd given)", fname,
+                 expected, nargs);
+    return -1;
+}
+
+/* args[first], args[first + 1], ... (n of them) as Py_ssize_t, stored through
+ * the n Py_ssize_t pointers that follow: integers or __index__, OverflowError
+ * beyond the range. -1 with an exception set. */
+static int
+ssize_args(PyObject *const *args, Py_ssize_t first, int n, ...)
+{
+    va_list ap;
+    Py_ssize_t *out, v;
+    int k, rc = 0;
+
+    va_start(ap, n);
+    for (k = 0; k < n; k++) {
+        out = va_arg(ap, Py_ssize_t *);
+        v = PyNumber_AsSsize_t(args[first + k], PyExc_OverflowError);
+        if (v == -1 && PyErr_Occurred()) {
+            rc = -1;
+            break;
+        }
+        *out = v;
+    }
+    va_end(ap);
+    return rc;
+}
+
 /* An unsigned field as struct.pack checks it: an integer (or __index__) in
  * 0..max, else struct.error. */
 static int
@@ -655,15 +691,7 @@ coalesce(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int ok;
 
     (void)module;
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "coalesce() takes exactly 3 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    start = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
-    if (start == -1 && PyErr_Occurred())
-        return NULL;
-    limit = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
-    if (limit == -1 && PyErr_Occurred())
+    if (exact_args("coalesce", nargs, 3) < 0 || ssize_args(args, 1, 2, &start, &limit) < 0)
         return NULL;
     /* A list or tuple as it is; any other sequence copied into a list. */
     list = PySequence_Fast(args[0], "coalesce() needs a sequence of buffers");
@@ -941,22 +969,12 @@ build_burst(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t offset, size, count, j, hlen;
     int k, csum, has_ts;
 
-    if (nargs != 13) {
-        PyErr_Format(PyExc_TypeError, "build_burst() takes exactly 13 arguments (%zd given)",
-                     nargs);
+    if (exact_args("build_burst", nargs, 13) < 0)
         return NULL;
-    }
     for (k = 0; k < 7; k++)
         if (get_field(st, args[k], maxes[k], fmts[k], &v[k]) < 0)
             return NULL;
-    offset = PyNumber_AsSsize_t(args[8], PyExc_OverflowError);
-    if (offset == -1 && PyErr_Occurred())
-        return NULL;
-    size = PyNumber_AsSsize_t(args[9], PyExc_OverflowError);
-    if (size == -1 && PyErr_Occurred())
-        return NULL;
-    count = PyNumber_AsSsize_t(args[10], PyExc_OverflowError);
-    if (count == -1 && PyErr_Occurred())
+    if (ssize_args(args, 8, 3, &offset, &size, &count) < 0)
         return NULL;
     has_ts = args[11] != Py_None;
     if (has_ts) {
@@ -1053,20 +1071,14 @@ gso_group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int eq;
 
     (void)module;
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "gso_group() takes exactly 4 arguments (%zd given)", nargs);
+    if (exact_args("gso_group", nargs, 4) < 0)
         return NULL;
-    }
     items = args[0];
     if (!PyList_Check(items)) {
         PyErr_SetString(PyExc_TypeError, "gso_group() needs a list");
         return NULL;
     }
-    if ((start = PyNumber_AsSsize_t(args[1], PyExc_OverflowError)) == -1 && PyErr_Occurred())
-        return NULL;
-    if ((limit = PyNumber_AsSsize_t(args[2], PyExc_OverflowError)) == -1 && PyErr_Occurred())
-        return NULL;
-    if ((max_bytes = PyNumber_AsSsize_t(args[3], PyExc_OverflowError)) == -1 && PyErr_Occurred())
+    if (ssize_args(args, 1, 3, &start, &limit, &max_bytes) < 0)
         return NULL;
     n = PyList_GET_SIZE(items);
     if (start < 0 || start >= n) {
@@ -1126,21 +1138,15 @@ split_gro(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t start, end, segment, i, count = 0;
 
     (void)module;
-    if (nargs != 7) {
-        PyErr_Format(PyExc_TypeError, "split_gro() takes exactly 7 arguments (%zd given)", nargs);
+    if (exact_args("split_gro", nargs, 7) < 0)
         return NULL;
-    }
     batch = args[0];
     view = args[1];
     if (!PyList_Check(batch)) {
         PyErr_SetString(PyExc_TypeError, "split_gro() needs a list");
         return NULL;
     }
-    if ((start = PyNumber_AsSsize_t(args[2], PyExc_OverflowError)) == -1 && PyErr_Occurred())
-        return NULL;
-    if ((end = PyNumber_AsSsize_t(args[3], PyExc_OverflowError)) == -1 && PyErr_Occurred())
-        return NULL;
-    if ((segment = PyNumber_AsSsize_t(args[4], PyExc_OverflowError)) == -1 && PyErr_Occurred())
+    if (ssize_args(args, 2, 3, &start, &end, &segment) < 0)
         return NULL;
     if (segment <= 0) {
         PyErr_SetString(PyExc_ValueError, "split_gro() segment must be positive");
@@ -1178,16 +1184,14 @@ source_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int eq;
 
     (void)module;
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "source_run() takes exactly 2 arguments (%zd given)", nargs);
+    if (exact_args("source_run", nargs, 2) < 0)
         return NULL;
-    }
     batch = args[0];
     if (!PyList_Check(batch)) {
         PyErr_SetString(PyExc_TypeError, "source_run() needs a list");
         return NULL;
     }
-    if ((start = PyNumber_AsSsize_t(args[1], PyExc_OverflowError)) == -1 && PyErr_Occurred())
+    if (ssize_args(args, 1, 1, &start) < 0)
         return NULL;
     n = PyList_GET_SIZE(batch);
     if (start < 0 || start >= n) {
