@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+import simutil
 from drill import (
     LPORT,
     PEER,
@@ -17,7 +18,7 @@ from drill import (
     syn_received,
     syn_sent,
 )
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rudp.engine import Connection, Endpoint, State
@@ -39,13 +40,7 @@ from rudp.wire import (
 )
 from rudp.wire.segment import HEADER_LEN, encode_options
 
-FAST = settings(
-    max_examples=100,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+FAST = settings(simutil.FAST, max_examples=100)
 
 # ---------------------------------------------------------------------------
 # A reference RFC 1071 implementation, written the straightforward way.
