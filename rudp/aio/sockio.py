@@ -93,10 +93,11 @@ IP_RECVERR: Final[int] = getattr(socket, "IP_RECVERR", 11)  # in.h
 IPV6_RECVERR: Final[int] = getattr(socket, "IPV6_RECVERR", 25)  # in6.h
 IPV6_RECVPKTINFO: Final[int] = getattr(socket, "IPV6_RECVPKTINFO", 49)  # in6.h (RFC 3542)
 IPV6_PKTINFO: Final[int] = getattr(socket, "IPV6_PKTINFO", 50)  # in6.h (RFC 3542)
-MSG_ERRQUEUE: Final[int] = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+MSG_ERRQUEUE: Final[int] = int(getattr(socket, "MSG_ERRQUEUE", 0x2000))
 _IPPROTO_IP: Final[int] = socket.IPPROTO_IP
 _IPPROTO_IPV6: Final[int] = socket.IPPROTO_IPV6
-_MSG_TRUNC: Final[int] = getattr(socket, "MSG_TRUNC", 0x20)
+# int(): socket.MSG_TRUNC is a MsgFlag, and ``flags & MsgFlag`` runs enum code per receive.
+_MSG_TRUNC: Final[int] = int(getattr(socket, "MSG_TRUNC", 0x20))
 
 #: Most datagrams in one GSO ``sendmsg``. The kernel's ``UDP_MAX_SEGMENTS`` was
 #: 64 from Linux 4.18 and is 128 since 6.9 (commit 1382e3b6a350, "net: change

@@ -28,6 +28,11 @@ class State(enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    # Members are singletons compared by identity: hash them by identity too, in C,
+    # instead of Enum.__hash__ (Python code hashing the name), since the per-segment
+    # paths test ``state in <frozenset>``.
+    __hash__ = object.__hash__
+
 
 S = State
 
