@@ -1,17 +1,23 @@
-"""Build the optional compiled parts of rudp; metadata lives in pyproject.toml.
+"""Build the compiled parts of rudp; metadata lives in pyproject.toml.
 
 * ``rudp._accel`` (C, always attempted): the segment checksum and parse/build. The
   extension is ``optional``: where no C compiler or Python headers exist,
   setuptools prints a warning and the install completes without it, and
   ``rudp.wire`` uses its pure-Python functions (see docs/wire.md).
-* The engine compiled with mypyc (only with ``RUDP_MYPYC=1``, which needs mypy in
-  the build environment: ``RUDP_MYPYC=1 pip install --no-build-isolation .`` with
-  mypy installed): the modules of ``rudp._compiled.MODULES`` become extension
-  modules, and ``rudp/_compiled.json`` records the SHA-256 of each source so that
-  edited sources are never shadowed by stale compiled code (benchmarks/RESULTS.md).
+* The engine compiled with mypyc (docs/performance.md): the modules of
+  ``rudp._compiled.MODULES`` become extension modules, and ``rudp/_compiled.json``
+  records the SHA-256 of each source so that edited sources are never shadowed by
+  stale compiled code. ``RUDP_MYPYC`` chooses:
 
-``pip install -e .`` builds in place, next to the sources; after editing the C file,
-run it again (or ``python setup.py build_ext --inplace``).
+  - unset (the default): compile when mypyc is in the build environment (pip's
+    isolated build installs it: ``[build-system] requires``). A failed compile
+    leaves the pure-Python engine, as a missing ``rudp._accel`` leaves the
+    pure-Python wire code (rudp._compiled decides at import);
+  - ``0``: do not compile (the pure-Python engine; a faster install);
+  - ``1``: compile, and fail the build when mypyc is missing.
+
+``pip install -e .`` builds in place, next to the sources; after editing the C file
+or an engine module, run it again (or ``python setup.py build_ext --inplace``).
 """
 
 from __future__ import annotations
@@ -41,11 +47,15 @@ def _compiled_modules() -> tuple[str, ...]:
 
 
 def _mypyc_extensions() -> list[Extension]:
-    if os.environ.get("RUDP_MYPYC", "") in ("", "0"):
+    choice = os.environ.get("RUDP_MYPYC", "")
+    if choice == "0":
         return []
     try:
         from mypyc.build import mypycify
     except ImportError as exc:
+        if choice == "":
+            print("rudp: mypyc is not installed: the engine runs as pure Python")
+            return []
         raise SystemExit(
             "RUDP_MYPYC=1 needs mypy (mypyc) in the build environment: "
             "pip install mypy, then RUDP_MYPYC=1 pip install --no-build-isolation ."
@@ -60,6 +70,11 @@ def _mypyc_extensions() -> list[Extension]:
     }
     (ROOT / "rudp" / "_compiled.json").write_text(json.dumps(manifest, indent=1) + "\n")
     extensions: list[Extension] = mypycify(paths, opt_level="3", group_name="rudp._engine")
+    if choice == "":
+        # As rudp._accel: a failed compile is a warning, and rudp._compiled finds the
+        # build incomplete and runs the sources.
+        for ext in extensions:
+            ext.optional = True
     return extensions
 
 

@@ -1,16 +1,17 @@
-"""Which engine modules run compiled: the optional mypyc build (benchmarks/RESULTS.md).
+"""Which engine modules run compiled: the mypyc build (docs/performance.md).
 
-``RUDP_MYPYC=1 pip install ...`` compiles :data:`MODULES` with mypyc (see setup.py)
-into extension modules next to their sources and records each source's SHA-256 in
-``rudp/_compiled.json``. Python prefers an extension module to a source file of the
-same name, so from then on the compiled code runs — unless this module, imported
-first by ``rudp/__init__.py``, decides otherwise:
+``pip install`` compiles :data:`MODULES` with mypyc where it can (see setup.py;
+``RUDP_MYPYC=0`` skips it) into extension modules next to their sources, and records
+each source's SHA-256 in ``rudp/_compiled.json``. Python prefers an extension
+module to a source file of the same name, so from then on the compiled code runs —
+unless this module, imported first by ``rudp/__init__.py``, decides otherwise:
 
 * ``RUDP_PURE_PYTHON`` set to a non-empty value other than ``0`` (the switch that
   also turns the C accelerator off, :mod:`rudp.wire.checksum`): the sources run;
 * a compiled module whose source changed since it was built (an edited checkout
-  with an in-place build), or with no record of its source: the sources run, all of
-  them (compiled modules call each other directly, so they are used all or none),
+  with an in-place build), with no record of its source, or without the shared
+  library holding the compiled code (a compile that failed part-way): the sources
+  run, all of them (compiled modules call each other directly, so they are used all or none),
   with a :class:`RuntimeWarning` saying how to rebuild.
 
 :data:`COMPILED` says whether the compiled modules are in use.
@@ -77,6 +78,16 @@ def extension_path(module: str, package_dir: Path = _PACKAGE_DIR) -> Path | None
     return None
 
 
+def shared_library_path(package_dir: Path = _PACKAGE_DIR) -> Path | None:
+    """The extension holding the compiled code of all of :data:`MODULES`, if built."""
+    base = package_dir / SHARED_LIBRARY.rsplit(".", 1)[1]
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        candidate = base.with_suffix(suffix)
+        if candidate.exists():
+            return candidate
+    return None
+
+
 def source_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -93,6 +104,8 @@ def decide(
     built = {m for m in MODULES if extension_path(m, package_dir) is not None}
     if not built:
         return False, []
+    if shared_library_path(package_dir) is None:
+        return False, list(MODULES)  # the shims would fail to import: none is usable
     recorded = manifest or {}
     stale = [
         m
@@ -139,9 +152,9 @@ def _select() -> bool:
             sys.meta_path.insert(0, _SourceFinder(_PACKAGE_DIR))
         if stale and not pure:
             warnings.warn(
-                f"rudp: compiled {', '.join(stale)} built from other sources: running the "
-                "pure-Python engine; rebuild with `RUDP_MYPYC=1 pip install "
-                "--no-build-isolation -e .` or delete the compiled files",
+                f"rudp: compiled {', '.join(stale)} missing or built from other sources: "
+                "running the pure-Python engine; rebuild with `pip install -e .` (or "
+                "`python setup.py build_ext --inplace`) or delete the compiled files",
                 RuntimeWarning,
                 stacklevel=3,
             )

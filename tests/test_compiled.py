@@ -1,4 +1,4 @@
-"""The optional mypyc build: when compiled engine modules may be used (rudp._compiled)."""
+"""The mypyc build of the engine: when compiled engine modules may be used (rudp._compiled)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
 
-def _tree(tmp_path: Path, built: list[str]) -> Path:
-    """A fake package: every module's source, and an extension for those in ``built``."""
+def _tree(tmp_path: Path, built: list[str], shared: bool = True) -> Path:
+    """A fake package: every module's source, an extension for those in ``built``, and
+    (with ``shared``) the shared library holding their code."""
     pkg = tmp_path / "rudp"
     for module in _compiled.MODULES:
         src = _compiled.source_path(module, pkg)
@@ -27,6 +28,8 @@ def _tree(tmp_path: Path, built: list[str]) -> Path:
         src.write_text(f"# {module}\n")
         if module in built:
             src.with_suffix(SUFFIX).write_bytes(b"")
+    if built and shared:
+        (pkg / (_compiled.SHARED_LIBRARY.rsplit(".", 1)[1] + SUFFIX)).write_bytes(b"")
     return pkg
 
 
@@ -60,6 +63,14 @@ def test_a_partial_build_is_not_used(tmp_path: Path) -> None:
     assert not use and stale == [_compiled.MODULES[0]]
 
 
+def test_modules_without_their_shared_library_are_not_used(tmp_path: Path) -> None:
+    # A compile that failed part-way: the per-module shims import the shared library.
+    pkg = _tree(tmp_path, list(_compiled.MODULES), shared=False)
+    assert _compiled.decide(pkg, False, _hashes(pkg)) == (False, list(_compiled.MODULES))
+    assert _compiled.shared_library_path(pkg) is None
+    assert _compiled.shared_library_path(_tree(tmp_path / "b", list(_compiled.MODULES)))
+
+
 def test_setup_compiles_the_modules_the_runtime_expects() -> None:
     text = (ROOT / "setup.py").read_text()
     assert "_compiled_modules()" in text and 'group_name="rudp._engine"' in text
@@ -89,7 +100,8 @@ def test_pure_python_switch_loads_sources() -> None:
 
 
 @pytest.mark.skipif(
-    not _compiled.COMPILED, reason="the engine is not compiled (RUDP_MYPYC=1 build)"
+    not _compiled.COMPILED,
+    reason="the engine is not compiled (built with RUDP_MYPYC=0, or mypyc missing)",
 )
 def test_compiled_build_is_fresh() -> None:
     use, stale = _compiled.decide(
