@@ -69,7 +69,13 @@ def _mypyc_extensions() -> list[Extension]:
         }
     }
     (ROOT / "rudp" / "_compiled.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    extensions: list[Extension] = mypycify(paths, opt_level="3", group_name="rudp._engine")
+    try:
+        extensions: list[Extension] = mypycify(paths, opt_level="3", group_name="rudp._engine")
+    except (Exception, SystemExit) as exc:  # mypyc exits on a type error it finds
+        if choice != "":
+            raise
+        print(f"rudp: mypyc could not compile the engine ({exc!r}): it runs as pure Python")
+        return []
     if choice == "":
         # As rudp._accel: a failed compile is a warning, and rudp._compiled finds the
         # build incomplete and runs the sources.
