@@ -25,7 +25,7 @@ queues and the scoreboard order with plain integers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from .. import log
 from ..config import MIN_MSS, Config
@@ -121,6 +121,8 @@ _DATA_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.LAST_ACK,
 _KEEPALIVE_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2})
 _HANDSHAKE_STATES = frozenset({S.SYN_SENT, S.SYN_RECEIVED})
 
+#: How many timers a connection has (``len(Timer)``: iterating the enum runs Python code).
+_N_TIMERS: Final = len(Timer)
 _T_TIME_WAIT = Timer.TIME_WAIT.value
 _T_FIN_WAIT_2 = Timer.FIN_WAIT_2.value
 _T_USER_TIMEOUT = Timer.USER_TIMEOUT.value
@@ -446,7 +448,7 @@ class Connection:
         self._unacked_bytes = 0
 
         # --- timers (rudp.engine.timers): one deadline each, inf when idle ---
-        self._timer_at = [INF] * len(Timer)
+        self._timer_at = [INF] * _N_TIMERS
         #: The earliest timer (inf: none); read by the host.
         self.deadline = INF
         #: Owned by the host: the deadline it has scheduled for this connection.
@@ -597,8 +599,9 @@ class Connection:
     def detach(self) -> None:
         """Host API: the host replaced this connection by a compact TIME-WAIT record;
         this object stops running timers (its state stays TIME-WAIT)."""
-        for t in Timer:
-            self._timer_at[t] = INF
+        timers = self._timer_at
+        for i in range(_N_TIMERS):
+            timers[i] = INF
         self.deadline = INF
 
     def time_wait_ended(self, now: float) -> None:
@@ -1858,8 +1861,8 @@ class Connection:
             self.host.peer_closed(self)
         self.set_state(S.TIME_WAIT, now)
         timers = self._timer_at
-        for t in Timer:
-            timers[t] = INF
+        for i in range(_N_TIMERS):  # not ``for t in Timer``: that runs enum code
+            timers[i] = INF
         timers[_T_TIME_WAIT] = now + 2 * self.config.msl
         self._report_done()
         self.host.entered_time_wait(self)
@@ -2601,8 +2604,8 @@ class Connection:
                 log.logger.info("abort", conn=self.name, state=str(self.state), error=repr(error))
         self.set_state(S.CLOSED, now)
         timers = self._timer_at
-        for t in Timer:
-            timers[t] = INF
+        for i in range(_N_TIMERS):  # not ``for t in Timer``: that runs enum code
+            timers[i] = INF
         self.deadline = INF
         self._ack_now = self._probe_pending = self._syn_pending = self._tlp_pending = False
         self._path_probe = False
