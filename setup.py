@@ -62,13 +62,6 @@ def _mypyc_extensions() -> list[Extension]:
         ) from exc
     modules = _compiled_modules()
     paths = [str(Path(*m.split(".")).with_suffix(".py")) for m in modules]
-    manifest = {
-        "modules": {
-            m: hashlib.sha256((ROOT / p).read_bytes()).hexdigest()
-            for m, p in zip(modules, paths, strict=True)
-        }
-    }
-    (ROOT / "rudp" / "_compiled.json").write_text(json.dumps(manifest, indent=1) + "\n")
     try:
         extensions: list[Extension] = mypycify(paths, opt_level="3", group_name="rudp._engine")
     except (Exception, SystemExit) as exc:  # mypyc exits on a type error it finds
@@ -76,6 +69,14 @@ def _mypyc_extensions() -> list[Extension]:
             raise
         print(f"rudp: mypyc could not compile the engine ({exc!r}): it runs as pure Python")
         return []
+    # The sources these extensions are built from (rudp._compiled compares them).
+    manifest = {
+        "modules": {
+            m: hashlib.sha256((ROOT / p).read_bytes()).hexdigest()
+            for m, p in zip(modules, paths, strict=True)
+        }
+    }
+    (ROOT / "rudp" / "_compiled.json").write_text(json.dumps(manifest, indent=1) + "\n")
     if choice == "":
         # As rudp._accel: a failed compile is a warning, and rudp._compiled finds the
         # build incomplete and runs the sources.

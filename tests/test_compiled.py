@@ -9,6 +9,7 @@ import subprocess
 import sys
 import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,3 +175,55 @@ def test_time_wait_end_closes_a_held_connection_and_breaks_the_link() -> None:
     ep_a.handle_timer(now)
     assert conn.state is State.CLOSED and conn.time_wait_link is None
     assert conn.key not in ep_a.connections
+
+
+def _setup_namespace(monkeypatch: pytest.MonkeyPatch, mypycify: Any) -> dict[str, Any]:
+    """setup.py's functions, with setuptools.setup() a no-op and a stand-in mypyc."""
+    import runpy
+    import types
+
+    import setuptools
+
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: None)
+    fake = types.ModuleType("mypyc.build")
+    fake.mypycify = mypycify  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mypyc.build", fake)
+    return runpy.run_path(str(ROOT / "setup.py"))
+
+
+def _failing_mypycify(*args: object, **kwargs: object) -> list[object]:
+    raise SystemExit("error: a type error")  # what mypyc does on one
+
+
+def test_setup_falls_back_to_sources_when_mypyc_fails_unless_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    manifest = ROOT / "rudp" / _compiled.MANIFEST
+    before = manifest.read_bytes() if manifest.exists() else None
+    monkeypatch.setenv("RUDP_MYPYC", "0")
+    ns = _setup_namespace(monkeypatch, _failing_mypycify)
+    assert ns["_mypyc_extensions"]() == []  # skipped: mypycify is not even called
+    monkeypatch.setenv("RUDP_MYPYC", "")
+    assert ns["_mypyc_extensions"]() == []  # the default: a failure leaves the sources
+    monkeypatch.setenv("RUDP_MYPYC", "1")
+    with pytest.raises(SystemExit, match="type error"):
+        ns["_mypyc_extensions"]()
+    # No manifest was written for a build that did not happen.
+    assert (manifest.read_bytes() if manifest.exists() else None) == before
+
+
+def test_setup_makes_the_default_build_optional(monkeypatch: pytest.MonkeyPatch) -> None:
+    from setuptools import Extension
+
+    def mypycify(paths: list[str], **kwargs: object) -> list[Extension]:
+        assert kwargs["group_name"] == "rudp._engine"
+        return [Extension("rudp._engine__mypyc", ["x.c"]), Extension("rudp.seq", ["y.c"])]
+
+    ns = _setup_namespace(monkeypatch, mypycify)
+    written: list[str] = []
+    monkeypatch.setattr(Path, "write_text", lambda self, text: written.append(str(self)))
+    monkeypatch.setenv("RUDP_MYPYC", "")
+    assert all(ext.optional for ext in ns["_mypyc_extensions"]())
+    monkeypatch.setenv("RUDP_MYPYC", "1")
+    assert not any(ext.optional for ext in ns["_mypyc_extensions"]())
+    assert written == [str(ROOT / "rudp" / _compiled.MANIFEST)] * 2
