@@ -68,24 +68,23 @@ def source_path(module: str, package_dir: Path = _PACKAGE_DIR) -> Path:
     return package_dir.joinpath(*parts).with_suffix(".py")
 
 
-def extension_path(module: str, package_dir: Path = _PACKAGE_DIR) -> Path | None:
-    """The compiled extension of ``module`` next to its source, if there is one."""
-    src = source_path(module, package_dir)
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        candidate = src.with_suffix(suffix)
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def shared_library_path(package_dir: Path = _PACKAGE_DIR) -> Path | None:
-    """The extension holding the compiled code of all of :data:`MODULES`, if built."""
-    base = package_dir / SHARED_LIBRARY.rsplit(".", 1)[1]
+def _built(base: Path) -> Path | None:
+    """The extension module ``base`` plus an extension suffix, if one exists."""
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         candidate = base.with_suffix(suffix)
         if candidate.exists():
             return candidate
     return None
+
+
+def extension_path(module: str, package_dir: Path = _PACKAGE_DIR) -> Path | None:
+    """The compiled extension of ``module`` next to its source, if there is one."""
+    return _built(source_path(module, package_dir))
+
+
+def shared_library_path(package_dir: Path = _PACKAGE_DIR) -> Path | None:
+    """The extension holding the compiled code of all of :data:`MODULES`, if built."""
+    return _built(package_dir / SHARED_LIBRARY.rsplit(".", 1)[1])
 
 
 def source_hash(path: Path) -> str:
