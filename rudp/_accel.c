@@ -1288,6 +1288,583 @@ bind_segment(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+#ifdef __linux__
+/* ------------------------------------------------------------------------
+ * Batched system calls (Linux): sendmmsg and recvmmsg for rudp.aio.sockio.
+ *
+ * send_batch hands a list of (payload, destination, source) items to the
+ * kernel as up to SB_MSGS messages per sendmmsg(2): a message is one datagram,
+ * or, with GSO, a group of datagrams for one UDP_SEGMENT send (grouped exactly
+ * as gso_group does). recv_batch reads up to its slot count of messages per
+ * recvmmsg(2), each into its own RECV window of the arena, and appends
+ * (payload view, source address, local address) triples to the batch as the
+ * Python reader does. Errors are not raised: they are returned (errno), and
+ * the caller handles the message concerned on its Python path, which keeps
+ * one place for error semantics (retries, the error queue, GSO fallbacks).
+ * Neither function releases the GIL: the socket is non-blocking, and the
+ * payloads are borrowed from the caller's list.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103 /* linux/udp.h, Linux 4.18 */
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104 /* linux/udp.h, Linux 5.0 */
+#endif
+
+#define SB_MSGS 64    /* messages per sendmmsg */
+#define SB_IOVS 1024  /* datagrams per sendmmsg, over all its messages */
+#define SB_CTL 128    /* control bytes per message: UDP_SEGMENT and a pktinfo */
+#define RB_MSGS 64    /* messages per recvmmsg */
+#define RB_CTL 128    /* control bytes per received message: UDP_GRO and a pktinfo */
+#define CACHE_MAX 1024
+
+/* The send_batch codes that are not errno values. */
+#define SB_NEED_SOURCE (-1) /* items[next][2] has no entry in the cmsg cache */
+#define SB_PYTHON (-2)      /* items[next] takes the Python path */
+
+typedef union {
+    char buf[SB_CTL];
+    struct cmsghdr align;
+} sb_control;
+
+/* Encode a Python socket address for `family` as socket.sendto would for a
+ * numeric host. 1 on success, 0 when the address is not one this function
+ * handles (a name, a scoped literal, a bad port: the Python path decides),
+ * -1 with an exception set. */
+static int
+encode_addr(PyObject *addr, int family, struct sockaddr_storage *ss, socklen_t *len)
+{
+    PyObject *host, *port;
+    const char *h;
+    long p;
+    Py_ssize_t n;
+
+    if (!PyTuple_Check(addr))
+        return 0;
+    n = PyTuple_GET_SIZE(addr);
+    if (n < 2)
+        return 0;
+    host = PyTuple_GET_ITEM(addr, 0);
+    port = PyTuple_GET_ITEM(addr, 1);
+    if (!PyUnicode_Check(host) || !PyLong_CheckExact(port))
+        return 0;
+    p = PyLong_AsLong(port);
+    if (p == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (p < 0 || p > 0xFFFF)
+        return 0;
+    h = PyUnicode_AsUTF8(host);
+    if (h == NULL)
+        return -1;
+    memset(ss, 0, sizeof(*ss));
+    if (family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+        if (n != 2 || inet_pton(AF_INET, h, &sin->sin_addr) != 1)
+            return 0;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)p);
+        *len = sizeof(*sin);
+        return 1;
+    }
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+        unsigned long flowinfo = 0, scope = 0;
+        if (n != 2 && n != 4)
+            return 0;
+        if (n == 4) {
+            if (!PyLong_CheckExact(PyTuple_GET_ITEM(addr, 2)) ||
+                !PyLong_CheckExact(PyTuple_GET_ITEM(addr, 3)))
+                return 0;
+            flowinfo = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(addr, 2));
+            scope = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(addr, 3));
+            if (PyErr_Occurred()) {
+                PyErr_Clear();
+                return 0;
+            }
+            if (flowinfo > 0xFFFFF || scope > 0xFFFFFFFFul)
+                return 0; /* socket.sendto raises: let it */
+        }
+        if (inet_pton(AF_INET6, h, &sin6->sin6_addr) != 1)
+            return 0;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)p);
+        sin6->sin6_flowinfo = htonl((uint32_t)flowinfo);
+        sin6->sin6_scope_id = (uint32_t)scope;
+        *len = sizeof(*sin6);
+        return 1;
+    }
+    return 0;
+}
+
+/* Append a control message to a message's control buffer; 0, or -1 when it
+ * does not fit (not possible with the sizes used here). */
+static int
+add_cmsg(struct msghdr *m, int level, int type, const void *data, size_t len)
+{
+    struct cmsghdr *c;
+    size_t used = m->msg_controllen;
+
+    if (used + CMSG_SPACE(len) > SB_CTL)
+        return -1;
+    c = (struct cmsghdr *)((char *)m->msg_control + used);
+    memset(c, 0, CMSG_SPACE(len));
+    c->cmsg_level = level;
+    c->cmsg_type = type;
+    c->cmsg_len = CMSG_LEN(len);
+    memcpy(CMSG_DATA(c), data, len);
+    m->msg_controllen = used + CMSG_SPACE(len);
+    return 0;
+}
+
+PyDoc_STRVAR(send_batch_doc,
+"send_batch(fd, items, start, connected, gso_limit, gso_max_bytes, sources, family, /)\n"
+"--\n\n"
+"Send items[start:] ((payload, destination, source) triples) with sendmmsg:\n"
+"one message per datagram, or per GSO group (gso_group's rule) when\n"
+"gso_limit > 1. sources maps a source address to its (level, type, data)\n"
+"pktinfo control message. Destinations are ignored when connected (or None).\n"
+"Returns (next, code, messages, datagrams, nbytes, gso_messages,\n"
+"gso_datagrams, calls): items[start:next] were sent; code is 0 when next ==\n"
+"len(items), an errno for the message that starts at items[next], -1 when\n"
+"items[next]'s source is not in sources, -2 when items[next] needs the\n"
+"Python path (a payload that is not bytes, an address given by name).");
+
+static PyObject *
+send_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    struct mmsghdr msgs[SB_MSGS];
+    struct iovec iov[SB_IOVS];
+    struct sockaddr_storage names[SB_MSGS];
+    sb_control ctl[SB_MSGS];
+    Py_ssize_t first[SB_MSGS], segs[SB_MSGS], sizes[SB_MSGS];
+    Py_ssize_t fd, start, connected, gso_limit, max_bytes, family, n, i, j, lim;
+    Py_ssize_t nmsgs = 0, ndgrams = 0, nbytes = 0, ngso = 0, ngsodg = 0, calls = 0;
+    PyObject *items, *sources, *item, *payload, *dest, *src, *prev_dest, *nxt, *cm;
+    int nm, niov, sent, r, code = 0, eq;
+    Py_ssize_t size, total, length;
+    uint16_t gso_size;
+
+    (void)module;
+    if (exact_args("send_batch", nargs, 8) < 0)
+        return NULL;
+    items = args[1];
+    sources = args[6];
+    if (!PyList_Check(items) || !PyDict_Check(sources)) {
+        PyErr_SetString(PyExc_TypeError, "send_batch() needs a list and a dict");
+        return NULL;
+    }
+    if (ssize_args(args, 0, 1, &fd) < 0 || ssize_args(args, 2, 4, &start, &connected,
+                                                        &gso_limit, &max_bytes) < 0 ||
+        ssize_args(args, 7, 1, &family) < 0)
+        return NULL;
+    n = PyList_GET_SIZE(items);
+    if (start < 0 || start > n) {
+        PyErr_SetString(PyExc_IndexError, "send_batch() start out of range");
+        return NULL;
+    }
+    if (gso_limit < 1 || gso_limit > SB_MSGS) {
+        PyErr_SetString(PyExc_ValueError, "send_batch() gso_limit must be 1..64");
+        return NULL;
+    }
+    i = start;
+    while (i < n && code == 0) {
+        nm = 0;
+        niov = 0;
+        prev_dest = NULL;
+        /* Build up to SB_MSGS messages. */
+        while (i < n && nm < SB_MSGS) {
+            struct msghdr *m = &msgs[nm].msg_hdr;
+            item = PyList_GET_ITEM(items, i);
+            if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+                PyErr_SetString(PyExc_TypeError,
+                                "send_batch() items are (payload, dest, src) tuples");
+                return NULL;
+            }
+            payload = PyTuple_GET_ITEM(item, 0);
+            dest = PyTuple_GET_ITEM(item, 1);
+            src = PyTuple_GET_ITEM(item, 2);
+            if (!PyBytes_CheckExact(payload)) {
+                if (nm == 0)
+                    code = SB_PYTHON;
+                break;
+            }
+            cm = NULL;
+            if (src != Py_None) {
+                cm = PyDict_GetItemWithError(sources, src);
+                if (cm == NULL) {
+                    if (PyErr_Occurred())
+                        return NULL;
+                    if (nm == 0)
+                        code = SB_NEED_SOURCE;
+                    break;
+                }
+                if (!PyTuple_Check(cm) || PyTuple_GET_SIZE(cm) != 3 ||
+                    !PyBytes_Check(PyTuple_GET_ITEM(cm, 2))) {
+                    PyErr_SetString(PyExc_TypeError,
+                                    "send_batch() sources are (level, type, bytes)");
+                    return NULL;
+                }
+            }
+            memset(m, 0, sizeof(*m));
+            if (!connected && dest != Py_None) {
+                if (prev_dest != NULL && (dest == prev_dest)) {
+                    names[nm] = names[nm - 1];
+                    m->msg_namelen = msgs[nm - 1].msg_hdr.msg_namelen;
+                }
+                else {
+                    socklen_t len = 0;
+                    r = encode_addr(dest, (int)family, &names[nm], &len);
+                    if (r < 0)
+                        return NULL;
+                    if (r == 0) {
+                        if (nm == 0)
+                            code = SB_PYTHON;
+                        break;
+                    }
+                    m->msg_namelen = len;
+                }
+                m->msg_name = &names[nm];
+                prev_dest = dest;
+            }
+            /* The group: gso_group's rule, bounded by the iovecs left. */
+            size = total = PyBytes_GET_SIZE(payload);
+            j = i + 1;
+            if (gso_limit > SB_IOVS - niov)
+                break; /* a whole group may not fit: send what is built (nm > 0) */
+            lim = gso_limit < n - i ? i + gso_limit : n;
+            while (size > 0 && j < lim) {
+                nxt = PyList_GET_ITEM(items, j);
+                if (!PyTuple_Check(nxt) || PyTuple_GET_SIZE(nxt) != 3 ||
+                    !PyBytes_CheckExact(PyTuple_GET_ITEM(nxt, 0)))
+                    break;
+                length = PyBytes_GET_SIZE(PyTuple_GET_ITEM(nxt, 0));
+                if (length == 0 || length > size || total + length > max_bytes)
+                    break;
+                if ((eq = same(PyTuple_GET_ITEM(nxt, 1), dest)) <= 0) {
+                    if (eq < 0)
+                        return NULL;
+                    break;
+                }
+                if ((eq = same(PyTuple_GET_ITEM(nxt, 2), src)) <= 0) {
+                    if (eq < 0)
+                        return NULL;
+                    break;
+                }
+                total += length;
+                j++;
+                if (length < size)
+                    break;
+            }
+            m->msg_iov = &iov[niov];
+            m->msg_iovlen = (size_t)(j - i);
+            for (Py_ssize_t k = i; k < j; k++) {
+                PyObject *p = PyTuple_GET_ITEM(PyList_GET_ITEM(items, k), 0);
+                iov[niov].iov_base = PyBytes_AS_STRING(p);
+                iov[niov].iov_len = (size_t)PyBytes_GET_SIZE(p);
+                niov++;
+            }
+            m->msg_control = ctl[nm].buf;
+            m->msg_controllen = 0;
+            if (j - i > 1) {
+                gso_size = (uint16_t)size;
+                add_cmsg(m, SOL_UDP, UDP_SEGMENT, &gso_size, sizeof(gso_size));
+            }
+            if (cm != NULL) {
+                int level = (int)PyLong_AsLong(PyTuple_GET_ITEM(cm, 0));
+                int type = (int)PyLong_AsLong(PyTuple_GET_ITEM(cm, 1));
+                PyObject *data = PyTuple_GET_ITEM(cm, 2);
+                if (PyErr_Occurred())
+                    return NULL;
+                if (add_cmsg(m, level, type, PyBytes_AS_STRING(data),
+                             (size_t)PyBytes_GET_SIZE(data)) < 0) {
+                    PyErr_SetString(PyExc_ValueError, "send_batch() source cmsg too large");
+                    return NULL;
+                }
+            }
+            if (m->msg_controllen == 0)
+                m->msg_control = NULL;
+            first[nm] = i;
+            segs[nm] = j - i;
+            sizes[nm] = total;
+            nm++;
+            i = j;
+        }
+        if (nm == 0)
+            break; /* code says why */
+        /* Send them; a short count means the next message failed (its error
+         * is reported by the next call, which starts with it). */
+        sent = 0;
+        while (sent < nm) {
+            r = sendmmsg((int)fd, msgs + sent, (unsigned int)(nm - sent), 0);
+            if (r < 0) {
+                if (errno == EINTR)
+                    continue;
+                code = errno;
+                break;
+            }
+            calls++;
+            for (int k = sent; k < sent + r; k++) {
+                nmsgs++;
+                ndgrams += segs[k];
+                nbytes += sizes[k];
+                if (segs[k] > 1) {
+                    ngso++;
+                    ngsodg += segs[k];
+                }
+            }
+            sent += r;
+        }
+        if (sent < nm)
+            i = first[sent];
+    }
+    return Py_BuildValue("(nnnnnnnn)", i, (Py_ssize_t)code, nmsgs, ndgrams, nbytes, ngso, ngsodg,
+                         calls);
+}
+
+/* A Python socket address for a received sockaddr, from the cache (keyed by its
+ * bytes) or made as socket.recvfrom makes it. New reference, NULL on error. */
+static PyObject *
+decode_addr(PyObject *cache, const struct sockaddr_storage *ss, socklen_t len)
+{
+    PyObject *key, *addr;
+    char host[INET6_ADDRSTRLEN];
+
+    key = PyBytes_FromStringAndSize((const char *)ss, (Py_ssize_t)len);
+    if (key == NULL)
+        return NULL;
+    addr = PyDict_GetItemWithError(cache, key);
+    if (addr != NULL) {
+        Py_DECREF(key);
+        return Py_NewRef(addr);
+    }
+    if (PyErr_Occurred())
+        goto fail;
+    if (ss->ss_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+        if (inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host)) == NULL)
+            goto oserror;
+        addr = Py_BuildValue("(si)", host, (int)ntohs(sin->sin_port));
+    }
+    else if (ss->ss_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+        if (inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host)) == NULL)
+            goto oserror;
+        addr = Py_BuildValue("(siII)", host, (int)ntohs(sin6->sin6_port),
+                             (unsigned int)ntohl(sin6->sin6_flowinfo),
+                             (unsigned int)sin6->sin6_scope_id);
+    }
+    else {
+        PyErr_Format(PyExc_ValueError, "recv_batch(): address family %d", (int)ss->ss_family);
+        goto fail;
+    }
+    if (addr == NULL)
+        goto fail;
+    if (PyDict_GET_SIZE(cache) >= CACHE_MAX)
+        PyDict_Clear(cache);
+    if (PyDict_SetItem(cache, key, addr) < 0) {
+        Py_DECREF(addr);
+        goto fail;
+    }
+    Py_DECREF(key);
+    return addr;
+oserror:
+    PyErr_SetFromErrno(PyExc_OSError);
+fail:
+    Py_DECREF(key);
+    return NULL;
+}
+
+/* Append (view[start:end], source, local) to batch. 0, or -1 on error. */
+static int
+append_datagram(PyObject *batch, PyObject *view, Py_ssize_t start, Py_ssize_t end,
+                PyObject *source, PyObject *local)
+{
+    PyObject *piece, *item;
+    int rc;
+
+    piece = PySequence_GetSlice(view, start, end);
+    if (piece == NULL)
+        return -1;
+    item = PyTuple_Pack(3, piece, source, local);
+    Py_DECREF(piece);
+    if (item == NULL)
+        return -1;
+    rc = PyList_Append(batch, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+PyDoc_STRVAR(recv_batch_doc,
+"recv_batch(fd, arena, window, slot, slots, budget, batch, gro, pktinfo_level,\n"
+"           pktinfo_type, locals, decode_local, addresses, /)\n--\n\n"
+"Read datagrams with recvmmsg (MSG_DONTWAIT) into arena windows slot..slots-1\n"
+"(each `window` bytes) and append (view, source, local) triples to batch, a\n"
+"GRO message split by its segment size (when gro), until about budget\n"
+"datagrams, the windows, or the socket run out. A pktinfo control message of\n"
+"(pktinfo_level, pktinfo_type) gives the local address: locals[data], or\n"
+"decode_local(data) (which caches it); level -1 for none. addresses caches\n"
+"source addresses by their sockaddr bytes. Returns (datagrams, slots_used,\n"
+"messages, nbytes, truncated, gro_messages, gro_datagrams, calls, errno):\n"
+"errno is 0 at EAGAIN or a full batch, else the error the last call met.");
+
+static PyObject *
+recv_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    struct mmsghdr msgs[RB_MSGS];
+    struct iovec iov[RB_MSGS];
+    struct sockaddr_storage names[RB_MSGS];
+    union {
+        char buf[RB_CTL];
+        struct cmsghdr align;
+    } ctl[RB_MSGS];
+    Py_buffer arena;
+    PyObject *view, *batch, *locals, *decode_local, *addresses, *source, *local;
+    Py_ssize_t fd, window, slot, slots, budget, gro, plevel, ptype;
+    Py_ssize_t count = 0, used = 0, nmsgs = 0, nbytes = 0, trunc = 0, ngro = 0, ngrodg = 0;
+    Py_ssize_t calls = 0, vlen, base, end, segment, pos;
+    int r, k, code = 0;
+    struct cmsghdr *c;
+
+    (void)module;
+    if (exact_args("recv_batch", nargs, 13) < 0)
+        return NULL;
+    view = args[1];
+    batch = args[6];
+    locals = args[10];
+    decode_local = args[11];
+    addresses = args[12];
+    if (!PyMemoryView_Check(view) || !PyList_Check(batch) || !PyDict_Check(locals) ||
+        !PyDict_Check(addresses)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "recv_batch() needs a memoryview, a list and two dicts");
+        return NULL;
+    }
+    if (ssize_args(args, 0, 1, &fd) < 0 ||
+        ssize_args(args, 2, 4, &window, &slot, &slots, &budget) < 0 ||
+        ssize_args(args, 7, 3, &gro, &plevel, &ptype) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(view, &arena, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    if (window <= 0 || slot < 0 || slots > arena.len / window) {
+        PyErr_SetString(PyExc_ValueError, "recv_batch() windows do not fit the arena");
+        goto error;
+    }
+    while (count < budget && slot < slots) {
+        vlen = slots - slot;
+        if (vlen > budget - count)
+            vlen = budget - count;
+        if (vlen > RB_MSGS)
+            vlen = RB_MSGS;
+        for (k = 0; k < vlen; k++) {
+            struct msghdr *m = &msgs[k].msg_hdr;
+            iov[k].iov_base = (char *)arena.buf + (slot + k) * window;
+            iov[k].iov_len = (size_t)window;
+            memset(m, 0, sizeof(*m));
+            m->msg_name = &names[k];
+            m->msg_namelen = sizeof(names[k]);
+            m->msg_iov = &iov[k];
+            m->msg_iovlen = 1;
+            m->msg_control = ctl[k].buf;
+            m->msg_controllen = RB_CTL;
+        }
+        r = recvmmsg((int)fd, msgs, (unsigned int)vlen, MSG_DONTWAIT, NULL);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                code = errno;
+            break;
+        }
+        calls++;
+        for (k = 0; k < r; k++) {
+            struct msghdr *m = &msgs[k].msg_hdr;
+            Py_ssize_t len = (Py_ssize_t)msgs[k].msg_len;
+            nmsgs++;
+            if (m->msg_flags & MSG_TRUNC) {
+                trunc++;
+                continue;
+            }
+            segment = 0;
+            local = Py_None;
+            Py_INCREF(local);
+            for (c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR(m, c)) {
+                size_t dlen = c->cmsg_len - CMSG_LEN(0);
+                if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && dlen >= sizeof(int)) {
+                    int v;
+                    memcpy(&v, CMSG_DATA(c), sizeof(v));
+                    segment = v;
+                }
+                else if (c->cmsg_level == plevel && c->cmsg_type == ptype) {
+                    PyObject *key = PyBytes_FromStringAndSize((const char *)CMSG_DATA(c),
+                                                              (Py_ssize_t)dlen);
+                    PyObject *found;
+                    if (key == NULL)
+                        goto error_local;
+                    found = PyDict_GetItemWithError(locals, key);
+                    if (found != NULL)
+                        Py_INCREF(found);
+                    else if (!PyErr_Occurred())
+                        found = PyObject_CallOneArg(decode_local, key);
+                    Py_DECREF(key);
+                    if (found == NULL)
+                        goto error_local;
+                    Py_SETREF(local, found);
+                }
+            }
+            source = decode_addr(addresses, &names[k], m->msg_namelen);
+            if (source == NULL)
+                goto error_local;
+            base = (slot + k) * window;
+            end = base + len;
+            nbytes += len;
+            if (!gro)
+                segment = 0;
+            if (segment > 0 && segment < len) {
+                ngro++;
+                for (pos = base; pos < end; pos += segment) {
+                    if (append_datagram(batch, view, pos, pos + segment < end ? pos + segment : end,
+                                        source, local) < 0)
+                        goto error_source;
+                    count++;
+                    ngrodg++;
+                }
+            }
+            else {
+                if (append_datagram(batch, view, base, end, source, local) < 0)
+                    goto error_source;
+                count++;
+            }
+            Py_DECREF(source);
+            Py_DECREF(local);
+        }
+        slot += r;
+        used += r;
+        if (r < vlen)
+            break; /* the socket is drained: no call to meet EAGAIN */
+    }
+    PyBuffer_Release(&arena);
+    return Py_BuildValue("(nnnnnnnnn)", count, used, nmsgs, nbytes, trunc, ngro, ngrodg, calls,
+                         (Py_ssize_t)code);
+error_source:
+    Py_DECREF(source);
+error_local:
+    Py_DECREF(local);
+error:
+    PyBuffer_Release(&arena);
+    return NULL;
+}
+#endif /* __linux__ */
+
 /* ------------------------------------------------------------------------
  * Timers
  */
@@ -1346,6 +1923,10 @@ static PyMethodDef accel_methods[] = {
     {"gso_group", (PyCFunction)(void (*)(void))gso_group, METH_FASTCALL, gso_group_doc},
     {"split_gro", (PyCFunction)(void (*)(void))split_gro, METH_FASTCALL, split_gro_doc},
     {"source_run", (PyCFunction)(void (*)(void))source_run, METH_FASTCALL, source_run_doc},
+#ifdef __linux__
+    {"send_batch", (PyCFunction)(void (*)(void))send_batch, METH_FASTCALL, send_batch_doc},
+    {"recv_batch", (PyCFunction)(void (*)(void))recv_batch, METH_FASTCALL, recv_batch_doc},
+#endif
     {NULL, NULL, 0, NULL},
 };
 

@@ -602,6 +602,8 @@ FALLBACK_MODULES = [
     "tests/test_sim_transfer.py",
     "tests/test_security.py",
     "tests/test_batching.py",
+    # The socket layer's Python loops (recvmsg_into, sendmsg) instead of recvmmsg/sendmmsg.
+    "tests/test_sockio.py",
     # Patches the engine's classes, which it cannot do to the compiled ones.
     "tests/test_fuzz_regressions.py::test_endpoint_does_not_spin_on_a_timer_rearmed_at_now",
 ]

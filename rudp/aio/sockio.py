@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import errno as _errno
+import mmap
 import os
 import socket
 import struct
@@ -159,6 +160,9 @@ _SOCKET_ERRNOS: Final = frozenset(
     if hasattr(_errno, name)
 )
 
+# send_batch's code for an item whose source has no control message cached yet
+_NEED_SOURCE: Final = -1
+
 # results of one send attempt
 _SENT: Final = 0
 _BLOCKED: Final = 1
@@ -234,11 +238,17 @@ def py_split_gro(
 #: in use (rudp.wire.checksum.IMPLEMENTATION), else the functions above.
 gso_group = py_gso_group
 split_gro = py_split_gro
+#: The accelerator's sendmmsg/recvmmsg loops (Linux): None without it.
+send_batch: Callable[..., tuple[int, ...]] | None = None
+recv_batch: Callable[..., tuple[int, ...]] | None = None
 if IMPLEMENTATION == "c":
     from .. import _accel
 
     gso_group = _accel.gso_group
     split_gro = _accel.split_gro
+    if _LINUX:
+        send_batch = getattr(_accel, "send_batch", None)
+        recv_batch = getattr(_accel, "recv_batch", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +299,9 @@ class Features:
     pktinfo: bool = False
     #: The error queue (``IP_RECVERR``/``IPV6_RECVERR``).
     recverr: bool = False
+    #: Batched system calls: ``sendmmsg``/``recvmmsg`` through the C accelerator
+    #: (Linux; off with ``RUDP_NO_MMSG=1`` or without the accelerator).
+    mmsg: bool = False
 
 
 class IOStats:
@@ -311,16 +324,20 @@ class IOStats:
         "pauses",
         "queued_max",
         "reader_wakeups",
+        "recv_calls",
         "recv_errors",
         "recvs",
+        "send_calls",
         "send_errors",
         "sends",
         "truncated",
     )
 
     def __init__(self) -> None:
-        #: Successful ``sendto``/``sendmsg`` calls, and what they carried.
+        #: Messages sent (a datagram, or a GSO group), and what they carried.
         self.sends = 0
+        #: System calls that sent them (one ``sendmmsg`` sends many).
+        self.send_calls = 0
         self.datagrams_sent = 0
         self.bytes_sent = 0
         #: GSO ``sendmsg`` calls and the datagrams they carried.
@@ -336,9 +353,12 @@ class IOStats:
         self.dropped_queue_full = 0
         #: Datagrams dropped because sending them failed (reported to on_error).
         self.send_errors = 0
-        #: Reader callbacks, successful receive calls, datagrams and bytes received.
+        #: Reader callbacks, messages received (a datagram, or a GRO
+        #: super-datagram), datagrams and bytes received.
         self.reader_wakeups = 0
         self.recvs = 0
+        #: System calls that received messages (one ``recvmmsg`` reads many).
+        self.recv_calls = 0
         self.datagrams_received = 0
         self.bytes_received = 0
         #: Receives that carried several datagrams (GRO), and how many in all.
@@ -441,9 +461,19 @@ class UdpSocketIO:
         self._gso_cmsg: dict[int, tuple[int, int, bytes]] = {}
         self._src_cmsg: dict[Address, tuple[int, int, bytes]] = {}
         self._local_cache: dict[bytes, Address | None] = {}
-        # One receive arena, reused by every wakeup; each receive takes a window
-        # of RECV_WINDOW bytes from the free part.
-        self._arena = memoryview(bytearray(max(2 * RECV_WINDOW, (batch + 1) * 2048)))
+        #: Source addresses by their sockaddr bytes (the recvmmsg path).
+        self._addr_cache: dict[bytes, Address] = {}
+        self._fd = sock.fileno()
+        # One receive arena, reused by every wakeup. Python's receive calls each
+        # take a window of RECV_WINDOW bytes from its free part; recvmmsg gives
+        # each message a whole window, in a mapping touched only where written.
+        if self.features.mmsg:
+            # ``batch`` windows (16 MiB of address space by default): its pages
+            # become resident only as datagrams fill them, a page or two per
+            # datagram but the largest.
+            self._arena = memoryview(mmap.mmap(-1, batch * RECV_WINDOW))
+        else:
+            self._arena = memoryview(bytearray(max(2 * RECV_WINDOW, (batch + 1) * 2048)))
         self._arena_limit = len(self._arena) - RECV_WINDOW
         self._queue: deque[SendItem] = deque()
         self._queued_bytes = 0
@@ -517,6 +547,13 @@ class UdpSocketIO:
                 pass
         if features.pktinfo:
             self._pktinfo_key = (_IPPROTO_IPV6, IPV6_PKTINFO) if v6 else (_IPPROTO_IP, IP_PKTINFO)
+        if (
+            send_batch is not None
+            and recv_batch is not None
+            and type(sock) is socket.socket  # a socket-like wrapper keeps its own methods
+            and not _env_off("RUDP_NO_MMSG")
+        ):
+            features.mmsg = True
 
     # ------------------------------------------------------------ properties
     @property
@@ -573,7 +610,47 @@ class UdpSocketIO:
         recvs = 0
         nbytes_total = 0
         check_errqueue = False
-        if features.gro or features.pktinfo:
+        calls = 0
+        if features.mmsg and recv_batch is not None:
+            # recvmmsg: the loop below in C, many datagrams per system call.
+            key = self._pktinfo_key if features.pktinfo else None
+            level, kind = key if key is not None else (-1, -1)
+            slot = 0
+            while count < budget and slot < budget:
+                n, used, msgs, nbytes, truncated, gro_msgs, gro_dgrams, ncalls, err = recv_batch(
+                    self._fd,
+                    arena,
+                    RECV_WINDOW,
+                    slot,
+                    budget,
+                    budget - count,
+                    batch,
+                    features.gro,
+                    level,
+                    kind,
+                    self._local_cache,
+                    self._decode_pktinfo,
+                    self._addr_cache,
+                )
+                slot += used
+                count += n
+                recvs += msgs
+                calls += ncalls
+                nbytes_total += nbytes
+                if truncated:
+                    stats.truncated += truncated
+                if gro_msgs:
+                    stats.gro_receives += gro_msgs
+                    stats.gro_segments += gro_dgrams
+                if not err:
+                    break
+                if not self._recv_failed(OSError(err, os.strerror(err))):
+                    break
+                check_errqueue = True
+                count += 1
+            if slot >= budget:
+                check_errqueue = True  # the windows are full: as a full batch
+        elif features.gro or features.pktinfo:
             recvmsg_into = sock.recvmsg_into
             pktinfo_key = self._pktinfo_key if features.pktinfo else None
             local_cache = self._local_cache
@@ -635,6 +712,7 @@ class UdpSocketIO:
                 count += 1
                 off = end
         stats.recvs += recvs
+        stats.recv_calls += calls or recvs
         stats.bytes_received += nbytes_total
         if recvs == 0 or count >= budget or off > limit:
             # Nothing to read: an EPOLLERR wakeup for entries left in the error
@@ -799,26 +877,75 @@ class UdpSocketIO:
         """Send ``items[start:]``; return the index of the first one not sent (EAGAIN)."""
         n = len(items)
         i = start
-        while i < n:
-            payload, dest, src = items[i]
-            j = i + 1
-            if self.features.gso:
-                # Consecutive datagrams to the same destination from the same
-                # source, all of this size but a shorter last one.
-                j, total = gso_group(items, i, GSO_MAX_SEGMENTS, GSO_MAX_BYTES)
-            if j - i > 1:
-                result = self._send_gso(items, i, j, len(payload), total, dest, src)
-                if result == _SPLIT:
-                    for k in range(i, j):
-                        p, d, s = items[k]
-                        if self._send_one(p, d, s) == _BLOCKED:
-                            return k
-                elif result == _BLOCKED:
+        if self.features.mmsg and send_batch is not None:
+            stats = self.stats
+            connected = self._peer is not None
+            while i < n:
+                # sendmmsg: the loop below in C, many messages per system call.
+                i, code, msgs, dgrams, nbytes, gso_msgs, gso_dgrams, calls = send_batch(
+                    self._fd,
+                    items,
+                    i,
+                    connected,
+                    GSO_MAX_SEGMENTS if self.features.gso else 1,
+                    GSO_MAX_BYTES,
+                    self._src_cmsg,
+                    self._family,
+                )
+                stats.sends += msgs
+                stats.send_calls += calls
+                stats.datagrams_sent += dgrams
+                stats.bytes_sent += nbytes
+                if gso_msgs:
+                    stats.gso_sends += gso_msgs
+                    stats.gso_segments += gso_dgrams
+                if code == 0:
+                    return n
+                if code == _errno.EAGAIN or code == _errno.EWOULDBLOCK:
+                    stats.eagain += 1
                     return i
-            elif self._send_one(payload, dest, src) == _BLOCKED:
-                return i
+                if code == _NEED_SOURCE:
+                    src = items[i][2]
+                    assert src is not None
+                    self._source_cmsg(src)  # fills the cache
+                    continue
+                # An error (or an item only Python sends): this message the
+                # Python way, which handles errors, retries and GSO fallbacks.
+                j = self._send_message(items, i, code if code > 0 else 0)
+                if j < 0:
+                    return -1 - j
+                i = j
+            return n
+        while i < n:
+            j = self._send_message(items, i)
+            if j < 0:
+                return -1 - j
             i = j
         return n
+
+    def _send_message(self, items: list[SendItem], i: int, failed: int = 0) -> int:
+        """Send the message that starts at ``items[i]`` (a datagram, or a GSO group)
+        with Python's socket calls; return the index after it, or -1 - k when
+        ``items[k]`` met EAGAIN. ``failed``: the errno ``sendmmsg`` met for this
+        message (the same grouping), handled as a first attempt's error."""
+        payload, dest, src = items[i]
+        j = i + 1
+        if self.features.gso:
+            # Consecutive datagrams to the same destination from the same
+            # source, all of this size but a shorter last one.
+            j, total = gso_group(items, i, GSO_MAX_SEGMENTS, GSO_MAX_BYTES)
+        if j - i > 1:
+            result = self._send_gso(items, i, j, len(payload), total, dest, src, failed)
+            if result == _SPLIT:
+                for k in range(i, j):
+                    p, d, s = items[k]
+                    if self._send_one(p, d, s) == _BLOCKED:
+                        return -1 - k
+            elif result == _BLOCKED:
+                return -1 - i
+        elif self._send_one(payload, dest, src, failed) == _BLOCKED:
+            return -1 - i
+        return j
 
     def _send_gso(
         self,
@@ -829,8 +956,10 @@ class UdpSocketIO:
         total: int,
         dest: Address | None,
         src: Address | None,
+        failed: int = 0,
     ) -> int:
-        """One ``sendmsg`` of ``items[i:j]`` with ``UDP_SEGMENT`` = ``size``."""
+        """One ``sendmsg`` of ``items[i:j]`` with ``UDP_SEGMENT`` = ``size``;
+        ``failed``: the errno a first attempt (``sendmmsg``) already met."""
         cmsg = self._gso_cmsg.get(size)
         if cmsg is None:
             cmsg = self._gso_cmsg[size] = (SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(size))
@@ -839,6 +968,8 @@ class UdpSocketIO:
         stats = self.stats
         for attempt in (0, 1):
             try:
+                if attempt == 0 and failed:
+                    raise OSError(failed, os.strerror(failed))
                 if self._peer is not None or dest is None:
                     self._sock.sendmsg(buffers, ancdata)
                 else:
@@ -862,6 +993,7 @@ class UdpSocketIO:
                     log.warning("udp_gso_disabled", error=repr(exc))
                 return _SPLIT  # EMSGSIZE (segment above the path MTU), EINVAL …: one by one
             stats.sends += 1
+            stats.send_calls += 1
             stats.gso_sends += 1
             stats.gso_segments += j - i
             stats.datagrams_sent += j - i
@@ -869,11 +1001,16 @@ class UdpSocketIO:
             return _SENT
         return _SPLIT  # pragma: no cover - the loop always returns
 
-    def _send_one(self, payload: Payload, dest: Address | None, src: Address | None) -> int:
+    def _send_one(
+        self, payload: Payload, dest: Address | None, src: Address | None, failed: int = 0
+    ) -> int:
+        """Send one datagram; ``failed``: the errno a first attempt already met."""
         sock = self._sock
         stats = self.stats
         for attempt in (0, 1):
             try:
+                if attempt == 0 and failed:
+                    raise OSError(failed, os.strerror(failed))
                 if src is not None:
                     anc = [self._source_cmsg(src)]
                     if self._peer is not None or dest is None:
@@ -903,6 +1040,7 @@ class UdpSocketIO:
                 )
                 return _DROPPED
             stats.sends += 1
+            stats.send_calls += 1
             stats.datagrams_sent += 1
             stats.bytes_sent += len(payload)
             return _SENT
@@ -920,7 +1058,9 @@ class UdpSocketIO:
         if not new or target is None:
             return False
         errors = self._errors
-        for k in range(len(errors) - len(new), len(errors)):
+        claimed = False
+        k = len(errors) - len(new)
+        while k < len(errors):
             e = errors[k]
             if (
                 e.origin is ErrorOrigin.LOCAL
@@ -929,9 +1069,16 @@ class UdpSocketIO:
                 and e.dest[0] == target[0]
                 and e.dest[1] in (0, target[1])
             ):
+                if claimed:
+                    # The same failure queued twice: sendmmsg drops the error of a
+                    # message after others were sent (Linux returns their count),
+                    # and the retry that reports it queues the entry again.
+                    del errors[k]
+                    continue
                 errors[k] = replace(e, dest=target, payload=bytes(payload[:_ERRQUEUE_PAYLOAD]))
-                return True
-        return False
+                claimed = True
+            k += 1
+        return claimed
 
     def _maybe_stale(self, code: int) -> bool:
         """Whether a failed send may have returned an earlier datagram's pending error.
