@@ -1706,16 +1706,19 @@ append_datagram(PyObject *batch, PyObject *view, Py_ssize_t start, Py_ssize_t en
 
 PyDoc_STRVAR(recv_batch_doc,
 "recv_batch(fd, arena, window, slot, slots, budget, batch, gro, pktinfo_level,\n"
-"           pktinfo_type, locals, decode_local, addresses, /)\n--\n\n"
+"           pktinfo_type, locals, decode_local, addresses, max_bytes, expect, /)\n--\n\n"
 "Read datagrams with recvmmsg (MSG_DONTWAIT) into arena windows slot..slots-1\n"
 "(each `window` bytes) and append (view, source, local) triples to batch, a\n"
 "GRO message split by its segment size (when gro), until about budget\n"
 "datagrams, the windows, or the socket run out. A pktinfo control message of\n"
 "(pktinfo_level, pktinfo_type) gives the local address: locals[data], or\n"
 "decode_local(data) (which caches it); level -1 for none. addresses caches\n"
-"source addresses by their sockaddr bytes. Returns (datagrams, slots_used,\n"
-"messages, nbytes, truncated, gro_messages, gro_datagrams, calls, errno):\n"
-"errno is 0 at EAGAIN or a full batch, else the error the last call met.");
+"source addresses by their sockaddr bytes. About max_bytes are read in all: each\n"
+"call asks for as many messages as fit the bytes left at `expect` bytes each\n"
+"(the largest message the caller saw last), so large datagrams do not fill\n"
+"megabytes of windows. Returns (datagrams, slots_used, messages, nbytes,\n"
+"truncated, gro_messages, gro_datagrams, calls, errno, largest): errno is 0\n"
+"at EAGAIN or a full batch, else the error the last call met.");
 
 static PyObject *
 recv_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -1729,14 +1732,15 @@ recv_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     } ctl[RB_MSGS];
     Py_buffer arena;
     PyObject *view, *batch, *locals, *decode_local, *addresses, *source, *local;
-    Py_ssize_t fd, window, slot, slots, budget, gro, plevel, ptype;
+    Py_ssize_t fd, window, slot, slots, budget, gro, plevel, ptype, max_bytes, expect;
+    Py_ssize_t largest = 0;
     Py_ssize_t count = 0, used = 0, nmsgs = 0, nbytes = 0, trunc = 0, ngro = 0, ngrodg = 0;
     Py_ssize_t calls = 0, vlen, base, end, segment, pos;
     int r, k, code = 0;
     struct cmsghdr *c;
 
     (void)module;
-    if (exact_args("recv_batch", nargs, 13) < 0)
+    if (exact_args("recv_batch", nargs, 15) < 0)
         return NULL;
     view = args[1];
     batch = args[6];
@@ -1751,16 +1755,21 @@ recv_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (ssize_args(args, 0, 1, &fd) < 0 ||
         ssize_args(args, 2, 4, &window, &slot, &slots, &budget) < 0 ||
-        ssize_args(args, 7, 3, &gro, &plevel, &ptype) < 0)
+        ssize_args(args, 7, 3, &gro, &plevel, &ptype) < 0 ||
+        ssize_args(args, 13, 2, &max_bytes, &expect) < 0)
         return NULL;
+    if (expect < 1)
+        expect = 1;
     if (PyObject_GetBuffer(view, &arena, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
         return NULL;
     if (window <= 0 || slot < 0 || slots > arena.len / window) {
         PyErr_SetString(PyExc_ValueError, "recv_batch() windows do not fit the arena");
         goto error;
     }
-    while (count < budget && slot < slots) {
-        vlen = slots - slot;
+    while (count < budget && slot < slots && nbytes < max_bytes) {
+        vlen = (max_bytes - nbytes + expect - 1) / expect;
+        if (vlen > slots - slot)
+            vlen = slots - slot;
         if (vlen > budget - count)
             vlen = budget - count;
         if (vlen > RB_MSGS)
@@ -1790,6 +1799,8 @@ recv_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             struct msghdr *m = &msgs[k].msg_hdr;
             Py_ssize_t len = (Py_ssize_t)msgs[k].msg_len;
             nmsgs++;
+            if (len > largest)
+                largest = len;
             if (m->msg_flags & MSG_TRUNC) {
                 trunc++;
                 continue;
@@ -1853,8 +1864,8 @@ recv_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             break; /* the socket is drained: no call to meet EAGAIN */
     }
     PyBuffer_Release(&arena);
-    return Py_BuildValue("(nnnnnnnnn)", count, used, nmsgs, nbytes, trunc, ngro, ngrodg, calls,
-                         (Py_ssize_t)code);
+    return Py_BuildValue("(nnnnnnnnnn)", count, used, nmsgs, nbytes, trunc, ngro, ngrodg, calls,
+                         (Py_ssize_t)code, largest);
 error_source:
     Py_DECREF(source);
 error_local:

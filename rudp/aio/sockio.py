@@ -29,11 +29,16 @@ and uvloop both support them on sockets):
   ``on_error``. Elsewhere only a connected socket learns of ICMP errors (as a
   failing ``recv``), reported with the connected peer as destination.
 
+On Linux with the C accelerator, both loops run in C over ``sendmmsg`` and
+``recvmmsg``: many messages (datagrams, GSO groups, GRO super-datagrams) per
+system call; errors are handed to the Python path for the message concerned
+(``features.mmsg``; docs/socket-io.md).
+
 Every Linux feature is probed at runtime and falls back cleanly (older kernel,
 ``EIO`` from a GSO send without checksum offload, non-Linux systems use plain
 ``recvfrom_into``/``sendto``). ``features`` says what is in use; environment
 switches force features off for testing: ``RUDP_NO_GSO``, ``RUDP_NO_GRO``,
-``RUDP_NO_PKTINFO``, ``RUDP_NO_RECVERR``, and ``RUDP_NO_CMSG`` for the portable
+``RUDP_NO_PKTINFO``, ``RUDP_NO_RECVERR``, ``RUDP_NO_MMSG``, and ``RUDP_NO_CMSG`` for the portable
 path with no control messages at all. See docs/socket-io.md.
 """
 
@@ -112,6 +117,9 @@ GSO_MAX_SEGMENTS: Final = 64
 GSO_MAX_BYTES: Final = 65535 - 14 - 40 - 8
 #: Receive window per ``recvmsg_into``: the largest UDP payload (or GRO super-datagram).
 RECV_WINDOW: Final = 65536
+#: Bytes one reader wakeup reads, about (recvmmsg path): large datagrams and GRO
+#: messages stop there, so one wakeup's data stays cache-sized.
+RECV_BYTES: Final = 512 * 1024
 #: Datagrams read per reader wakeup by default.
 DEFAULT_BATCH: Final = 256
 #: Bytes the send queue holds while the kernel says EAGAIN; more is dropped and counted.
@@ -464,6 +472,9 @@ class UdpSocketIO:
         #: Source addresses by their sockaddr bytes (the recvmmsg path).
         self._addr_cache: dict[bytes, Address] = {}
         self._fd = sock.fileno()
+        #: The largest message the last recvmmsg call read: the next one asks for
+        #: as many windows as RECV_BYTES holds at that size.
+        self._rx_largest = 2048
         # One receive arena, reused by every wakeup. Python's receive calls each
         # take a window of RECV_WINDOW bytes from its free part; recvmmsg gives
         # each message a whole window, in a mapping touched only where written.
@@ -471,7 +482,7 @@ class UdpSocketIO:
             # ``batch`` windows (16 MiB of address space by default): its pages
             # become resident only as datagrams fill them, a page or two per
             # datagram but the largest.
-            self._arena = memoryview(mmap.mmap(-1, batch * RECV_WINDOW))
+            self._arena = memoryview(mmap.mmap(-1, batch * RECV_WINDOW, flags=mmap.MAP_PRIVATE))
         else:
             self._arena = memoryview(bytearray(max(2 * RECV_WINDOW, (batch + 1) * 2048)))
         self._arena_limit = len(self._arena) - RECV_WINDOW
@@ -616,22 +627,28 @@ class UdpSocketIO:
             key = self._pktinfo_key if features.pktinfo else None
             level, kind = key if key is not None else (-1, -1)
             slot = 0
-            while count < budget and slot < budget:
-                n, used, msgs, nbytes, truncated, gro_msgs, gro_dgrams, ncalls, err = recv_batch(
-                    self._fd,
-                    arena,
-                    RECV_WINDOW,
-                    slot,
-                    budget,
-                    budget - count,
-                    batch,
-                    features.gro,
-                    level,
-                    kind,
-                    self._local_cache,
-                    self._decode_pktinfo,
-                    self._addr_cache,
+            while count < budget and slot < budget and nbytes_total < RECV_BYTES:
+                n, used, msgs, nbytes, truncated, gro_msgs, gro_dgrams, ncalls, err, big = (
+                    recv_batch(
+                        self._fd,
+                        arena,
+                        RECV_WINDOW,
+                        slot,
+                        budget,
+                        budget - count,
+                        batch,
+                        features.gro,
+                        level,
+                        kind,
+                        self._local_cache,
+                        self._decode_pktinfo,
+                        self._addr_cache,
+                        RECV_BYTES - nbytes_total,
+                        self._rx_largest,
+                    )
                 )
+                if big:
+                    self._rx_largest = big
                 slot += used
                 count += n
                 recvs += msgs
@@ -648,8 +665,8 @@ class UdpSocketIO:
                     break
                 check_errqueue = True
                 count += 1
-            if slot >= budget:
-                check_errqueue = True  # the windows are full: as a full batch
+            if slot >= budget or nbytes_total >= RECV_BYTES:
+                check_errqueue = True  # the windows or bytes are used up: a full batch
         elif features.gro or features.pktinfo:
             recvmsg_into = sock.recvmsg_into
             pktinfo_key = self._pktinfo_key if features.pktinfo else None
