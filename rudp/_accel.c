@@ -1063,12 +1063,64 @@ PyDoc_STRVAR(gso_group_doc,
 "same destination and source, payloads of items[start]'s size but a shorter\n"
 "last one, at most limit of them and max_bytes in all. total is their size.");
 
+/* The end of the GSO group that starts at items[start] (gso_group's rule), its
+ * byte total in *total. With bytes_only, an item whose payload is not exactly
+ * bytes also ends the group. -1 with an exception set on error. */
+static Py_ssize_t
+gso_extent(PyObject *items, Py_ssize_t start, Py_ssize_t limit, Py_ssize_t max_bytes,
+           int bytes_only, Py_ssize_t *total)
+{
+    PyObject *first, *item, *payload, *dest, *src;
+    Py_ssize_t n = PyList_GET_SIZE(items), stop, j, size, length;
+    int eq;
+
+    first = PyList_GET_ITEM(items, start);
+    if (!PyTuple_Check(first) || PyTuple_GET_SIZE(first) != 3)
+        goto not_items;
+    if ((size = payload_len(PyTuple_GET_ITEM(first, 0))) < 0)
+        return -1;
+    dest = PyTuple_GET_ITEM(first, 1);
+    src = PyTuple_GET_ITEM(first, 2);
+    *total = size;
+    j = start + 1;
+    stop = limit < n - start ? start + limit : n;
+    while (size > 0 && j < stop) {
+        item = PyList_GET_ITEM(items, j);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3)
+            goto not_items;
+        payload = PyTuple_GET_ITEM(item, 0);
+        if (bytes_only && !PyBytes_CheckExact(payload))
+            break;
+        if ((length = payload_len(payload)) < 0)
+            return -1;
+        if (length == 0 || length > size || *total + length > max_bytes)
+            break;
+        if ((eq = same(PyTuple_GET_ITEM(item, 1), dest)) <= 0) {
+            if (eq < 0)
+                return -1;
+            break;
+        }
+        if ((eq = same(PyTuple_GET_ITEM(item, 2), src)) <= 0) {
+            if (eq < 0)
+                return -1;
+            break;
+        }
+        *total += length;
+        j++;
+        if (length < size)
+            break;
+    }
+    return j;
+not_items:
+    PyErr_SetString(PyExc_TypeError, "items are (payload, dest, src) tuples");
+    return -1;
+}
+
 static PyObject *
 gso_group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *items, *first, *item, *dest, *src;
-    Py_ssize_t start, limit, max_bytes, n, stop, j, size, length, total;
-    int eq;
+    PyObject *items;
+    Py_ssize_t start, limit, max_bytes, j, total;
 
     (void)module;
     if (exact_args("gso_group", nargs, 4) < 0)
@@ -1080,48 +1132,12 @@ gso_group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (ssize_args(args, 1, 3, &start, &limit, &max_bytes) < 0)
         return NULL;
-    n = PyList_GET_SIZE(items);
-    if (start < 0 || start >= n) {
+    if (start < 0 || start >= PyList_GET_SIZE(items)) {
         PyErr_SetString(PyExc_IndexError, "gso_group() start out of range");
         return NULL;
     }
-    first = PyList_GET_ITEM(items, start);
-    if (!PyTuple_Check(first) || PyTuple_GET_SIZE(first) != 3) {
-        PyErr_SetString(PyExc_TypeError, "gso_group() items are (payload, dest, src) tuples");
+    if ((j = gso_extent(items, start, limit, max_bytes, 0, &total)) < 0)
         return NULL;
-    }
-    if ((size = payload_len(PyTuple_GET_ITEM(first, 0))) < 0)
-        return NULL;
-    dest = PyTuple_GET_ITEM(first, 1);
-    src = PyTuple_GET_ITEM(first, 2);
-    total = size;
-    j = start + 1;
-    stop = limit < n - start ? start + limit : n;
-    while (size > 0 && j < stop) {
-        item = PyList_GET_ITEM(items, j);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
-            PyErr_SetString(PyExc_TypeError, "gso_group() items are (payload, dest, src) tuples");
-            return NULL;
-        }
-        if ((length = payload_len(PyTuple_GET_ITEM(item, 0))) < 0)
-            return NULL;
-        if (length == 0 || length > size || total + length > max_bytes)
-            break;
-        if ((eq = same(PyTuple_GET_ITEM(item, 1), dest)) <= 0) {
-            if (eq < 0)
-                return NULL;
-            break;
-        }
-        if ((eq = same(PyTuple_GET_ITEM(item, 2), src)) <= 0) {
-            if (eq < 0)
-                return NULL;
-            break;
-        }
-        total += length;
-        j++;
-        if (length < size)
-            break;
-    }
     return Py_BuildValue("(nn)", j, total);
 }
 
@@ -1131,18 +1147,52 @@ PyDoc_STRVAR(split_gro_doc,
 "local) to batch for i from start to end in steps of segment (the last one\n"
 "shorter); return how many.");
 
+/* Append (view[start:end], source, local) to batch. 0, or -1 on error. */
+static int
+append_datagram(PyObject *batch, PyObject *view, Py_ssize_t start, Py_ssize_t end,
+                PyObject *source, PyObject *local)
+{
+    PyObject *piece, *item;
+    int rc;
+
+    piece = PySequence_GetSlice(view, start, end);
+    if (piece == NULL)
+        return -1;
+    item = PyTuple_Pack(3, piece, source, local);
+    Py_DECREF(piece);
+    if (item == NULL)
+        return -1;
+    rc = PyList_Append(batch, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+/* Append the datagrams of view[start:end], each `segment` bytes (the last one
+ * shorter), to batch as (piece, source, local) triples. How many, or -1. */
+static Py_ssize_t
+append_pieces(PyObject *batch, PyObject *view, Py_ssize_t start, Py_ssize_t end,
+              Py_ssize_t segment, PyObject *source, PyObject *local)
+{
+    Py_ssize_t i, count = 0;
+
+    for (i = start; i < end; i += segment) {
+        if (append_datagram(batch, view, i, i + segment < end ? i + segment : end, source,
+                            local) < 0)
+            return -1;
+        count++;
+    }
+    return count;
+}
+
 static PyObject *
 split_gro(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *batch, *view, *piece, *item;
-    Py_ssize_t start, end, segment, i, count = 0;
+    Py_ssize_t start, end, segment, count;
 
     (void)module;
     if (exact_args("split_gro", nargs, 7) < 0)
         return NULL;
-    batch = args[0];
-    view = args[1];
-    if (!PyList_Check(batch)) {
+    if (!PyList_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "split_gro() needs a list");
         return NULL;
     }
@@ -1152,22 +1202,8 @@ split_gro(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "split_gro() segment must be positive");
         return NULL;
     }
-    for (i = start; i < end; i += segment) {
-        piece = PySequence_GetSlice(view, i, i + segment < end ? i + segment : end);
-        if (piece == NULL)
-            return NULL;
-        item = PyTuple_Pack(3, piece, args[5], args[6]);
-        Py_DECREF(piece);
-        if (item == NULL)
-            return NULL;
-        if (PyList_Append(batch, item) < 0) {
-            Py_DECREF(item);
-            return NULL;
-        }
-        Py_DECREF(item);
-        count++;
-    }
-    return PyLong_FromSsize_t(count);
+    count = append_pieces(args[0], args[1], start, end, segment, args[5], args[6]);
+    return count < 0 ? NULL : PyLong_FromSsize_t(count);
 }
 
 PyDoc_STRVAR(source_run_doc,
@@ -1447,11 +1483,11 @@ send_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     struct sockaddr_storage names[SB_MSGS];
     sb_control ctl[SB_MSGS];
     Py_ssize_t first[SB_MSGS], segs[SB_MSGS], sizes[SB_MSGS];
-    Py_ssize_t fd, start, connected, gso_limit, max_bytes, family, n, i, j, lim;
+    Py_ssize_t fd, start, connected, gso_limit, max_bytes, family, n, i, j;
     Py_ssize_t nmsgs = 0, ndgrams = 0, nbytes = 0, ngso = 0, ngsodg = 0, calls = 0;
-    PyObject *items, *sources, *item, *payload, *dest, *src, *prev_dest, *nxt, *cm;
-    int nm, niov, sent, r, code = 0, eq;
-    Py_ssize_t size, total, length;
+    PyObject *items, *sources, *item, *payload, *dest, *src, *prev_dest, *cm;
+    int nm, niov, sent, r, code = 0;
+    Py_ssize_t size, total;
     uint16_t gso_size;
 
     (void)module;
@@ -1536,35 +1572,12 @@ send_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 m->msg_name = &names[nm];
                 prev_dest = dest;
             }
-            /* The group: gso_group's rule, bounded by the iovecs left. */
-            size = total = PyBytes_GET_SIZE(payload);
-            j = i + 1;
+            /* The group: gso_group's rule (bytes payloads only). */
             if (gso_limit > SB_IOVS - niov)
                 break; /* a whole group may not fit: send what is built (nm > 0) */
-            lim = gso_limit < n - i ? i + gso_limit : n;
-            while (size > 0 && j < lim) {
-                nxt = PyList_GET_ITEM(items, j);
-                if (!PyTuple_Check(nxt) || PyTuple_GET_SIZE(nxt) != 3 ||
-                    !PyBytes_CheckExact(PyTuple_GET_ITEM(nxt, 0)))
-                    break;
-                length = PyBytes_GET_SIZE(PyTuple_GET_ITEM(nxt, 0));
-                if (length == 0 || length > size || total + length > max_bytes)
-                    break;
-                if ((eq = same(PyTuple_GET_ITEM(nxt, 1), dest)) <= 0) {
-                    if (eq < 0)
-                        return NULL;
-                    break;
-                }
-                if ((eq = same(PyTuple_GET_ITEM(nxt, 2), src)) <= 0) {
-                    if (eq < 0)
-                        return NULL;
-                    break;
-                }
-                total += length;
-                j++;
-                if (length < size)
-                    break;
-            }
+            size = PyBytes_GET_SIZE(payload);
+            if ((j = gso_extent(items, i, gso_limit, max_bytes, 1, &total)) < 0)
+                return NULL;
             m->msg_iov = &iov[niov];
             m->msg_iovlen = (size_t)(j - i);
             for (Py_ssize_t k = i; k < j; k++) {
@@ -1601,8 +1614,10 @@ send_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         if (nm == 0)
             break; /* code says why */
-        /* Send them; a short count means the next message failed (its error
-         * is reported by the next call, which starts with it). */
+        /* Send them. A short count means the next message failed, and Linux
+         * dropped its error: the next call starts with it and meets the error
+         * again (a local error, e.g. EMSGSIZE, is then in the error queue
+         * twice; the caller merges the two). */
         sent = 0;
         while (sent < nm) {
             r = sendmmsg((int)fd, msgs + sent, (unsigned int)(nm - sent), 0);
@@ -1684,26 +1699,6 @@ fail:
     return NULL;
 }
 
-/* Append (view[start:end], source, local) to batch. 0, or -1 on error. */
-static int
-append_datagram(PyObject *batch, PyObject *view, Py_ssize_t start, Py_ssize_t end,
-                PyObject *source, PyObject *local)
-{
-    PyObject *piece, *item;
-    int rc;
-
-    piece = PySequence_GetSlice(view, start, end);
-    if (piece == NULL)
-        return -1;
-    item = PyTuple_Pack(3, piece, source, local);
-    Py_DECREF(piece);
-    if (item == NULL)
-        return -1;
-    rc = PyList_Append(batch, item);
-    Py_DECREF(item);
-    return rc;
-}
-
 PyDoc_STRVAR(recv_batch_doc,
 "recv_batch(fd, arena, window, slot, slots, budget, batch, gro, pktinfo_level,\n"
 "           pktinfo_type, locals, decode_local, addresses, max_bytes, expect, /)\n--\n\n"
@@ -1735,7 +1730,14 @@ recv_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t fd, window, slot, slots, budget, gro, plevel, ptype, max_bytes, expect;
     Py_ssize_t largest = 0;
     Py_ssize_t count = 0, used = 0, nmsgs = 0, nbytes = 0, trunc = 0, ngro = 0, ngrodg = 0;
-    Py_ssize_t calls = 0, vlen, base, end, segment, pos;
+    Py_ssize_t calls = 0, vlen, base, end, segment, pieces;
+    /* The last source and local address decoded, and what they were decoded from:
+     * consecutive datagrams of one flow reuse them without a lookup. */
+    PyObject *last_source = NULL, *last_local = NULL;
+    struct sockaddr_storage last_name;
+    socklen_t last_len = 0;
+    unsigned char last_pkt[64];
+    size_t last_pkt_len = 0;
     int r, k, code = 0;
     struct cmsghdr *c;
 
@@ -1816,46 +1818,55 @@ recv_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                     segment = v;
                 }
                 else if (c->cmsg_level == plevel && c->cmsg_type == ptype) {
-                    PyObject *key = PyBytes_FromStringAndSize((const char *)CMSG_DATA(c),
-                                                              (Py_ssize_t)dlen);
-                    PyObject *found;
-                    if (key == NULL)
-                        goto error_local;
-                    found = PyDict_GetItemWithError(locals, key);
-                    if (found != NULL)
-                        Py_INCREF(found);
-                    else if (!PyErr_Occurred())
-                        found = PyObject_CallOneArg(decode_local, key);
-                    Py_DECREF(key);
-                    if (found == NULL)
-                        goto error_local;
-                    Py_SETREF(local, found);
+                    if (last_local == NULL || dlen != last_pkt_len ||
+                        memcmp(CMSG_DATA(c), last_pkt, dlen) != 0) {
+                        PyObject *key = PyBytes_FromStringAndSize((const char *)CMSG_DATA(c),
+                                                                  (Py_ssize_t)dlen);
+                        PyObject *found;
+                        if (key == NULL)
+                            goto error_local;
+                        found = PyDict_GetItemWithError(locals, key);
+                        if (found != NULL)
+                            Py_INCREF(found);
+                        else if (!PyErr_Occurred())
+                            found = PyObject_CallOneArg(decode_local, key);
+                        Py_DECREF(key);
+                        if (found == NULL)
+                            goto error_local;
+                        Py_XSETREF(last_local, found);
+                        /* Longer data than the copy holds is looked up every time. */
+                        last_pkt_len = dlen <= sizeof(last_pkt) ? dlen : 0;
+                        memcpy(last_pkt, CMSG_DATA(c), last_pkt_len);
+                    }
+                    Py_SETREF(local, Py_NewRef(last_local));
                 }
             }
-            source = decode_addr(addresses, &names[k], m->msg_namelen);
-            if (source == NULL)
-                goto error_local;
+            /* A run of datagrams from one peer shares its address object. */
+            if (last_source == NULL || m->msg_namelen != last_len ||
+                memcmp(&names[k], &last_name, last_len) != 0) {
+                source = decode_addr(addresses, &names[k], m->msg_namelen);
+                if (source == NULL)
+                    goto error_local;
+                Py_XSETREF(last_source, source);
+                last_name = names[k];
+                last_len = m->msg_namelen;
+            }
             base = (slot + k) * window;
             end = base + len;
             nbytes += len;
-            if (!gro)
-                segment = 0;
-            if (segment > 0 && segment < len) {
+            if (gro && segment > 0 && segment < len) {
+                pieces = append_pieces(batch, view, base, end, segment, last_source, local);
+                if (pieces < 0)
+                    goto error_local;
                 ngro++;
-                for (pos = base; pos < end; pos += segment) {
-                    if (append_datagram(batch, view, pos, pos + segment < end ? pos + segment : end,
-                                        source, local) < 0)
-                        goto error_source;
-                    count++;
-                    ngrodg++;
-                }
+                ngrodg += pieces;
+                count += pieces;
             }
             else {
-                if (append_datagram(batch, view, base, end, source, local) < 0)
-                    goto error_source;
+                if (append_datagram(batch, view, base, end, last_source, local) < 0)
+                    goto error_local;
                 count++;
             }
-            Py_DECREF(source);
             Py_DECREF(local);
         }
         slot += r;
@@ -1864,14 +1875,16 @@ recv_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             break; /* the socket is drained: no call to meet EAGAIN */
     }
     PyBuffer_Release(&arena);
+    Py_XDECREF(last_source);
+    Py_XDECREF(last_local);
     return Py_BuildValue("(nnnnnnnnnn)", count, used, nmsgs, nbytes, trunc, ngro, ngrodg, calls,
                          (Py_ssize_t)code, largest);
-error_source:
-    Py_DECREF(source);
 error_local:
     Py_DECREF(local);
 error:
     PyBuffer_Release(&arena);
+    Py_XDECREF(last_source);
+    Py_XDECREF(last_local);
     return NULL;
 }
 #endif /* __linux__ */

@@ -1,7 +1,7 @@
 # Stub for the optional C extension built from rudp/_accel.c (see setup.py).
 # Arguments are any C-contiguous buffer; non-contiguous ones raise BufferError.
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rudp.aio.sockio import Address, ReceivedDatagram, SendItem
 from rudp.wire.segment import ParseError, Segment
@@ -76,3 +76,34 @@ def split_gro(
     /,
 ) -> int: ...
 def source_run(batch: list[ReceivedDatagram], start: int, /) -> tuple[int, list[memoryview]]: ...
+
+# Linux only (sendmmsg/recvmmsg); rudp.aio.sockio looks them up with getattr.
+def send_batch(
+    fd: int,
+    items: list[SendItem],
+    start: int,
+    connected: bool,
+    gso_limit: int,
+    gso_max_bytes: int,
+    sources: dict[Address, tuple[int, int, bytes]],
+    family: int,
+    /,
+) -> tuple[int, int, int, int, int, int, int, int]: ...
+def recv_batch(
+    fd: int,
+    arena: memoryview,
+    window: int,
+    slot: int,
+    slots: int,
+    budget: int,
+    batch: list[ReceivedDatagram],
+    gro: bool,
+    pktinfo_level: int,
+    pktinfo_type: int,
+    locals: dict[bytes, Address | None],
+    decode_local: Callable[[bytes], Address | None],
+    addresses: dict[bytes, Address],
+    max_bytes: int,
+    expect: int,
+    /,
+) -> tuple[int, int, int, int, int, int, int, int, int, int]: ...

@@ -622,30 +622,29 @@ class UdpSocketIO:
         nbytes_total = 0
         check_errqueue = False
         calls = 0
-        if features.mmsg and recv_batch is not None:
+        batched = recv_batch if features.mmsg else None
+        if batched is not None:
             # recvmmsg: the loop below in C, many datagrams per system call.
             key = self._pktinfo_key if features.pktinfo else None
             level, kind = key if key is not None else (-1, -1)
             slot = 0
             while count < budget and slot < budget and nbytes_total < RECV_BYTES:
-                n, used, msgs, nbytes, truncated, gro_msgs, gro_dgrams, ncalls, err, big = (
-                    recv_batch(
-                        self._fd,
-                        arena,
-                        RECV_WINDOW,
-                        slot,
-                        budget,
-                        budget - count,
-                        batch,
-                        features.gro,
-                        level,
-                        kind,
-                        self._local_cache,
-                        self._decode_pktinfo,
-                        self._addr_cache,
-                        RECV_BYTES - nbytes_total,
-                        self._rx_largest,
-                    )
+                n, used, msgs, nbytes, truncated, gro_msgs, gro_dgrams, ncalls, err, big = batched(
+                    self._fd,
+                    arena,
+                    RECV_WINDOW,
+                    slot,
+                    budget,
+                    budget - count,
+                    batch,
+                    features.gro,
+                    level,
+                    kind,
+                    self._local_cache,
+                    self._decode_pktinfo,
+                    self._addr_cache,
+                    RECV_BYTES - nbytes_total,
+                    self._rx_largest,
                 )
                 if big:
                     self._rx_largest = big
@@ -894,16 +893,17 @@ class UdpSocketIO:
         """Send ``items[start:]``; return the index of the first one not sent (EAGAIN)."""
         n = len(items)
         i = start
-        if self.features.mmsg and send_batch is not None:
-            stats = self.stats
-            connected = self._peer is not None
-            while i < n:
+        batched = send_batch if self.features.mmsg else None
+        stats = self.stats
+        while i < n:
+            failed = 0
+            if batched is not None:
                 # sendmmsg: the loop below in C, many messages per system call.
-                i, code, msgs, dgrams, nbytes, gso_msgs, gso_dgrams, calls = send_batch(
+                i, code, msgs, dgrams, nbytes, gso_msgs, gso_dgrams, calls = batched(
                     self._fd,
                     items,
                     i,
-                    connected,
+                    self._peer is not None,
                     GSO_MAX_SEGMENTS if self.features.gso else 1,
                     GSO_MAX_BYTES,
                     self._src_cmsg,
@@ -926,15 +926,10 @@ class UdpSocketIO:
                     assert src is not None
                     self._source_cmsg(src)  # fills the cache
                     continue
-                # An error (or an item only Python sends): this message the
-                # Python way, which handles errors, retries and GSO fallbacks.
-                j = self._send_message(items, i, code if code > 0 else 0)
-                if j < 0:
-                    return -1 - j
-                i = j
-            return n
-        while i < n:
-            j = self._send_message(items, i)
+                # The message at i goes the Python way, which handles errors,
+                # retries and GSO fallbacks (an errno: its first attempt's).
+                failed = max(code, 0)
+            j = self._send_message(items, i, failed)
             if j < 0:
                 return -1 - j
             i = j
