@@ -21,6 +21,7 @@ from .common import (
     HOST,
     LOOPS,
     MB,
+    NO_GSO,
     STACKS,
     TCP_HEADER,
     UDP_MAX_PAYLOAD,
@@ -46,8 +47,6 @@ DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
 #: Pause between measurements so sockets, TIME-WAIT and CPU settle.
 PAUSE_S = 0.2
 RR_SIZES = (64, 1024)
-#: Variant suffix of the rudp bulk cases run without UDP GSO/GRO.
-NO_GSO = "no-gso"
 #: Largest --mss whose segment (mss + 20) still fits one UDP datagram.
 MAX_MSS_ARG = UDP_MAX_PAYLOAD - TCP_HEADER
 

@@ -28,6 +28,8 @@ GB = 1_000_000_000
 KiB = 1024
 
 STACKS = ("rudp", "tcp", "aioquic", "udp", "udp-gso")
+#: Variant suffix of the rudp bulk cases run without UDP GSO/GRO.
+NO_GSO = "no-gso"
 LOOPS = ("asyncio", "uvloop")
 WORKLOADS = ("bulk", "rr", "setup", "idle")
 

@@ -180,7 +180,7 @@ def workload_table(
 
 def targets_table(targets: Sequence[Target]) -> Table:
     table = Table(
-        title=f"targets (rudp medians; {TARGET_LOOP} is the reference, other loops for info)",
+        title="targets (rudp medians; dim: not the target's reference loop)",
         title_justify="left",
     )
     table.add_column("loop")
@@ -191,7 +191,7 @@ def targets_table(targets: Sequence[Target]) -> Table:
     table.add_column("detail", style="dim")
     for t in targets:
         style = {True: "bold green", False: "bold red", None: "dim"}[t.passed]
-        if t.loop != TARGET_LOOP:
+        if not t.reference:
             style = "dim"
         table.add_row(
             t.loop,
