@@ -324,6 +324,12 @@ async def run_all(args: argparse.Namespace, console: Console) -> int:
         f"Python {machine['python']}, uvloop {machine['versions']['uvloop']}, "
         f"aioquic {machine['versions']['aioquic']}; {len(cases)} cases x {reps} reps"
     )
+    build = machine["rudp_build"]
+    if build is not None:
+        engine = "compiled engine" if build["compiled"] else "engine as sources"
+        console.print(f"[dim]rudp: {engine}, checksum in {build['checksum']}")
+        for warning in build["warnings"]:
+            console.print(f"[yellow]rudp import warning: {warning}")
     for note in notes:
         console.print(f"[dim]note: {note}")
     for name, reason in unavailable.items():

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
 import platform
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -56,6 +58,36 @@ def _git_commit(root: Path) -> str | None:
     return None
 
 
+_BUILD_PROBE = """
+import json, warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import rudp, rudp._compiled
+    from rudp.wire.checksum import IMPLEMENTATION
+print(json.dumps({"compiled": rudp._compiled.COMPILED, "checksum": IMPLEMENTATION,
+                  "warnings": [str(w.message) for w in caught]}))
+"""
+
+
+def rudp_build(root: Path) -> JSONDict | None:
+    """How rudp runs in a worker started from ``root``: its engine compiled (mypyc)
+    or as sources, its checksum in C or Python, and any warning its import gave
+    (a stale in-place build falls back to the sources with a RuntimeWarning).
+    Asked of a child process: the orchestrator does not import rudp."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _BUILD_PROBE],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        info: JSONDict = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+    return info
+
+
 def machine_info(root: Path) -> JSONDict:
     affinity: int | None = None
     with contextlib.suppress(AttributeError, OSError):
@@ -82,6 +114,7 @@ def machine_info(root: Path) -> JSONDict:
             "rich": _version("rich"),
         },
         "rudp_commit": _git_commit(root),
+        "rudp_build": rudp_build(root),
         "net_core_rmem_max": _read("/proc/sys/net/core/rmem_max"),
         "net_core_wmem_max": _read("/proc/sys/net/core/wmem_max"),
     }

@@ -43,6 +43,8 @@ def run_quick(tmp_path: Path, stacks: str) -> dict[str, Any]:
 def check_results(data: dict[str, Any], stacks: list[str]) -> None:
     machine = data["machine"]
     assert machine["python"] and machine["cpu_count"] and machine["date"]
+    build = machine["rudp_build"]  # how the workers' rudp runs, asked of a child process
+    assert build["checksum"] in ("c", "python") and isinstance(build["compiled"], bool)
     assert data["finished"]
     for stack in stacks:
         cases = [c for c in data["cases"] if c["stack"] == stack]
