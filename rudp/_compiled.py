@@ -33,13 +33,15 @@ from pathlib import Path
 from types import ModuleType
 
 #: Modules the mypyc build compiles (setup.py reads this tuple): the engine's
-#: per-segment paths and what they call. Their code must stay mypyc-compatible:
+#: per-segment paths and what they call, and the asyncio layer's per-datagram ones
+#: (the endpoint's dispatch and the socket I/O). Their code must stay mypyc-compatible:
 #: no weak references to their instances (a mypyc class has no ``__weakref__``;
 #: one derived from a Python class has, but mypyc 2.4 does not clear it when the
 #: object dies: rudp.engine.timewait reaches a compiled Connection through a plain
 #: link object instead), no monkeypatching, no subclasses outside the compiled set.
 #: Not compiled: timewait (its link must stay a plain Python class), the congestion
-#: controllers (the application may subclass them).
+#: controllers (the application may subclass them), the transport (asyncio's TLS
+#: layer and applications may hold weak references to it).
 MODULES: tuple[str, ...] = (
     "rudp.seq",
     "rudp.engine.buffers",
@@ -53,6 +55,8 @@ MODULES: tuple[str, ...] = (
     "rudp.engine.recovery.rack",
     "rudp.engine.recovery.rtt",
     "rudp.engine.recovery.scoreboard",
+    "rudp.aio.sockio",
+    "rudp.aio.endpoint",
 )
 #: The extension module holding the compiled code of every module in MODULES.
 SHARED_LIBRARY = "rudp._engine__mypyc"

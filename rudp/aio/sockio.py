@@ -312,34 +312,38 @@ class Features:
     mmsg: bool = False
 
 
+#: The counters of :class:`IOStats`, in the order of its snapshot.
+IOSTATS_FIELDS: Final[tuple[str, ...]] = (
+    "bytes_received",
+    "bytes_sent",
+    "datagrams_received",
+    "datagrams_sent",
+    "dropped_queue_full",
+    "eagain",
+    "errors_reported",
+    "errqueue_reads",
+    "gro_receives",
+    "gro_segments",
+    "gso_failures",
+    "gso_segments",
+    "gso_sends",
+    "pauses",
+    "queued_max",
+    "reader_wakeups",
+    "recv_calls",
+    "recv_errors",
+    "recvs",
+    "send_calls",
+    "send_errors",
+    "sends",
+    "truncated",
+)
+
+
 class IOStats:
     """Counters of one :class:`UdpSocketIO` (plain ints; ``as_dict()`` for a snapshot)."""
 
-    __slots__ = (
-        "bytes_received",
-        "bytes_sent",
-        "datagrams_received",
-        "datagrams_sent",
-        "dropped_queue_full",
-        "eagain",
-        "errors_reported",
-        "errqueue_reads",
-        "gro_receives",
-        "gro_segments",
-        "gso_failures",
-        "gso_segments",
-        "gso_sends",
-        "pauses",
-        "queued_max",
-        "reader_wakeups",
-        "recv_calls",
-        "recv_errors",
-        "recvs",
-        "send_calls",
-        "send_errors",
-        "sends",
-        "truncated",
-    )
+    __slots__ = IOSTATS_FIELDS
 
     def __init__(self) -> None:
         #: Messages sent (a datagram, or a GSO group), and what they carried.
@@ -381,7 +385,7 @@ class IOStats:
         self.errors_reported = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in IOSTATS_FIELDS}
 
 
 def _env_off(name: str) -> bool:
@@ -459,11 +463,11 @@ class UdpSocketIO:
         name = sock.getsockname()
         self._port: int = name[1] if self._ip else 0
         try:
-            peer: Address | None = sock.getpeername()
+            peer: Any = sock.getpeername()  # a path (str) for an AF_UNIX socket
         except OSError:
             peer = None
         #: The connected peer: destinations are ignored and errors are its.
-        self._peer = peer
+        self._peer: Any = peer
         self._pktinfo_key: tuple[int, int] | None = None
         self._probe(gso, gro, pktinfo, recverr, name)
         self._gso_cmsg: dict[int, tuple[int, int, bytes]] = {}
@@ -507,9 +511,7 @@ class UdpSocketIO:
             self._guard = loop.call_later(UVLOOP_ERRQUEUE_CHECK, self._check_errqueue)
 
     # ---------------------------------------------------------------- setup
-    def _probe(
-        self, gso: bool, gro: bool, pktinfo: bool | None, recverr: bool, name: Address
-    ) -> None:
+    def _probe(self, gso: bool, gro: bool, pktinfo: bool | None, recverr: bool, name: Any) -> None:
         """Enable what the system has and the caller wants (setsockopt probes)."""
         features = self.features
         if not (_LINUX and self._ip) or _env_off("RUDP_NO_CMSG"):
