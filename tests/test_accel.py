@@ -602,6 +602,7 @@ FALLBACK_MODULES = [
     "tests/test_sim_transfer.py",
     "tests/test_security.py",
     "tests/test_batching.py",
+    "tests/test_send_buffer.py",
     # The socket layer's Python loops (recvmsg_into, sendmsg) instead of recvmmsg/sendmmsg.
     "tests/test_sockio.py",
     # Patches the engine's classes, which it cannot do to the compiled ones.

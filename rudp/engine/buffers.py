@@ -1,8 +1,8 @@
 """The send buffer and the receive buffer with reassembly (RFC 9293 §3.10.7.4, seventh).
 
 Both are plain containers: sequence-number rules (windows, acceptability) stay in the
-connection. The connection's hot path reaches ``SendBuffer.data`` and
-``ReceiveBuffer.size`` directly.
+connection. The connection's hot path reaches ``SendBuffer.data`` (from ``head``)
+and ``ReceiveBuffer.size`` directly.
 """
 
 from __future__ import annotations
@@ -15,34 +15,91 @@ from ..seq import SEQ_MASK
 class SendBuffer:
     """Data accepted from the application and not yet acknowledged by the peer.
 
-    ``data[0]`` has sequence number ``seq``; sent and unsent data live together, the
-    connection's SND.UNA/SND.NXT say how far each got.
+    ``data[head:tail]`` holds it, ``data[head]`` has sequence number ``seq``; sent and
+    unsent data live together, the connection's SND.UNA/SND.NXT say how far each
+    got. The buffer has room after ``tail``: appending copies the new bytes in
+    place, and acknowledging only moves ``head``. When an append finds no room, the
+    held bytes move to the front (if that leaves at least half free) or to a buffer
+    twice the size needed: with a steady amount held, each byte is moved about once
+    more on average, never more than twice. (A bytearray trimmed at the front with
+    ``del`` and grown at the end copies all it holds each time it grows by an
+    eighth: measured at 11% of a bulk sender's CPU.) An emptied buffer is released:
+    an idle connection holds none.
     """
 
-    __slots__ = ("data", "seq")
+    __slots__ = ("data", "head", "seq", "tail")
 
     def __init__(self, seq: int) -> None:
         self.data = bytearray()
+        self.head = 0
+        self.tail = 0
         self.seq = seq
 
     def __len__(self) -> int:
-        return len(self.data)
+        return self.tail - self.head
 
     @property
     def end(self) -> int:
         """Sequence number just past the buffered data."""
-        return (self.seq + len(self.data)) & SEQ_MASK
+        return (self.seq + self.tail - self.head) & SEQ_MASK
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
-        self.data += data
+        src = memoryview(data)
+        n = src.nbytes
+        tail = self.tail
+        end = tail + n
+        if end > len(self.data):
+            tail = self._make_room(n)
+            end = tail + n
+        # Through a view of the buffer: one copy, in place (a bytearray's own slice
+        # assignment first copies anything but a bytearray into a temporary one).
+        view = memoryview(self.data)
+        try:
+            view[tail:end] = src.cast("B") if src.format != "B" or src.ndim != 1 else src
+        finally:
+            view.release()
+            src.release()
+        self.tail = end
+
+    def _make_room(self, n: int) -> int:
+        """Room for ``n`` more bytes after the held ones; returns the new tail."""
+        buf = self.data
+        head = self.head
+        live = self.tail - head
+        need = live + n
+        if need <= len(buf) // 2:
+            if live:
+                view = memoryview(buf)
+                try:
+                    view[:live] = view[head : head + live]
+                finally:
+                    view.release()
+        else:
+            grown = bytearray(2 * need)
+            if live:
+                view, into = memoryview(buf), memoryview(grown)
+                try:
+                    into[:live] = view[head : head + live]
+                finally:
+                    view.release()
+                    into.release()
+            self.data = grown
+        self.head = 0
+        self.tail = live
+        return live
 
     def acknowledge(self, n: int) -> None:
         """The first ``n`` bytes were acknowledged: drop them."""
-        del self.data[:n]
         self.seq = (self.seq + n) & SEQ_MASK
+        head = self.head + n
+        if head >= self.tail:
+            self.clear()
+        else:
+            self.head = head
 
     def clear(self) -> None:
-        self.data.clear()
+        self.data = bytearray()
+        self.head = self.tail = 0
 
 
 class ReceiveBuffer:

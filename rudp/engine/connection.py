@@ -559,7 +559,7 @@ class Connection:
     @property
     def send_buffered(self) -> int:
         """Bytes accepted by :meth:`send` and not yet acknowledged by the peer."""
-        return len(self._sndq.data)
+        return len(self._sndq)
 
     @property
     def writing_paused(self) -> bool:
@@ -625,7 +625,7 @@ class Connection:
         self.write_high = high
         self.write_low = low
         self._snd_buf_max = 0  # the application's limits: no send-buffer autotuning
-        size = len(self._sndq.data)
+        size = len(self._sndq)
         if size > high:
             self._writing_paused = True
         elif size <= low:
@@ -645,10 +645,10 @@ class Connection:
         if self.state in (S.CLOSED, S.TIME_WAIT, S.LAST_ACK, S.CLOSING, S.FIN_WAIT_1):
             raise BrokenPipeError(f"cannot send in state {self.state}")
         if data:
-            buf = self._sndq.data
-            buf += data
+            sndq = self._sndq
+            sndq.append(data)
             self.host.wake(self)
-            if len(buf) > self.write_high:
+            if len(sndq) > self.write_high:
                 self._writing_paused = True
         return self._writing_paused
 
@@ -868,7 +868,7 @@ class Connection:
             "lost_segments": lost_segs,
             "retrans_segments": retrans_segs,
             "outstanding_bytes": outstanding,
-            "notsent_bytes": max(0, len(self._sndq.data) - outstanding),
+            "notsent_bytes": max(0, len(self._sndq) - outstanding),
             "rto_backoff": rtt.backoff,
             "keepalive_probes_unanswered": self._ka_probes,
             "delivery_rate_app_limited": rec.rs.app_limited,
@@ -904,7 +904,7 @@ class Connection:
             "snd_wnd": self.snd_wnd,
             "rcv_wnd": self._advertised_window(),
             "snd_mss": self.snd_mss,
-            "send_buffered": len(self._sndq.data),
+            "send_buffered": len(self._sndq),
             "recv_buffered": self._rcvq.size,
             "ooo_bytes": self._rcvq.ooo_bytes,
             "segments_sent": self.segments_sent,
@@ -1559,7 +1559,7 @@ class Connection:
         if seq_gt(ack, self.snd_nxt):
             self.snd_nxt = ack
         sndq = self._sndq
-        buffered = len(sndq.data)
+        buffered = len(sndq)
         data_acked = acked
         if self._fin_sent and seq_gt(ack, (sndq.seq + buffered) & SEQ_MASK):
             data_acked -= 1  # the FIN's sequence number
@@ -1583,13 +1583,13 @@ class Connection:
             self._set_unacked_since(now)
             self._arm_tlp(now)
         self._update_window(seg)
-        if self._writing_paused and len(sndq.data) <= self.write_low:
+        if self._writing_paused and len(sndq) <= self.write_low:
             self._writing_paused = False
             self.host.writable(self)
-        if sndq.data or self._fin_queued:
+        if len(sndq) or self._fin_queued:
             self.host.wake(self)
         # Our FIN acknowledged?
-        if self._fin_sent and ack == self.snd_max and not sndq.data:
+        if self._fin_sent and ack == self.snd_max and not len(sndq):
             state = self.state
             if state is S.FIN_WAIT_1:
                 self.set_state(S.FIN_WAIT_2, now)
@@ -1668,7 +1668,7 @@ class Connection:
             return
         if self.snd_wnd > self.max_snd_wnd:
             self.max_snd_wnd = self.snd_wnd
-        if self.snd_wnd and (self._sndq.data or self._fin_queued):
+        if self.snd_wnd and (len(self._sndq) or self._fin_queued):
             self.host.wake(self)
 
     # ------------------------------------------------------ receive data path
@@ -1991,7 +1991,7 @@ class Connection:
     def _on_persist_timer(self, now: float) -> None:
         """Zero-window probe (RFC 9293 §3.8.6.1): seq = SND.UNA - 1 forces an ACK
         carrying the current window, as Linux's tcp_probe0 does."""
-        if self._sndq.data or self._fin_queued:
+        if len(self._sndq) or self._fin_queued:
             # RFC 1122 §4.2.2.17: stay open as long as the peer answers the probes;
             # give up only if nothing came back since the previous probe.
             if (
@@ -2090,7 +2090,7 @@ class Connection:
                 self._send_loss_probe(now)
             sb = self.recovery.sb
             if (
-                (len(self._sndq.data) and seq_lt(self.snd_max, self._sndq.end))
+                (len(self._sndq) and seq_lt(self.snd_max, self._sndq.end))
                 or sb.lost > sb.retrans
                 or (self._fin_queued and not self._fin_sent)
             ):
@@ -2298,14 +2298,15 @@ class Connection:
         sndq = self._sndq
         off = (seq - sndq.seq) & SEQ_MASK
         flags = ACK
-        if n and off + n == len(sndq.data):
+        if n and off + n == len(sndq):
             flags |= PSH
         if fin:
             flags |= FIN
         if n:
+            start = sndq.head + off
             mv = memoryview(sndq.data)
             try:
-                self._emit(now, seq, self.rcv_nxt, flags, mv[off : off + n])
+                self._emit(now, seq, self.rcv_nxt, flags, mv[start : start + n])
             finally:
                 mv.release()
             self.bytes_sent += n
@@ -2342,10 +2343,10 @@ class Connection:
             seq,
             ack,
             ACK,
-            ACK | PSH if off + n == len(sndq.data) else ACK,
+            ACK | PSH if off + n == len(sndq) else ACK,
             self._advertise(),
             sndq.data,
-            off,
+            sndq.head + off,
             mss,
             count,
             ((int(now * 1000) + self._ts_offset) & SEQ_MASK, self._ts_recent)
@@ -2426,7 +2427,7 @@ class Connection:
         sb = rec.sb
         mss = self.snd_mss
         sndq = self._sndq
-        buf_end = (sndq.seq + len(sndq.data)) & SEQ_MASK
+        buf_end = (sndq.seq + len(sndq)) & SEQ_MASK
         timers = self._timer_at
         cwnd = rec.send_window()
         in_flight = rec.in_flight(self._max_abs - self._una_abs)
