@@ -15,7 +15,7 @@ from rudp.seq import SEQ_MASK
 # An operation: ("append", payload, kind) or ("ack", fraction of what is held).
 appends = st.tuples(
     st.just("append"),
-    st.binary(min_size=0, max_size=5000),
+    st.one_of(st.binary(max_size=5000), st.binary(min_size=16000, max_size=20000)),
     st.sampled_from(["bytes", "bytearray", "memoryview", "array"]),
 )
 acks = st.tuples(st.just("ack"), st.floats(min_value=0.0, max_value=1.0), st.just(""))
