@@ -369,6 +369,19 @@ exact_args(const char *fname, Py_ssize_t nargs, Py_ssize_t expected)
     return -1;
 }
 
+/* Exactly `expected` positional arguments, the first one a list, else TypeError. */
+static int
+list_first_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                Py_ssize_t expected)
+{
+    if (exact_args(fname, nargs, expected) < 0)
+        return -1;
+    if (PyList_Check(args[0]))
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s() needs a list", fname);
+    return -1;
+}
+
 /* args[first], args[first + 1], ... (n of them) as Py_ssize_t, stored through
  * the n Py_ssize_t pointers that follow: integers or __index__, OverflowError
  * beyond the range. -1 with an exception set. */
@@ -1123,13 +1136,9 @@ gso_group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t start, limit, max_bytes, j, total;
 
     (void)module;
-    if (exact_args("gso_group", nargs, 4) < 0)
+    if (list_first_args("gso_group", args, nargs, 4) < 0)
         return NULL;
     items = args[0];
-    if (!PyList_Check(items)) {
-        PyErr_SetString(PyExc_TypeError, "gso_group() needs a list");
-        return NULL;
-    }
     if (ssize_args(args, 1, 3, &start, &limit, &max_bytes) < 0)
         return NULL;
     if (start < 0 || start >= PyList_GET_SIZE(items)) {
@@ -1190,12 +1199,8 @@ split_gro(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t start, end, segment, count;
 
     (void)module;
-    if (exact_args("split_gro", nargs, 7) < 0)
+    if (list_first_args("split_gro", args, nargs, 7) < 0)
         return NULL;
-    if (!PyList_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "split_gro() needs a list");
-        return NULL;
-    }
     if (ssize_args(args, 2, 3, &start, &end, &segment) < 0)
         return NULL;
     if (segment <= 0) {
@@ -1220,13 +1225,9 @@ source_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int eq;
 
     (void)module;
-    if (exact_args("source_run", nargs, 2) < 0)
+    if (list_first_args("source_run", args, nargs, 2) < 0)
         return NULL;
     batch = args[0];
-    if (!PyList_Check(batch)) {
-        PyErr_SetString(PyExc_TypeError, "source_run() needs a list");
-        return NULL;
-    }
     if (ssize_args(args, 1, 1, &start) < 0)
         return NULL;
     n = PyList_GET_SIZE(batch);

@@ -75,6 +75,14 @@ def have_ipv6() -> bool:
     return True
 
 
+#: IPv6 tests skip where the machine has no IPv6.
+NEEDS_IPV6 = pytest.mark.skipif(not have_ipv6(), reason="no IPv6")
+#: Runs a test on an IPv4 and an IPv6 loopback socket (``host``).
+BOTH_FAMILIES = pytest.mark.parametrize(
+    "host", ["127.0.0.1", pytest.param("::1", marks=NEEDS_IPV6)], ids=["ipv4", "ipv6"]
+)
+
+
 class Collector:
     """on_datagrams/on_error/on_writable callbacks that record and wake waiters."""
 
@@ -154,11 +162,7 @@ def pattern(dest: Any, other: Any) -> list[SendItem]:
     return items
 
 
-@pytest.mark.parametrize(
-    "host",
-    ["127.0.0.1", pytest.param("::1", marks=pytest.mark.skipif(not have_ipv6(), reason="no IPv6"))],
-    ids=["ipv4", "ipv6"],
-)
+@BOTH_FAMILIES
 async def test_gso_groups_and_gro_splits(host: str) -> None:
     c_tx, c_rx, c_other = Collector(), Collector(), Collector()
     rx = c_rx.io(udp(host))
@@ -337,8 +341,8 @@ def wait_socket_error(sock: socket.socket, timeout: float = 10) -> None:
     "host",
     [
         "127.0.0.1",
-        pytest.param("::1", marks=pytest.mark.skipif(not have_ipv6(), reason="no IPv6")),
-        pytest.param("::", marks=pytest.mark.skipif(not have_ipv6(), reason="no IPv6")),
+        pytest.param("::1", marks=NEEDS_IPV6),
+        pytest.param("::", marks=NEEDS_IPV6),
     ],
     ids=["ipv4", "ipv6", "dual-stack"],
 )

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_sockio import Collector, closed_port, have_ipv6, pattern, udp, wait_socket_error
+from test_sockio import BOTH_FAMILIES, Collector, closed_port, pattern, udp, wait_socket_error
 
 from rudp.aio import sockio
 from rudp.aio.sockio import SendItem, UdpSocketIO
@@ -39,11 +39,7 @@ def mmsg_io(c: Collector, sock: socket.socket, **kw: Any) -> UdpSocketIO:
     return io
 
 
-@pytest.mark.parametrize(
-    "host",
-    ["127.0.0.1", pytest.param("::1", marks=pytest.mark.skipif(not have_ipv6(), reason="no IPv6"))],
-    ids=["ipv4", "ipv6"],
-)
+@BOTH_FAMILIES
 async def test_many_datagrams_per_system_call_without_gso(host: str) -> None:
     """Without GSO/GRO each datagram is a message: one sendmmsg sends 64 of them,
     one recvmmsg reads what is queued (the reader was paused while they came)."""
