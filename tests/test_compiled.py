@@ -7,7 +7,6 @@ import importlib.machinery
 import os
 import subprocess
 import sys
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -113,68 +112,76 @@ def test_compiled_build_is_fresh() -> None:
     assert use and not stale
 
 
-class _Unreferenceable:
-    """Stands in for a compiled Connection: no ``__weakref__``."""
-
-    __slots__ = ("closed", "time_wait_link")
-
-    def __init__(self) -> None:
-        self.time_wait_link: object | None = None
-        self.closed = False
-
-    def time_wait_ended(self, now: float) -> None:
-        self.closed = True
-
-
-def test_time_wait_reaches_a_connection_without_weak_references_and_never_keeps_it() -> None:
-    from rudp.engine.timewait import _conn_ref
-
-    conn = _Unreferenceable()
-    with pytest.raises(TypeError):
-        weakref.ref(conn)
-    ref = _conn_ref(conn)  # type: ignore[arg-type]
-    assert ref() is conn and conn.time_wait_link is not None
-    # The application lets it go: the connection and its link are collected.
-    alive = weakref.ref(conn.time_wait_link)
-    del conn
-    gc.collect()
-    assert alive() is None and ref() is None
-
-
-def test_time_wait_end_closes_a_held_connection_and_breaks_the_link() -> None:
+def _closed_pair() -> tuple[Any, Any]:
+    """Two engines whose connection has been closed by both sides: the active
+    closer's is in TIME-WAIT, compacted into a record."""
     import rudp
-    from rudp.engine import Endpoint, State
+    from rudp.engine import Endpoint
 
     ep_a, ep_b = Endpoint(rudp.Config(), seed=1), Endpoint(rudp.Config(), seed=2)
     ep_b.listen(80)
     a, b = ("10.0.0.1", 1), ("10.0.0.2", 2)
-    now = 0.0
 
     def pump() -> None:
         for _ in range(20):
-            out_a, out_b = ep_a.datagrams_to_send(now), ep_b.datagrams_to_send(now)
+            out_a, out_b = ep_a.datagrams_to_send(0.0), ep_b.datagrams_to_send(0.0)
             for data, _ in out_a:
-                ep_b.receive_datagram(data, a, now)
+                ep_b.receive_datagram(data, a, 0.0)
             for data, _ in out_b:
-                ep_a.receive_datagram(data, b, now)
+                ep_a.receive_datagram(data, b, 0.0)
             while ep_a.next_event() is not None or ep_b.next_event() is not None:
                 pass
             if not out_a and not out_b:
                 return
 
-    conn = ep_a.connect(b, 80, now)
+    conn = ep_a.connect(b, 80, 0.0)
     pump()
     (server,) = [c for c in ep_b.connections.values() if c is not conn]
-    conn.close(now)
+    conn.close(0.0)
     pump()
-    server.close(now)  # type: ignore[union-attr]
+    server.close(0.0)  # type: ignore[union-attr]
     pump()
+    return ep_a, conn
+
+
+def test_time_wait_end_closes_a_held_connection() -> None:
+    import rudp
+    from rudp.engine import State
+
+    ep_a, conn = _closed_pair()
     assert conn.state is State.TIME_WAIT
     assert type(ep_a.connections[conn.key]).__name__ == "TimeWait"  # compacted
-    now = 2 * rudp.Config().msl + 1
-    ep_a.handle_timer(now)
-    assert conn.state is State.CLOSED and conn.time_wait_link is None
+    ep_a.handle_timer(2 * rudp.Config().msl - 1)
+    assert conn.state is State.TIME_WAIT
+    ep_a.handle_timer(2 * rudp.Config().msl + 1)
+    assert conn.state is State.CLOSED
     assert conn.key not in ep_a.connections
+    assert "CLOSED" in repr(conn) and conn.stats()["state"] == State.CLOSED.value
+
+
+def test_a_connection_in_time_wait_is_freed_by_its_last_reference() -> None:
+    """The compact record never keeps the connection, and nothing forms a cycle
+    with it: dropping it frees it at once, without the garbage collector (which
+    would otherwise have to find every short connection's whole object graph)."""
+    from rudp.engine import Connection
+
+    ep_a, conn = _closed_pair()
+    record = ep_a.connections[conn.key]
+    assert type(record).__name__ == "TimeWait"
+    assert not any(r is conn for r in gc.get_referents(record))
+    ep_a.handle_timer(5.0)  # stale timer-heap entries for it pop (lazy deletion)
+    assert sys.getrefcount(conn) == 2  # ours and the call's: the engine let it go
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        del conn
+        gc.collect()
+        assert not [o for o in gc.garbage if isinstance(o, Connection)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
 
 
 def _setup_namespace(monkeypatch: pytest.MonkeyPatch, mypycify: Any) -> dict[str, Any]:

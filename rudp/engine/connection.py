@@ -206,6 +206,18 @@ class ConnectionHost(Protocol):
         over: the host may replace it by a compact record after its next flush."""
 
 
+class Handoff:
+    """What a connection and the compact TIME-WAIT record that replaces it share:
+    when TIME-WAIT ended (None while it lasts). Neither refers to the other, so the
+    record never keeps the connection alive and the application's last reference
+    frees it at once (no reference cycle left for the garbage collector)."""
+
+    __slots__ = ("ended_at",)
+
+    def __init__(self) -> None:
+        self.ended_at: float | None = None
+
+
 class Connection:
     """A TCP connection (RFC 9293) inside an :class:`~rudp.engine.Endpoint`.
 
@@ -231,6 +243,7 @@ class Connection:
         "_fin_queued",
         "_fin_rcvd_abs",
         "_fin_sent",
+        "_handoff",
         "_ka_probes",
         "_last_ack_sent",
         "_last_rx",
@@ -267,6 +280,7 @@ class Connection:
         "_sack_recent",
         "_snd_buf_max",
         "_sndq",
+        "_state",
         "_syn_pending",
         "_syn_time",
         "_syn_timed",
@@ -335,8 +349,6 @@ class Connection:
         "snd_wl2",
         "snd_wnd",
         "snd_wscale",
-        "state",
-        "time_wait_link",
         "ts_missing_drops",
         "window_probes",
         "write_high",
@@ -369,7 +381,7 @@ class Connection:
         self.key = (addr, local_port, remote_port)
         self.listener_port = listener_port  # set for passive opens
         self.name = f"{addr[0]}:{addr[1]}/{local_port}>{remote_port}"
-        self.state = S.CLOSED
+        self._state = S.CLOSED
         self.error: BaseException | None = None
 
         # --- send sequence variables (RFC 9293 §3.3.1) ---
@@ -453,9 +465,9 @@ class Connection:
         self.deadline = INF
         #: Owned by the host: the deadline it has scheduled for this connection.
         self.sched_at = INF
-        #: Owned by the host: what lets a compact TIME-WAIT record reach this
-        #: connection when it cannot take a weak reference (rudp.engine.timewait).
-        self.time_wait_link: object | None = None
+        #: Shared with the compact TIME-WAIT record that replaces this connection
+        #: (set by :meth:`detach`).
+        self._handoff: Handoff | None = None
 
         # --- RTT, RTO, loss recovery, congestion control ---
         self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max)
@@ -533,12 +545,12 @@ class Connection:
     # ------------------------------------------------------------------ state
     def set_state(self, new: State, now: float) -> None:
         """The only place a connection changes state (logged as ``old => new``)."""
-        old = self.state
+        old = self._state
         if old is new:
             return
         if (old, new) not in TRANSITIONS:
             raise AssertionError(f"illegal transition {old} => {new}")
-        self.state = new
+        self._state = new
         if log.debug_enabled:
             log.logger.debug("state", conn=self.name, old=str(old), new=str(new), t=now)
 
@@ -596,18 +608,30 @@ class Connection:
         """When TIME-WAIT ends (inf unless in TIME-WAIT)."""
         return self._timer_at[_T_TIME_WAIT]
 
-    def detach(self) -> None:
-        """Host API: the host replaced this connection by a compact TIME-WAIT record;
-        this object stops running timers (its state stays TIME-WAIT)."""
+    def detach(self) -> Handoff:
+        """Host API: the host replaces this connection by a compact TIME-WAIT record
+        (:class:`~rudp.engine.timewait.TimeWait`). This object stops running timers;
+        its state stays TIME-WAIT until the record marks the returned
+        :class:`Handoff` ended, then reads CLOSED."""
         timers = self._timer_at
         for i in range(_N_TIMERS):
             timers[i] = INF
         self.deadline = INF
+        handoff = self._handoff = Handoff()
+        return handoff
 
-    def time_wait_ended(self, now: float) -> None:
-        """Host API: the compact TIME-WAIT record that replaced this connection ended."""
-        if self.state is S.TIME_WAIT:
-            self.set_state(S.CLOSED, now)
+    @property
+    def state(self) -> State:
+        """The RFC 9293 state (CLOSED once a compact TIME-WAIT record that replaced
+        this connection has ended)."""
+        state = self._state
+        if state is S.TIME_WAIT:
+            handoff = self._handoff
+            if handoff is not None and handoff.ended_at is not None:
+                self._handoff = None
+                self.set_state(S.CLOSED, handoff.ended_at)
+                return S.CLOSED
+        return state
 
     @property
     def fast_retransmits(self) -> int:
@@ -642,7 +666,7 @@ class Connection:
             raise self.error
         if self._write_closed:
             raise BrokenPipeError("cannot send after shutdown()/close()")
-        if self.state in (S.CLOSED, S.TIME_WAIT, S.LAST_ACK, S.CLOSING, S.FIN_WAIT_1):
+        if self._state in (S.CLOSED, S.TIME_WAIT, S.LAST_ACK, S.CLOSING, S.FIN_WAIT_1):
             raise BrokenPipeError(f"cannot send in state {self.state}")
         if data:
             sndq = self._sndq
@@ -682,9 +706,9 @@ class Connection:
     def _after_read(self, free_before: int) -> None:
         """The application took data: autotune the buffer, reopen the window."""
         rcvq = self._rcvq
-        if self._rcv_buf_max > self.rcv_buf and self.state in SYNCHRONIZED:
+        if self._rcv_buf_max > self.rcv_buf and self._state in SYNCHRONIZED:
             self._rcv_space_adjust()
-        if self.state in SYNCHRONIZED and not self._peer_fin:
+        if self._state in SYNCHRONIZED and not self._peer_fin:
             # Window update when the right edge can move by >= min(MSS, buf/2), the
             # currently advertised window has fallen below half the largest we can
             # offer (the buffer, or what the window field can carry), and it was
@@ -773,10 +797,10 @@ class Connection:
             raise self.error
         if self._write_closed:
             return
-        if self.state in (S.CLOSED, S.LISTEN):
-            raise InvalidStateError(f"shutdown() in state {self.state}")
+        if self._state in (S.CLOSED, S.LISTEN):
+            raise InvalidStateError(f"shutdown() in state {self._state}")
         self._write_closed = True
-        if self.state is S.SYN_SENT:
+        if self._state is S.SYN_SENT:
             # Nothing sent yet: RFC 9293 §3.10.4 says delete the TCB.
             self._terminate(now, None)
             return
@@ -784,9 +808,9 @@ class Connection:
         # In SYN-RECEIVED the FIN waits for ESTABLISHED (RFC 9293 §3.10.4 CLOSE:
         # "queue for processing after entering ESTABLISHED"), so the ACK of our SYN
         # is taken as such (the fifth check, SYN-RECEIVED) and never as data.
-        if self.state is S.ESTABLISHED:
+        if self._state is S.ESTABLISHED:
             self.set_state(S.FIN_WAIT_1, now)
-        elif self.state is S.CLOSE_WAIT:
+        elif self._state is S.CLOSE_WAIT:
             self.set_state(S.LAST_ACK, now)
         self.host.wake(self)
 
@@ -800,13 +824,13 @@ class Connection:
             return
         self._read_closed = True
         self._adv_nxt = -1  # the advertised window no longer depends on reading
-        if self._rcvq.size and self.state in SYNCHRONIZED:
+        if self._rcvq.size and self._state in SYNCHRONIZED:
             self._rcvq.discard()
             self.abort(now)
             return
         if not self._write_closed:
             self.shutdown(now)
-        if self.state is S.FIN_WAIT_2:
+        if self._state is S.FIN_WAIT_2:
             self._timer_at[_T_FIN_WAIT_2] = now + FIN_WAIT_2_TIMEOUT
             self._report_done()
         self._update_deadline()
@@ -815,8 +839,8 @@ class Connection:
         """Reset the connection: send RST (in synchronized states) and drop everything."""
         if self.state is S.CLOSED:
             return
-        if self.state is not S.TIME_WAIT and (
-            self.state in SYNCHRONIZED or self.state is S.SYN_RECEIVED
+        if self._state is not S.TIME_WAIT and (
+            self._state in SYNCHRONIZED or self._state is S.SYN_RECEIVED
         ):
             self._rst = (self.snd_max, self.rcv_nxt, RST | ACK)
             self.host.wake(self)
@@ -953,7 +977,7 @@ class Connection:
         self.rcv_nxt = (seg.seq + 1) & SEQ_MASK
         self._rcv_nxt_abs = 0
         self._take_syn_options(seg, now)
-        self.state = S.LISTEN  # born from the listener's LISTEN
+        self._state = S.LISTEN  # born from the listener's LISTEN
         self.set_state(S.SYN_RECEIVED, now)
         self._update_window(seg, initial=True)
         self._start_syn(now)
@@ -968,7 +992,7 @@ class Connection:
         self.rcv_nxt = (syn.seq + 1) & SEQ_MASK
         self._rcv_nxt_abs = 0
         self._take_syn_options(syn, now)
-        self.state = S.LISTEN  # born from the listener's LISTEN
+        self._state = S.LISTEN  # born from the listener's LISTEN
         self.set_state(S.SYN_RECEIVED, now)
         self._update_window(syn, initial=True)
         self.snd_nxt = self.snd_max = (self.iss + 1) & SEQ_MASK
@@ -1034,9 +1058,9 @@ class Connection:
         segment (no SYN/RST); its sequence number exactly RCV.NXT and its ACK within
         [SND.UNA, SND.MAX]; with timestamps, a TSval passing PAWS and a TSecr that is
         one of ours from the last two minutes."""
-        if not self.config.migration or self.state not in SYNCHRONIZED:
+        if not self.config.migration or self._state not in SYNCHRONIZED:
             return False
-        if self.state is S.TIME_WAIT:
+        if self._state is S.TIME_WAIT:
             return False
         flags = seg.flags
         if flags & (SYN | RST) or not flags & ACK:
@@ -1118,7 +1142,7 @@ class Connection:
         if not self._validated:
             self._amp_rx += size
         try:
-            if self.state is _SYN_SENT:
+            if self._state is _SYN_SENT:
                 self._on_segment_syn_sent(seg, now)
             else:
                 self._on_segment_synchronized(seg, now)
@@ -1179,7 +1203,7 @@ class Connection:
         then True; otherwise nothing is done and False returned (the host hands the
         segments to :meth:`receive` one at a time)."""
         if not (
-            self.state is _ESTABLISHED
+            self._state is _ESTABLISHED
             and self._validated
             and not self._read_closed
             and len(seg.payload) <= self._rcv_adv_abs - self._rcv_nxt_abs
@@ -1194,7 +1218,7 @@ class Connection:
         self._process_ack(seg, now)
         if self.snd_wl1 == seg.seq and self.snd_wl2 == seg.ack:
             self.snd_wl1 = last_seq
-        if self.state is _ESTABLISHED:
+        if self._state is _ESTABLISHED:
             if seg_size > self._rcv_mss:
                 # tcp_measure_rcv_mss: Linux measures a GRO packet by its gso_size.
                 self._rcv_mss = min(seg_size, self.config.mss)
@@ -1366,7 +1390,7 @@ class Connection:
     def _on_segment_synchronized(self, seg: Segment, now: float) -> None:
         """RFC 9293 §3.10.7.4: SYN-RECEIVED and every synchronized state."""
         flags = seg.flags
-        state = self.state
+        state = self._state
         ts = seg.ts
 
         if state is _ESTABLISHED and self._predicted(seg):
@@ -1374,7 +1398,7 @@ class Connection:
             if n <= self._rcv_adv_abs - self._rcv_nxt_abs:
                 self._predicted_arrived(seg, now)
                 self._process_ack(seg, now)
-                if self.state is not _ESTABLISHED:
+                if self._state is not _ESTABLISHED:
                     return
                 if n:
                     self._accept_in_order(seg.payload, now)
@@ -1493,16 +1517,16 @@ class Connection:
                     # close() arrived in SYN-RECEIVED: now FIN-WAIT-1 (§3.10.4).
                     self.set_state(S.FIN_WAIT_1, now)
                     self.host.wake(self)
-                state = self.state
+                state = self._state
             else:
                 # <SEQ=SEG.ACK><CTL=RST>
                 self._send_rst(seg.ack, 0, RST)
                 return
         else:
             self._process_ack(seg, now)
-            if self.state is S.CLOSED:
+            if self._state is S.CLOSED:
                 return
-            state = self.state
+            state = self._state
         if state is S.TIME_WAIT:
             if flags & FIN:
                 self._timer_at[_T_TIME_WAIT] = now + 2 * self.config.msl
@@ -1590,7 +1614,7 @@ class Connection:
             self.host.wake(self)
         # Our FIN acknowledged?
         if self._fin_sent and ack == self.snd_max and not len(sndq):
-            state = self.state
+            state = self._state
             if state is S.FIN_WAIT_1:
                 self.set_state(S.FIN_WAIT_2, now)
                 if self._read_closed:
@@ -1710,7 +1734,7 @@ class Connection:
 
     def _process_text_and_fin(self, seg: Segment, now: float) -> None:
         """RFC 9293 §3.10.7.4 seventh (segment text) and eighth (FIN) checks."""
-        state = self.state
+        state = self._state
         payload = seg.payload
         fin_waited = self._fin_rcvd_abs is not None  # a FIN that came out of order
         # The text of a SYN,ACK follows the SYN's sequence number (RFC 9293 §3.4).
@@ -1835,7 +1859,7 @@ class Connection:
         self._rcv_nxt_abs += 1
         self.rcv_nxt = (self.rcv_nxt + 1) & SEQ_MASK
         self._peer_fin = True
-        state = self.state
+        state = self._state
         if state in (S.ESTABLISHED, S.SYN_RECEIVED):
             # The passive close: the application usually answers the end of the
             # stream by closing, and our FIN then carries this ACK. So, as Linux
@@ -1857,7 +1881,7 @@ class Connection:
             self._enter_time_wait(now)
 
     def _enter_time_wait(self, now: float) -> None:
-        if self.state in (S.FIN_WAIT_1, S.FIN_WAIT_2) and not self._read_closed:
+        if self._state in (S.FIN_WAIT_1, S.FIN_WAIT_2) and not self._read_closed:
             self.host.peer_closed(self)
         self.set_state(S.TIME_WAIT, now)
         timers = self._timer_at
@@ -1900,7 +1924,7 @@ class Connection:
             if timers[t] <= now:
                 timers[t] = INF
                 getattr(self, handler)(now)
-                if self.state is S.CLOSED:
+                if self._state is S.CLOSED:
                     return
         self._update_deadline()
 
@@ -1908,14 +1932,14 @@ class Connection:
         self._terminate(now, None)
 
     def _on_fin_wait_2_timer(self, now: float) -> None:
-        if self.state is S.FIN_WAIT_2:
+        if self._state is S.FIN_WAIT_2:
             self._terminate(now, None)
 
     def _on_user_timeout_timer(self, now: float) -> None:
         # RFC 9293 §3.8.3: the user timeout fires on time, not at the next RTO; it
         # concerns retransmitted data, not the opening handshake.
         since = self._unacked_since
-        if since is None or self._timer_at[_T_RTO] == INF or self.state in _HANDSHAKE_STATES:
+        if since is None or self._timer_at[_T_RTO] == INF or self._state in _HANDSHAKE_STATES:
             return
         ut = self.config.user_timeout
         due = since + ut  # the deadline itself: (since + ut) - since may be < ut
@@ -1928,7 +1952,7 @@ class Connection:
 
     def _on_rto_timer(self, now: float) -> None:
         """The retransmission timer expired (RFC 6298 §5.4-5.7)."""
-        state = self.state
+        state = self._state
         self.rto_expiries += 1
         self._retries += 1
         self._syn_timed = False  # Karn
@@ -2011,7 +2035,7 @@ class Connection:
         ``keepalive_idle`` after the last segment received (plus one interval per
         unanswered probe), and only while nothing is outstanding."""
         cfg = self.config
-        state = self.state
+        state = self._state
         if not cfg.keepalive or state is S.TIME_WAIT:
             return
         if state not in _KEEPALIVE_STATES or self.snd_una != self.snd_max:
@@ -2070,7 +2094,7 @@ class Connection:
         if rst is not None:
             self._rst = None
             self._emit(now, rst[0], rst[1], rst[2])
-        state = self.state
+        state = self._state
         if state is S.CLOSED:
             return
         if self._syn_pending:
@@ -2226,7 +2250,7 @@ class Connection:
         cfg = self.config
         flags = SYN
         ack = 0
-        if self.state is S.SYN_RECEIVED:
+        if self._state is S.SYN_RECEIVED:
             flags |= ACK
             ack = self.rcv_nxt
             ws = self.rcv_wscale if self._rcv_wscale_ok else None
@@ -2597,12 +2621,12 @@ class Connection:
 
     def _terminate(self, now: float, error: BaseException | None, report: bool = True) -> None:
         """Move to CLOSED, release everything, and report ``error`` (None = orderly)."""
-        if self.state is S.CLOSED:
+        if self._state is S.CLOSED:
             return
         if error is not None and self.error is None:
             self.error = error
             if log.info_enabled:
-                log.logger.info("abort", conn=self.name, state=str(self.state), error=repr(error))
+                log.logger.info("abort", conn=self.name, state=str(self._state), error=repr(error))
         self.set_state(S.CLOSED, now)
         timers = self._timer_at
         for i in range(_N_TIMERS):  # not ``for t in Timer``: that runs enum code

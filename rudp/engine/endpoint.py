@@ -644,7 +644,6 @@ class Endpoint:
                 continue
             self._retire_counters(conn)
             tw = TimeWait(conn, self, conn.time_wait_until)
-            conn.detach()
             self.connections[conn.key] = tw
             self._unindex_ports(conn, tw)
             self._dirty.pop(conn, None)

@@ -11,8 +11,6 @@ client's short connections cost little while they wait.
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..seq import SEQ_MASK, seq_lt
@@ -41,35 +39,6 @@ class TimeWaitHost(Protocol):
 OOW_ACK_INTERVAL = 0.5
 
 
-class _Link:
-    """The way from a record to a connection that cannot be weakly referenced (the
-    engine compiled with mypyc, whose classes have no ``__weakref__``): the
-    connection keeps this plain object and the object keeps the connection; the
-    record keeps only a weak reference to it. So the record never keeps the
-    connection alive: once the application lets the connection go, the pair is
-    cyclic garbage for the collector; if it is still held when TIME-WAIT ends,
-    the record breaks the cycle."""
-
-    __slots__ = ("__weakref__", "conn")
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn: Connection | None = conn
-
-    def __call__(self) -> Connection | None:
-        return self.conn
-
-
-def _conn_ref(conn: Connection) -> Callable[[], Connection | None]:
-    """A weak reference to ``conn``, directly or through a :class:`_Link`."""
-    try:
-        return weakref.ref(conn)
-    except TypeError:  # compiled: no weak references to a Connection
-        link = _Link(conn)
-        conn.time_wait_link = link
-        ref = weakref.ref(link)
-        return lambda: None if (held := ref()) is None else held()
-
-
 class TimeWait:
     """The TIME-WAIT of one identity. Host API as :class:`Connection`'s: ``receive``,
     ``handle_timer``, ``flush``, ``discard``, ``deadline``/``sched_at``, ``state``."""
@@ -77,7 +46,7 @@ class TimeWait:
     __slots__ = (
         "_ack_owed",
         "_checksum",
-        "_conn",
+        "_handoff",
         "_oow_ack_at",
         "_out",
         "_wnd",
@@ -106,8 +75,9 @@ class TimeWait:
     def __init__(self, conn: Connection, host: TimeWaitHost, expires: float) -> None:
         self.host = host
         self._out = host.output
-        # The application may still hold the connection: it reaches CLOSED with us.
-        self._conn = _conn_ref(conn)
+        # The application may still hold the connection: it reads CLOSED once we
+        # mark the handoff ended. No reference to it is kept (rudp.engine.Handoff).
+        self._handoff = conn.detach()
         self.addr = conn.addr
         self.key = conn.key
         self.name = conn.name
@@ -167,10 +137,7 @@ class TimeWait:
 
     def _end(self, now: float) -> None:
         self.deadline = INF
-        conn = self._conn()
-        if conn is not None:
-            conn.time_wait_ended(now)
-            conn.time_wait_link = None
+        self._handoff.ended_at = now
         self.host.released(self)
 
     def flush(self, now: float) -> None:
