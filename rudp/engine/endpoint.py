@@ -80,6 +80,9 @@ ANY_PORT = 0
 #: An identity in TIME-WAIT may be reused for an active open after this long, if the
 #: old connection used timestamps (Linux tcp_tw_reuse waits one second).
 TW_REUSE_DELAY = 1.0
+#: Ephemeral port selection (RFC 6056 §3.3.4): destinations with a cursor of their
+#: own (the table is cleared when full).
+PORT_CURSORS = 1024
 #: RSTs to addresses with no connection: at most this many per second, in bursts of
 #: at most :data:`RST_BURST` (FreeBSD's default ``icmplim``, which also bounds its
 #: RSTs); the rest are counted in ``rst_rate_limited``.
@@ -224,6 +227,11 @@ class Endpoint:
         self._rst_time = float("-inf")
         self._seed = seed
         self._rng: random.Random | None = None  # created on first use (ephemeral ports)
+        #: The range (inclusive) active opens take local ports from, as Linux's
+        #: ``ip_local_port_range``; settable.
+        self.ephemeral_ports: tuple[int, int] = EPHEMERAL_PORTS
+        #: Per destination, where the next ephemeral port search starts (RFC 6056).
+        self._port_cursor: dict[tuple[Address, int], int] = {}
         #: Datagrams waiting for :meth:`datagrams_to_send` (drained in place).
         self.output: list[tuple[bytes, Address]] = []
         self._dirty: dict[Held, None] = {}
@@ -677,35 +685,45 @@ class Endpoint:
     # ------------------------------------------------------------- internals
     def _pick_port(self, addr: Address, remote_port: int, now: float) -> int:
         """An ephemeral TCP port whose identity towards ``addr``/``remote_port`` is
-        free. When every port is held, an identity in TIME-WAIT may be reused if the
-        old connection used timestamps and ended over a second ago (Linux's
-        ``tcp_tw_reuse``): our new SYN's timestamp and ISN are then above anything
-        the old incarnation sent, so the peer tells them apart (RFC 6191)."""
-        lo, hi = EPHEMERAL_PORTS
-        if self._rng is None:
-            self._rng = random.Random(self._seed)
-        connections = self.connections
-        for _ in range(64):
-            port = self._rng.randint(lo, hi)
-            if (addr, port, remote_port) not in connections:
-                return port
-        # One pass from a random start: the first free identity, or one in TIME-WAIT
-        # that may be reused.
-        start = self._rng.randint(lo, hi)
+        free, chosen as RFC 6056 §3.3.4 ("double-hash port selection") and Linux's
+        ``__inet_hash_connect`` do: each destination starts at its own random offset
+        into the range and moves on through it, so the next port tried is the one that
+        destination used longest ago. An identity in TIME-WAIT is reused when the old
+        connection used timestamps and ended over a second ago (Linux's
+        ``tcp_tw_reuse``): our new SYN's timestamp and ISN are then above anything the
+        old incarnation sent, so the peer tells them apart (RFC 6191). With the ports
+        cycling in order that is the first port tried once the range is spent, where
+        random probing would have to search the whole range for it."""
+        lo, hi = self.ephemeral_ports
         span = hi - lo + 1
+        rng = self._rng
+        if rng is None:
+            rng = self._rng = random.Random(self._seed)
+        dest = (addr, remote_port)
+        cursors = self._port_cursor
+        start = cursors.get(dest)
+        if start is None:
+            if len(cursors) >= PORT_CURSORS:
+                cursors.clear()  # bounded: a destination seen again starts afresh
+            start = rng.randrange(span)
+        connections = self.connections
         for i in range(span):
-            port = lo + (start - lo + i) % span
+            port = lo + (start + i) % span
             held = connections.get((addr, port, remote_port))
-            if held is None:
-                return port
-            if (
-                isinstance(held, TimeWait)
-                and held.timestamps_ok
-                and now - held.entered >= TW_REUSE_DELAY
-            ):
+            if held is not None:
+                if not (
+                    isinstance(held, TimeWait)
+                    and held.timestamps_ok
+                    and now - held.entered >= TW_REUSE_DELAY
+                ):
+                    continue
                 held.discard(now)
                 self.counters["time_wait_reused"] += 1
-                return port
+            # RFC 6056's table entry counts every port tried. (Linux adds a small
+            # random step since 5.18 against tracking through its table shared by
+            # hashed destinations; these cursors are not shared.)
+            cursors[dest] = (start + i + 1) % span
+            return port
         raise AddressInUseError(f"no free local port towards {addr} port {remote_port}")
 
     def _ts_offset(self, key: ConnKey) -> int:
