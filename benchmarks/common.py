@@ -14,9 +14,11 @@ import math
 import os
 import resource
 import socket
+import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 JSONDict = dict[str, Any]
 
@@ -48,6 +50,21 @@ QUIC_DATAGRAM_OVERHEAD = 28
 #: Socket buffer size requested for the UDP peer and aioquic sockets; rudp asks
 #: for the same (rudp.aio.api.SOCKET_BUFFER), so no stack gets bigger buffers.
 SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+T = TypeVar("T")
+
+
+async def bounded(aw: Awaitable[T], timeout: float) -> T:
+    """``await aw`` for at most ``timeout`` seconds (TimeoutError after). On Python
+    3.11+ with ``asyncio.timeout``, in the caller's task; ``asyncio.wait_for``
+    before 3.12 wraps ``aw`` in a task of its own, which costs every stack a task
+    and a loop iteration per call and delays what the stack does right after
+    (a connect's first write then leaves one iteration later)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(timeout):
+            return await aw
+    return await asyncio.wait_for(aw, timeout)
 
 
 def tune_socket_buffers(transport: asyncio.BaseTransport) -> None:

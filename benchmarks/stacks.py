@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .common import JSONDict
+from .common import JSONDict, bounded
 
 #: Longest wait for a graceful close before giving up on it.
 CLOSE_TIMEOUT = 5.0
@@ -45,7 +45,7 @@ class BenchStream:
         """Close and wait (bounded) until the stack reports the stream closed."""
         self.writer.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.writer.wait_closed(), CLOSE_TIMEOUT)
+            await bounded(self.writer.wait_closed(), CLOSE_TIMEOUT)
 
     def abort(self) -> None:
         self.writer.transport.abort()

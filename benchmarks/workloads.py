@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .common import BULK_CHUNK, BULK_REPLY, CpuTimer, JSONDict, Spec, percentile, rss_bytes
+from .common import BULK_CHUNK, BULK_REPLY, CpuTimer, JSONDict, Spec, bounded, percentile, rss_bytes
 from .stacks import BenchStream, StreamStack, make_stack
 
 #: Give up on one connection attempt of the setup workload after this long.
@@ -238,11 +238,11 @@ async def client_setup(stack: StreamStack, spec: Spec) -> JSONDict:
     async def one(record: bool) -> None:
         t0 = clock()
         try:
-            stream = await asyncio.wait_for(stack.connect(spec.host, spec.port), CONNECT_TIMEOUT)
+            stream = await bounded(stack.connect(spec.host, spec.port), CONNECT_TIMEOUT)
             t1 = clock()
             stream.write(msg)
             await stream.drain()
-            reply = await asyncio.wait_for(stream.reader.readexactly(size), CONNECT_TIMEOUT)
+            reply = await bounded(stream.reader.readexactly(size), CONNECT_TIMEOUT)
             if reply != msg:
                 raise RuntimeError("bad echo")
             await stream.close()
