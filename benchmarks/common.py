@@ -57,10 +57,9 @@ T = TypeVar("T")
 
 async def bounded(aw: Awaitable[T], timeout: float) -> T:
     """``await aw`` for at most ``timeout`` seconds (TimeoutError after). On Python
-    3.11+ with ``asyncio.timeout``, in the caller's task; ``asyncio.wait_for``
+    3.11+ with ``asyncio.timeout``, in the caller's task: ``asyncio.wait_for``
     before 3.12 wraps ``aw`` in a task of its own, which costs every stack a task
-    and a loop iteration per call and delays what the stack does right after
-    (a connect's first write then leaves one iteration later)."""
+    and a loop iteration per call."""
     if sys.version_info >= (3, 11):
         async with asyncio.timeout(timeout):
             return await aw

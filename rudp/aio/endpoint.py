@@ -152,9 +152,6 @@ class Endpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._process_scheduled = False
-        #: An active open completed in this batch: send at the end of the loop
-        #: iteration, after its application has run (_process).
-        self._defer_send = False
         self._paused = False
         self._closing = False  # close(): no new connections; socket closes when idle
         self._closed = False  # the socket is closed
@@ -557,16 +554,6 @@ class Endpoint:
         if self._closed:
             return
         self._process_events()
-        if self._defer_send:
-            # A connection we opened is established and its application is about
-            # to run: a client usually speaks first, and its data can carry the
-            # handshake's last ACK (as Linux, when a write waits on the connect:
-            # tcp_rcv_synsent_state_process). The task's wake-up was queued before
-            # this, so sending at the end of the iteration lets both go as one
-            # segment; if the application sends nothing, the ACK goes alone.
-            self._defer_send = False
-            self._schedule()
-            return
         self._transmit()
 
     def _out_items(self, now: float) -> list[tuple[bytes, Address, Address | None]]:
@@ -657,7 +644,6 @@ class Endpoint:
             return
         fut, factory = entry
         fut.set_result(self.attach(conn, factory()))
-        self._defer_send = True
 
     def _fail_open(self, conn: Connection, exc: BaseException) -> None:
         entry = self._opening.pop(conn, None)
