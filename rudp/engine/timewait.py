@@ -76,7 +76,7 @@ class TimeWait:
         self.host = host
         self._out = host.output
         # The application may still hold the connection: it reads CLOSED once we
-        # mark the handoff ended. No reference to it is kept (rudp.engine.Handoff).
+        # mark the handoff ended; no reference to it is kept (connection.Handoff).
         self._handoff = conn.detach()
         self.addr = conn.addr
         self.key = conn.key
