@@ -228,7 +228,6 @@ class Connection:
     """
 
     __slots__ = (
-        "__weakref__",
         "_ack_now",
         "_acks_owed",
         "_adv_field",
