@@ -438,6 +438,12 @@ async def _session(
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for fut in done:
+                # Both directions may fail in the same iteration (a user timeout
+                # fails the writer and the reader): mark every error retrieved,
+                # or asyncio logs the one not raised with a traceback.
+                if not fut.cancelled():
+                    fut.exception()
+            for fut in done:
                 fut.result()  # an error ends the session
             if receiving in done and sending in pending and console.stdin.isatty:
                 # The peer is done and our input is a person at a terminal: end

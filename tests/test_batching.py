@@ -36,7 +36,19 @@ from rudp.engine import connection as connection_mod
 from rudp.engine.buffers import ReceiveBuffer
 from rudp.engine.connection import Connection
 from rudp.engine.endpoint import Address
-from rudp.engine.recovery.scoreboard import ACKED, END, FLAGS, SACKED, START, Scoreboard
+from rudp.engine.recovery.rack import Rack
+from rudp.engine.recovery.scoreboard import (
+    ACKED,
+    END,
+    FLAGS,
+    LOST,
+    SACKED,
+    SEG,
+    START,
+    XMIT,
+    Scoreboard,
+    first_segment_end,
+)
 from rudp.wire import segment as segment_mod
 from rudp.wire.checksum import IMPLEMENTATION
 from rudp.wire.segment import (
@@ -501,15 +513,25 @@ def _transfer(cfg: Config, seed: int) -> tuple[list[list[bytes]], list[int], dic
             pass
         got_a += conn.read()
     assert bytes(got_b) == data_a and bytes(got_a) == data_b
+    stats = conn.stats(now)
+    for key in ("retransmissions", "fast_retransmits", "tlp_probes", "rto_expiries"):
+        impaired[key] = stats[key]
     return steps, [len(got_a), len(got_b)], impaired
 
 
 @pytest.mark.skipif(COMPILED, reason="patches a module constant of the (compiled) engine")
-@pytest.mark.parametrize("pacing", [False, True], ids=["unpaced", "paced"])
+@pytest.mark.parametrize(
+    ("pacing", "sack"),
+    [(False, True), (True, True), (False, False)],
+    ids=["unpaced", "paced", "no-sack"],
+)
 def test_bursts_send_exactly_the_segments_one_at_a_time_would(
-    pacing: bool, monkeypatch: pytest.MonkeyPatch
+    pacing: bool, sack: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = Config(mss=1000, rcv_buf=1 << 18, snd_buf=1 << 18, pacing=pacing)
+    """Send bursts (one record each in the scoreboard, split as their segments part
+    ways) change nothing on the wire: the same datagrams as one segment at a time,
+    through loss recovery with SACK and RACK, or duplicate ACKs without SACK."""
+    cfg = Config(mss=1000, rcv_buf=1 << 18, snd_buf=1 << 18, pacing=pacing, sack=sack)
     bursts = []
     real = Connection._send_burst
 
@@ -527,7 +549,11 @@ def test_bursts_send_exactly_the_segments_one_at_a_time_would(
     # The same datagrams, byte for byte, at the same steps; the impairments
     # (drops, duplicates, reordering, corruption) happened, and the same ones.
     assert with_bursts == one_by_one
-    assert all(v > 0 for v in with_bursts[2].values()), with_bursts[2]
+    seen = with_bursts[2]
+    assert all(seen[k] > 0 for k in ("dropped", "duplicated", "corrupted", "swapped")), seen
+    # Loss recovery ran: fast retransmits, and tail probes (SACK) or timeouts.
+    assert seen["retransmissions"] > 0 and seen["fast_retransmits"] > 0, seen
+    assert seen["tlp_probes" if sack else "rto_expiries"] > 0, seen
 
 
 # ---------------------------------------------------------------------------
@@ -620,6 +646,184 @@ def test_acking_a_plain_run_at_once_equals_one_record_at_a_time(
         elif op == "ack":
             una = max(una, min(sent, una + 10 * a))
         assert _view(boards[0]) == _view(boards[1]), op
+
+
+# ---------------------------------------------------------------------------
+# The scoreboard: one record per send burst, split when its segments part ways.
+
+
+def _segments_view(sb: Scoreboard) -> list[tuple[object, ...]]:
+    """The outstanding records, one entry per segment (a burst record expanded)."""
+    out: list[tuple[object, ...]] = []
+    for rec in sb.outstanding_records():
+        start = rec[START]
+        end = first_segment_end(rec)
+        while start < rec[END]:
+            out.append((start, end, *rec[XMIT:SEG]))
+            start, end = end, min(rec[END], end + rec[SEG])
+    return out
+
+
+def _board_view(sb: Scoreboard, rack: Rack, after_ack: bool) -> tuple[object, ...]:
+    """The scoreboard's state; the records an ACK found (``after_ack``: right after
+    one; later splits may shorten them, and only the ACK that found them reads
+    them)."""
+
+    def at(rec: list[Any] | None, field: int) -> object:
+        return None if rec is None or not after_ack else rec[field]
+
+    return (
+        sb.delivered,
+        sb.newly_delivered,
+        sb.newly_acked,
+        sb.delivered_time,
+        sb.first_sent_time,
+        sb.app_limited,
+        sb.sacked,
+        sb.lost,
+        sb.retrans,
+        sb.fack,
+        sb.reordering,
+        sb.rtx_acked_xmit,
+        # A record found for the ACK stands for its first segment (the rate and
+        # RTT samples read its snapshot and time) or its last (RACK's end).
+        at(sb.rate_rec, START),
+        at(sb.rate_rec, XMIT),
+        at(sb.rack_rec, END),
+        at(sb.rack_rec, XMIT),
+        at(sb.rtt_rec, START),
+        at(sb.sack_rtt_rec, START),
+        (rack.xmit, rack.end, rack.rtt),
+        _segments_view(sb),
+    )
+
+
+def test_a_burst_is_one_record_until_its_segments_part_ways() -> None:
+    sb = Scoreboard()
+    sb.on_sent_many(0, 8, 100, 1.0, 0)
+    assert [(r[START], r[END], r[SEG]) for r in sb.outstanding_records()] == [(0, 800, 100)]
+
+    def records() -> list[tuple[int, int, int]]:
+        return [(r[START], r[END], r[FLAGS]) for r in sb.outstanding_records()]
+
+    sb.begin_ack(0.0)
+    sb.sack(250, 520, 1.01)  # the block holds segments 3 and 4 whole
+    assert records() == [(0, 300, 0), (300, 500, SACKED), (500, 800, 0)]
+    assert sb.sacked == 200 and sb.fack == 500
+    sb.begin_ack(0.0)
+    sb.ack(250, 1.02)  # segments 0 and 1, and half of segment 2
+    assert records() == [(250, 300, 0), (300, 500, SACKED), (500, 800, 0)]
+    assert (sb.newly_delivered, sb.newly_acked) == (200, 250)
+    assert sb.rtt_rec is not None and sb.rtt_rec[END] == 200  # the delivered part
+    # Without SACK, one segment at a time is marked lost.
+    sb.clear_sacked()
+    assert sb.mark_first_lost() == 50
+    lost = sb.next_lost()
+    assert lost is not None and (lost[START], lost[END]) == (250, 300)
+    # A tail loss probe resends the last segment alone.
+    last = sb.last_segment()
+    assert last is not None and (last[START], last[END]) == (700, 800)
+    assert records() == [(250, 300, LOST), (300, 500, 0), (500, 700, 0), (700, 800, 0)]
+    # RACK (one send-time entry for the burst) marks what is left of it lost.
+    rack = Rack()
+    rack.update(1.5, 900, 1.6)
+    assert rack.detect_loss(sb, 2.0, 0.0) == (500, 0.0)
+    assert sb.lost == 550
+
+
+@FAST
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "burst",
+                    "ack",
+                    "sack",
+                    "rack",
+                    "first",
+                    "rto",
+                    "resend",
+                    "probe",
+                    "undo",
+                    "renege",
+                ]
+            ),
+            st.integers(0, 400),
+            st.integers(0, 400),
+        ),
+        max_size=60,
+    )
+)
+def test_a_burst_record_behaves_as_its_segments_one_record_each(
+    ops: list[tuple[str, int, int]],
+) -> None:
+    """The scoreboard keeps a send burst as one record, split as its segments part
+    ways; the same sends made one segment at a time give the same answers, segment
+    for segment: acknowledgments (at and between boundaries), SACK blocks (edges
+    inside bursts), RACK, loss marks without SACK, RTO, retransmissions, tail
+    probes, undo and reneging."""
+    boards = (Scoreboard(), Scoreboard())
+    racks = (Rack(), Rack())
+    seg = 10
+    sent = una = 0
+    now = 0.0
+    for op, a, b in ops:
+        now += 0.001 * (a % 3)  # several sends may share a time
+        answers: tuple[list[Any], list[Any]] = ([], [])
+        for k, (sb, rack) in enumerate(zip(boards, racks, strict=True)):
+            results = answers[k]
+            if op == "burst":
+                count = a % 8 + 1
+                size = seg if b % 5 else seg // 2 + b % 5  # now and then a short one
+                if k == 0:
+                    sb.on_sent_many(sent, count, size, now, sent - una)
+                else:
+                    for i in range(count):
+                        sb.on_sent(sent + i * size, sent + (i + 1) * size, now, sent - una)
+            elif op == "ack":
+                sb.begin_ack(0.0005)
+                sb.ack(min(sent, una + a % 40), now)  # anywhere, boundaries or not
+                rack_rec = sb.rack_rec
+                if rack_rec is not None:
+                    rack.update(rack_rec[XMIT], rack_rec[END], now)
+            elif op == "sack" and sent > una:
+                left = una + a % (sent - una)
+                sb.begin_ack(0.0005)
+                sb.sack(left, min(sent, left + b % 45 + 1), now)
+                rack_rec = sb.rack_rec
+                if rack_rec is not None:
+                    rack.update(rack_rec[XMIT], rack_rec[END], now)
+            elif op == "rack":
+                results.append(rack.detect_loss(sb, now, 0.0005 * (b % 3)))
+            elif op == "first":
+                results.append(sb.mark_first_lost())
+            elif op == "rto":
+                # One mark per record: the bytes marked lost in all.
+                results.append(sum(sb.mark_lost(rec) for rec in sb.outstanding_records()))
+            elif op == "resend":
+                lost = sb.next_lost()
+                results.append(None if lost is None else (lost[START], lost[END]))
+                if lost is not None:
+                    sb.on_resent(lost, now, sent - una)
+            elif op == "probe":
+                last = sb.last_segment()
+                results.append(None if last is None else (last[START], last[END]))
+                if last is not None and not last[FLAGS] & SACKED:
+                    sb.on_resent(last, now, sent - una)
+            elif op == "undo":
+                sb.clear_lost()
+            elif op == "renege":
+                sb.clear_sacked()
+        if op == "burst":
+            sent += (a % 8 + 1) * (seg if b % 5 else seg // 2 + b % 5)
+        elif op == "ack":
+            una = max(una, min(sent, una + a % 40))
+        assert answers[0] == answers[1], op
+        after_ack = op in ("ack", "sack")
+        assert _board_view(boards[0], racks[0], after_ack) == _board_view(
+            boards[1], racks[1], after_ack
+        ), op
 
 
 # ---------------------------------------------------------------------------

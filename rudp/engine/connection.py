@@ -857,7 +857,7 @@ class Connection:
         progress while data is outstanding: the user timeout's clock, None when all
         is acknowledged) and ``time_wait_left``.
         """
-        from .recovery.scoreboard import FLAGS, LOST, RETRANS, SACKED
+        from .recovery.scoreboard import FLAGS, LOST, RETRANS, SACKED, segments
 
         rec = self.recovery
         sb = rec.sb
@@ -868,11 +868,11 @@ class Connection:
             for r in records:
                 flags = r[FLAGS]
                 if flags & SACKED:
-                    sacked_segs += 1
+                    sacked_segs += segments(r)
                 elif flags & LOST:
-                    lost_segs += 1
+                    lost_segs += segments(r)
                     if flags & RETRANS:
-                        retrans_segs += 1
+                        retrans_segs += segments(r)
         outstanding = self._max_abs - self._una_abs
         ages: dict[str, Any] = {}
         if now is not None:
@@ -886,7 +886,7 @@ class Connection:
             }
         return {
             "state": self.state.value,
-            "unacked_segments": len(records),
+            "unacked_segments": sum(map(segments, records)),
             "sacked_segments": sacked_segs,
             "lost_segments": lost_segs,
             "retrans_segments": retrans_segs,
@@ -2431,7 +2431,7 @@ class Connection:
             self._send_new(now, n, fin, in_flight)
             rec.on_probe_sent(self._max_abs, False)
         else:
-            last = rec.sb.last()
+            last = rec.sb.last_segment()
             if last is None or last[FLAGS] & SACKED or last[END] - last[START] > amp:
                 return
             self._resend(now, last, in_flight)

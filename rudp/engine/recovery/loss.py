@@ -266,10 +266,10 @@ class LossRecovery:
             if first is not None:
                 if self.state == OPEN and self.dupacks >= DUPTHRESH and una >= self.recover:
                     # RFC 6582 §3.2 step 2 (una >= recover: not old duplicates).
-                    newly_lost = sb.mark_lost(first)
+                    newly_lost = sb.mark_first_lost()
                 elif self.state == RECOVERY and acked and una < self.recover:
                     # RFC 6582 §3.2 step 5: a partial ACK; the next hole is lost too.
-                    newly_lost = sb.mark_lost(first)
+                    newly_lost = sb.mark_first_lost()
             if self.reno_sacked:
                 # Linux tcp_limit_reno_sacked: sacked_out <= packets_out - lost_out
                 # (at least one hole), so the pipe stays >= 0 when duplicate ACKs

@@ -9,7 +9,7 @@ two round trips instead of an RTO.
 
 from __future__ import annotations
 
-from .scoreboard import ACKED, END, FLAGS, LOST, RETRANS, SACKED, XMIT, Scoreboard
+from .scoreboard import ACKED, END, FLAGS, LOST, RETRANS, SACKED, SEG, START, XMIT, Scoreboard
 
 #: RFC 8985 §6.2 step 4: reo_wnd_persist starts at 16 recoveries.
 REO_WND_PERSIST = 16
@@ -76,30 +76,54 @@ class Rack:
 
         Returns (bytes newly marked lost, seconds until the next segment would be
         due, or 0 for none). Scans the send-time queue from its front and stops at
-        the first segment not yet due: later entries were sent later still.
+        the first segment not yet due: later entries were sent later still. The
+        segments of one entry were sent together: all are due, or none.
         """
         tsq = sb.tsq
         lost = 0
         rack_xmit = self.xmit
         rack_end = self.end
         deadline = rack_xmit + self.rtt + reo_wnd
+        recs = sb.recs
         while tsq:
-            t, rec = tsq[0]
-            flags = rec[FLAGS]
-            if (
-                rec[XMIT] != t  # resent since: a later entry stands for it
-                or flags & (SACKED | ACKED)
-                or flags & (LOST | RETRANS) == LOST  # waiting for its retransmission
-            ):
-                tsq.popleft()
-                continue
-            if t > rack_xmit or (t == rack_xmit and rec[END] >= rack_end):
-                break  # sent after RACK.segment: not a candidate
-            if t + self.rtt + reo_wnd - now <= 0:
+            t, start, end = tsq[0]
+            i = sb.find_containing(start)
+            n = len(recs)
+            due = t + self.rtt + reo_wnd - now <= 0
+            while i < n:
+                rec = recs[i]
+                if rec[START] >= end:
+                    break
+                flags = rec[FLAGS]
+                if (
+                    rec[XMIT] != t  # resent since: a later entry stands for it
+                    or flags & (SACKED | ACKED)
+                    or flags & (LOST | RETRANS) == LOST  # waiting for its retransmission
+                ):
+                    i += 1
+                    continue
+                if t >= rack_xmit:
+                    # Segments sent after RACK.segment (later, or at the same time
+                    # and higher in sequence, §6.2) are not candidates, nor is
+                    # anything after them. A record reaching RACK.segment's end
+                    # (its SACK reneged) may hold candidates below it: split them off.
+                    cut = rec[START]
+                    if t == rack_xmit:
+                        rec_end = rec[END]
+                        seg = rec[SEG]
+                        cut = rec_end - -(-(rec_end - rack_end + 1) // seg) * seg
+                    if cut <= rec[START]:
+                        tsq[0] = (t, rec[START], end)
+                        return lost, 0.0
+                    if due and cut < rec[END]:
+                        sb.split(i, cut)
+                        n += 1
+                if not due:
+                    tsq[0] = (t, rec[START], end)
+                    return lost, deadline - now
                 lost += sb.mark_lost(rec)
-                tsq.popleft()
-                continue
-            return lost, deadline - now
+                i += 1
+            tsq.popleft()
         return lost, 0.0
 
 

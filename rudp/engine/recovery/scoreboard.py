@@ -5,11 +5,21 @@ This is RFC 6675's scoreboard plus what RACK (RFC 8985) and delivery-rate estima
 list (cheap to create, changed in place), indexed by the constants below; sequence
 positions are *unwrapped* (plain ints counted from the ISN), so ordering is trivial.
 
+A record stands for one segment, or for a send burst of equal segments (``SEG``
+bytes each) that left together, as a Linux TSO skb does: while nothing sets it
+apart, every segment of a burst has the same history (sent at the same time, with
+the same delivery snapshot), so one record keeps it. It is split at segment
+boundaries (Linux ``tcp_fragment``) as soon as its segments part ways: a SACK
+block covering some of them, a loss mark for only the first one (without SACK),
+a retransmission (one segment at a time) or a tail loss probe (the last one).
+
 Records live in sequence order in ``recs[head:]`` (a list with a moving head: O(1)
-append, O(1) removal at the head, O(log n) search) and, for RACK's time-ordered scan,
-in ``tsq``: ``(send time, record)`` pairs appended at every (re)transmission; entries
-go stale when their record is resent, acknowledged or SACKed and are dropped when
-they reach the front.
+append, O(1) removal at the head, O(log n) search), contiguous from SND.UNA to
+SND.MAX, and, for RACK's time-ordered scan, in ``tsq``: ``(send time, start,
+end)`` entries appended at every (re)transmission, each standing for the records
+in ``[start, end)`` that were (last) sent at that time. Entries go stale when their
+records are resent, acknowledged or SACKed and are dropped when they reach the
+front.
 
 In flight (RFC 6675 "pipe", Linux ``tcp_packets_in_flight``), in bytes::
 
@@ -21,7 +31,7 @@ retransmission is in flight.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import deque
 from operator import itemgetter
 from typing import Any
@@ -35,6 +45,7 @@ DELIVERED = 4  # connection's delivered bytes when (last) sent
 DELIVERED_TIME = 5  # connection's delivered_time then
 FIRST_SENT = 6  # connection's first_sent_time then
 APP_LIMITED = 7  # sent while application limited
+SEG = 8  # size of each of its segments (the last may be shorter after a trim)
 
 #: Record flags.
 SACKED = 1  # selectively acknowledged
@@ -43,13 +54,30 @@ RETRANS = 4  # marked lost, and a retransmission of it is in flight
 EVER_RETRANS = 8  # retransmitted at least once (Karn's ambiguity, spurious checks)
 ACKED = 16  # cumulatively acknowledged (removed from recs)
 
-#: [START, END, XMIT, FLAGS, DELIVERED, DELIVERED_TIME, FIRST_SENT, APP_LIMITED]
+#: [START, END, XMIT, FLAGS, DELIVERED, DELIVERED_TIME, FIRST_SENT, APP_LIMITED, SEG]
 Record = list[Any]
+#: A send-time entry: (time, start, end) -- the records in [start, end) sent then.
+TsqEntry = tuple[float, int, int]
 
 _start_of = itemgetter(START)
 #: A plain record's place in sending order: both grow along a run of them.
 _sent_order = itemgetter(DELIVERED, XMIT)
 _xmit_of_entry = itemgetter(0)
+
+
+def segments(rec: Record) -> int:
+    """How many segments ``rec`` stands for."""
+    count: int = -(-(rec[END] - rec[START]) // rec[SEG])
+    return count
+
+
+def first_segment_end(rec: Record) -> int:
+    """Where the first segment of ``rec`` ends (its boundaries are counted back
+    from its end: a partial acknowledgment trims the first one only)."""
+    end: int = rec[END]
+    seg: int = rec[SEG]
+    start: int = rec[START]
+    return end - (end - start - 1) // seg * seg
 
 
 class Scoreboard:
@@ -84,7 +112,7 @@ class Scoreboard:
         self.head = 0
         # Created on first send and dropped when it empties: an idle connection
         # holds no deque (an empty one costs ~620 bytes).
-        self.tsq: deque[tuple[float, Record]] | None = None
+        self.tsq: deque[TsqEntry] | None = None
         self.sacked = 0
         self.lost = 0
         self.retrans = 0
@@ -124,12 +152,56 @@ class Scoreboard:
     def last(self) -> Record | None:
         return self.recs[-1] if self.head < len(self.recs) else None
 
+    def last_segment(self) -> Record | None:
+        """The record of the last segment sent, split from its burst if need be
+        (what a tail loss probe resends, RFC 8985 §7.3)."""
+        recs = self.recs
+        if self.head >= len(recs):
+            return None
+        rec = recs[-1]
+        at = rec[END] - rec[SEG]
+        if at > rec[START]:
+            self.split(len(recs) - 1, at)
+            return recs[-1]
+        return rec
+
     def outstanding_records(self) -> list[Record]:
         return self.recs[self.head :]
 
     def find(self, pos: int) -> int:
         """Index in ``recs`` of the first record starting at or after ``pos``."""
         return bisect_left(self.recs, pos, lo=self.head, key=_start_of)
+
+    def find_containing(self, pos: int) -> int:
+        """Index in ``recs`` of the record that holds ``pos`` (the first one when
+        ``pos`` is below SND.UNA; ``len(recs)`` when there is none)."""
+        i = bisect_right(self.recs, pos, lo=self.head, key=_start_of) - 1
+        if i < self.head:
+            return self.head
+        if self.recs[i][END] <= pos:
+            return i + 1
+        return i
+
+    def split(self, i: int, at: int) -> Record:
+        """Split ``recs[i]`` at ``at``, a segment boundary inside it (Linux
+        tcp_fragment): the record keeps ``[start, at)``, a copy with the same
+        history and marks takes ``[at, end)``; returns the record (the head part).
+        The send-time entries cover positions, so they stand for both parts."""
+        recs = self.recs
+        rec = recs[i]
+        tail = rec.copy()
+        tail[START] = at
+        rec[END] = at
+        recs.insert(i + 1, tail)
+        return rec
+
+    def _split_first(self, i: int) -> Record:
+        """Make the first segment of ``recs[i]`` a record of its own; return it."""
+        rec = self.recs[i]
+        at = first_segment_end(rec)
+        if at < rec[END]:
+            self.split(i, at)
+        return rec
 
     # ------------------------------------------------------------ sending
     def on_sent(self, start: int, end: int, now: float, in_flight: int) -> Record:
@@ -139,23 +211,31 @@ class Scoreboard:
         return self.recs[-1]
 
     def on_sent_many(self, start: int, count: int, size: int, now: float, in_flight: int) -> None:
-        """``count`` new segments of ``size`` bytes from ``start`` left, one after
-        another (one, or a send burst): a record each, with the same snapshot."""
+        """``count`` new segments of ``size`` bytes from ``start`` left together (one,
+        or a send burst): one record for all, with one snapshot (draft-cheng §3.2:
+        the delivery state; the sampling interval restarts when nothing was in
+        flight)."""
         if in_flight == 0:
             self.first_sent_time = self.delivered_time = now
-        delivered = self.delivered
-        delivered_time = self.delivered_time
-        first_sent = self.first_sent_time
-        app_limited = self.app_limited != 0
-        append = self.recs.append
+        end = start + count * size
+        self.recs.append(
+            [
+                start,
+                end,
+                now,
+                0,
+                self.delivered,
+                self.delivered_time,
+                self.first_sent_time,
+                self.app_limited != 0,
+                size,
+            ]
+        )
         tsq = self.tsq
         if tsq is None:
-            tsq = self.tsq = deque()
-        tsq_append = tsq.append
-        for pos in range(start, start + count * size, size):
-            rec = [pos, pos + size, now, 0, delivered, delivered_time, first_sent, app_limited]
-            append(rec)
-            tsq_append((now, rec))
+            self.tsq = deque(((now, start, end),))
+        else:
+            tsq.append((now, start, end))
 
     def on_resent(self, rec: Record, now: float, in_flight: int) -> None:
         """``rec`` was retransmitted."""
@@ -174,10 +254,12 @@ class Scoreboard:
         rec[DELIVERED_TIME] = self.delivered_time
         rec[FIRST_SENT] = self.first_sent_time
         rec[APP_LIMITED] = self.app_limited != 0
+        entry = (now, rec[START], rec[END])
         tsq = self.tsq
         if tsq is None:
-            tsq = self.tsq = deque()
-        tsq.append((now, rec))
+            self.tsq = deque((entry,))
+        else:
+            tsq.append(entry)
 
     def mark_app_limited(self, in_flight: int) -> None:
         """The sender ran out of data to send (draft-cheng §3.4)."""
@@ -185,8 +267,8 @@ class Scoreboard:
 
     # --------------------------------------------------------- loss marks
     def mark_lost(self, rec: Record) -> int:
-        """Mark ``rec`` lost (again, if its retransmission was lost); returns the bytes
-        that became lost-and-unsent."""
+        """Mark ``rec`` lost -- all of its segments -- (again, if its retransmission
+        was lost); returns the bytes that became lost-and-unsent."""
         flags = rec[FLAGS]
         if flags & (SACKED | ACKED):
             return 0
@@ -203,8 +285,16 @@ class Scoreboard:
             self.lost_hint = rec[START]
         return size
 
+    def mark_first_lost(self) -> int:
+        """Mark the first outstanding segment lost (RFC 6582 without SACK: one
+        segment at a time); returns the bytes that became lost-and-unsent."""
+        if self.head >= len(self.recs):
+            return 0
+        return self.mark_lost(self._split_first(self.head))
+
     def next_lost(self) -> Record | None:
-        """The lowest record marked lost whose retransmission is not in flight."""
+        """The lowest segment marked lost whose retransmission is not in flight (split
+        from its record: a retransmission is one segment)."""
         if self.lost <= self.retrans:
             return None
         recs = self.recs
@@ -214,7 +304,7 @@ class Scoreboard:
             rec = recs[i]
             if rec[FLAGS] & (LOST | RETRANS) == LOST:
                 self.lost_hint = rec[START]
-                return rec
+                return self._split_first(i)
             i += 1
         self.lost_hint = recs[-1][END] if recs else 0
         return None
@@ -240,7 +330,7 @@ class Scoreboard:
         """Records that became candidates for RACK again (loss marks or SACK marks
         cleared) left the send-time queue earlier: rebuild it, in send-time order."""
         live = [
-            (rec[XMIT], rec)
+            (rec[XMIT], rec[START], rec[END])
             for rec in self.recs[self.head :]
             if not rec[FLAGS] & (SACKED | ACKED) and rec[FLAGS] & (LOST | RETRANS) != LOST
         ]
@@ -284,7 +374,7 @@ class Scoreboard:
                 self.rack_rec = rec
         # RFC 8985 §6.2 step 3: a never-retransmitted segment below the highest
         # delivered one arrived late: reordering.
-        if rec[END] < self.fack and not rec[FLAGS] & EVER_RETRANS:
+        if first_segment_end(rec) < self.fack and not rec[FLAGS] & EVER_RETRANS:
             self.reordering = True
 
     def ack(self, una: int, now: float) -> None:
@@ -297,6 +387,13 @@ class Scoreboard:
             end = rec[END]
             if end > una:
                 if rec[START] < una:
+                    # The ACK ends inside this record: its whole segments below
+                    # ``una`` are delivered (split them off), a part of one is trimmed.
+                    at = end - -(-(end - una) // rec[SEG]) * rec[SEG]
+                    if at > rec[START]:
+                        self.split(head, at)
+                        n += 1
+                        continue
                     self._trim(rec, una)
                 break
             flags = rec[FLAGS]
@@ -329,7 +426,7 @@ class Scoreboard:
         self.head = head
         tsq = self.tsq
         if tsq is not None:
-            while tsq and tsq[0][1][FLAGS] & ACKED:
+            while tsq and tsq[0][2] <= una:
                 tsq.popleft()
             if not tsq:
                 self.tsq = None
@@ -365,7 +462,7 @@ class Scoreboard:
         best = self.rack_rec
         if best is None or xmit > best[XMIT] or (xmit == best[XMIT] and last[END] > best[END]):
             self.rack_rec = last
-        if first[END] < self.fack:
+        if first_segment_end(first) < self.fack:
             self.reordering = True
         if self.rtt_rec is None:
             self.rtt_rec = first  # the oldest unambiguous one (RFC 6298 §3)
@@ -385,18 +482,41 @@ class Scoreboard:
         self.newly_acked += cut
 
     def sack(self, left: int, right: int, now: float) -> None:
-        """Mark the records inside the SACK block ``[left, right)`` delivered."""
+        """Mark the segments inside the SACK block ``[left, right)`` delivered; a
+        record with segments on both sides of an edge is split there (segments
+        only partly inside stay unmarked, as Linux rounds a block to whole ones)."""
         recs = self.recs
-        i = self.find(left)
+        i = self.find_containing(left)
         n = len(recs)
+        if i < n:
+            rec = recs[i]
+            if rec[START] < left and not rec[FLAGS] & SACKED:
+                # The block starts inside this record: its segments from the first
+                # boundary at or after ``left`` on may be inside.
+                end = rec[END]
+                at = end - (end - left) // rec[SEG] * rec[SEG]
+                if at < end:
+                    self.split(i, at)
+                    n += 1
+                i += 1
         fack = self.fack
         while i < n:
             rec = recs[i]
-            if rec[END] > right:
-                break
+            end = rec[END]
+            if end > right:
+                if rec[START] >= right or rec[FLAGS] & SACKED:
+                    break
+                # The block ends inside this record: split at the last boundary
+                # at or before ``right``.
+                at = end - -(-(end - right) // rec[SEG]) * rec[SEG]
+                if at <= rec[START]:
+                    break
+                self.split(i, at)
+                n += 1
+                end = at
             flags = rec[FLAGS]
             if not flags & SACKED:
-                size = rec[END] - rec[START]
+                size = end - rec[START]
                 if flags & LOST:
                     self.lost -= size
                     if flags & RETRANS:
@@ -408,8 +528,8 @@ class Scoreboard:
                     best = self.sack_rtt_rec
                     if best is None or rec[XMIT] < best[XMIT]:
                         self.sack_rtt_rec = rec
-                if rec[END] > fack:
-                    fack = rec[END]
+                if end > fack:
+                    fack = end
             i += 1
         self.fack = fack
 
