@@ -7,9 +7,11 @@ in rudp goes through these helpers.
 
 from __future__ import annotations
 
-SEQ_MOD = 1 << 32
-SEQ_MASK = SEQ_MOD - 1
-_HALF = 1 << 31
+from typing import Final
+
+SEQ_MOD: Final = 0x1_0000_0000  # 2**32
+SEQ_MASK: Final = 0xFFFF_FFFF
+_HALF: Final = 0x8000_0000  # 2**31
 
 
 def seq_add(a: int, n: int) -> int:

@@ -269,7 +269,8 @@ def test_w1_time_wait_replays() -> None:
     (reply,) = ch.datagrams_to_send(net.now)  # re-ACKed, once (by the TIME-WAIT record)
     ack = parse_segment(reply[0])
     assert ack.flags == 0x10 and ack.ack == conn.rcv_nxt
-    assert ch.endpoint.get_timer() == pytest.approx(t_replay + 60.0)  # 2MSL restarted
+    (record,) = ch.endpoint.connections.values()  # the compact TIME-WAIT record
+    assert record.deadline == pytest.approx(t_replay + 60.0)  # 2MSL restarted
     rst = parse_segment(fin)
     from rudp.wire import RST, build_segment
 

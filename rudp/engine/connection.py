@@ -60,7 +60,7 @@ from .states import SYNCHRONIZED, TRANSITIONS, State
 from .timers import HANDLERS, INF, Timer
 
 Address = tuple[Any, ...]
-S = State
+S: Final = State
 
 #: RFC 9293 §3.7.1: default send MSS when the peer sends no MSS option (IPv4 536).
 DEFAULT_PEER_MSS = 536
@@ -123,16 +123,16 @@ _HANDSHAKE_STATES = frozenset({S.SYN_SENT, S.SYN_RECEIVED})
 
 #: How many timers a connection has (``len(Timer)``: iterating the enum runs Python code).
 _N_TIMERS: Final = len(Timer)
-_T_TIME_WAIT = Timer.TIME_WAIT.value
-_T_FIN_WAIT_2 = Timer.FIN_WAIT_2.value
-_T_USER_TIMEOUT = Timer.USER_TIMEOUT.value
-_T_RTO = Timer.RTO.value
-_T_REO = Timer.REO.value
-_T_TLP = Timer.TLP.value
-_T_DELACK = Timer.DELACK.value
-_T_PERSIST = Timer.PERSIST.value
-_T_KEEPALIVE = Timer.KEEPALIVE.value
-_T_PACING = Timer.PACING.value
+_T_TIME_WAIT: Final = Timer.TIME_WAIT.value
+_T_FIN_WAIT_2: Final = Timer.FIN_WAIT_2.value
+_T_USER_TIMEOUT: Final = Timer.USER_TIMEOUT.value
+_T_RTO: Final = Timer.RTO.value
+_T_REO: Final = Timer.REO.value
+_T_TLP: Final = Timer.TLP.value
+_T_DELACK: Final = Timer.DELACK.value
+_T_PERSIST: Final = Timer.PERSIST.value
+_T_KEEPALIVE: Final = Timer.KEEPALIVE.value
+_T_PACING: Final = Timer.PACING.value
 
 #: min() of the timer list: the C accelerator's (one pass over the floats, no
 #: comparison calls; 20x faster) when the wire format uses it.

@@ -4,8 +4,9 @@ Shape (as aioquic's ``QuicConnection``, one level up):
 
 * :meth:`Endpoint.receive_datagram` — feed one UDP payload and its source address;
 * :meth:`Endpoint.datagrams_to_send` — collect ``(payload, address)`` pairs to send;
-* :meth:`Endpoint.get_timer` / :meth:`Endpoint.handle_timer` — the single next
-  deadline, and its handler;
+* :meth:`Endpoint.get_timer` / :meth:`Endpoint.handle_timer` — when to run the
+  timers next (the earliest deadline, or an earlier time at which a deadline
+  that has since moved later was due), and its handler;
 * :meth:`Endpoint.next_event` — application events (:mod:`rudp.engine.events`).
 
 A connection's identity is (peer UDP address, local TCP port, peer TCP port), so one
@@ -29,7 +30,7 @@ import random
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from .. import log
 from ..config import Config
@@ -76,7 +77,7 @@ IsnFunc = Callable[[Any, float], int]
 
 EPHEMERAL_PORTS = (49152, 65535)
 #: ``Endpoint.listen(ANY_PORT)``: a listener for every TCP port without its own.
-ANY_PORT = 0
+ANY_PORT: Final = 0
 #: An identity in TIME-WAIT may be reused for an active open after this long, if the
 #: old connection used timestamps (Linux tcp_tw_reuse waits one second).
 TW_REUSE_DELAY = 1.0
@@ -538,20 +539,22 @@ class Endpoint:
         return batch
 
     def get_timer(self) -> float | None:
-        """The earliest deadline of any connection, or None."""
+        """When to call :meth:`handle_timer` next: the earliest deadline of any
+        connection, or None -- or a little earlier. A deadline that moved later
+        since it was scheduled (an ACK restarting the retransmission timer, on
+        nearly every segment) keeps its place until its old time comes, and
+        handle_timer() then finds it later and reschedules it (Linux's timer
+        wheel defers the same way): a host wakes up once per such timer instead
+        of re-sorting it at every segment."""
         heap = self._heap
         while heap:
             t, _, conn = heap[0]
             if conn.sched_at != t or conn.state is State.CLOSED:
                 heapq.heappop(heap)  # stale entry
                 continue
-            d = conn.deadline
-            if d > t:
-                # The deadline moved later since this entry was pushed.
-                heapq.heappop(heap)
+            if conn.deadline == INF:
+                heapq.heappop(heap)  # no timer armed any more
                 conn.sched_at = INF
-                if d != INF:
-                    self.schedule(conn, d)
                 continue
             return t
         return None

@@ -10,9 +10,10 @@ method ``_on_<name>_timer`` on the connection (checked when the class is built).
 from __future__ import annotations
 
 import enum
+from typing import Final
 
 #: "Not armed".
-INF = float("inf")
+INF: Final = float("inf")
 
 
 class Timer(enum.IntEnum):

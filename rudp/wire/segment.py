@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from typing import Final
 
 from .checksum import IMPLEMENTATION, checksum2, ones_complement_sum
 
-FIN = 0x01
-SYN = 0x02
-RST = 0x04
-PSH = 0x08
-ACK = 0x10
-URG = 0x20
-ECE = 0x40
-CWR = 0x80
+FIN: Final = 0x01
+SYN: Final = 0x02
+RST: Final = 0x04
+PSH: Final = 0x08
+ACK: Final = 0x10
+URG: Final = 0x20
+ECE: Final = 0x40
+CWR: Final = 0x80
 
 _FLAG_NAMES = (
     (CWR, "C"),
@@ -44,7 +45,7 @@ _FLAG_NAMES = (
 #: source port, destination port, seq, ack, data offset/reserved, flags, window,
 #: checksum, urgent pointer (RFC 9293 §3.1).
 HEADER = struct.Struct("!HHIIBBHHH")
-HEADER_LEN = 20
+HEADER_LEN: Final = 20
 
 # Option kinds (IANA "TCP Option Kind Numbers").
 OPT_EOL = 0

@@ -24,7 +24,10 @@ ACK's echoed timestamp predates the first retransmission (Eifel, RFC 3522).
 
 from __future__ import annotations
 
+from typing import Final
+
 from ..congestion.base import AckSample, CongestionControl
+from ..timers import INF
 from .prr import Prr
 from .rack import WCDELACKT, Rack
 from .rtt import RttEstimator
@@ -41,16 +44,16 @@ from .scoreboard import (
     Scoreboard,
 )
 
-OPEN = 0
-RECOVERY = 1
-LOSS = 2
+OPEN: Final = 0
+RECOVERY: Final = 1
+LOSS: Final = 2
 STATE_NAMES = ("open", "recovery", "loss")
 
 #: RFC 5681 §3.2: duplicate ACKs that trigger fast retransmit without SACK.
-DUPTHRESH = 3
+DUPTHRESH: Final = 3
 #: Shortest interval (seconds) a delivery-rate sample may span: Linux measures it
 #: in microseconds and rejects zero (tcp_rate_gen), so a rate is never infinite.
-MIN_RATE_INTERVAL = 1e-6
+MIN_RATE_INTERVAL: Final = 1e-6
 
 
 class LossRecovery:
@@ -193,7 +196,7 @@ class LossRecovery:
         was_in_recovery = self.state == RECOVERY
         outstanding_before = snd_max - (una - acked)
         prior_in_flight = self.in_flight(outstanding_before)
-        min_rtt = rtt.min_rtt if rtt.min_rtt != float("inf") else 0.0
+        min_rtt = rtt.min_rtt if rtt.min_rtt != INF else 0.0
         sb.begin_ack(min_rtt)
         if acked:
             sb.ack(una, now)
@@ -302,7 +305,7 @@ class LossRecovery:
         rs.in_flight = in_flight
         rs.lost = newly_lost
         rs.rtt = newest_rtt
-        rs.min_rtt = rtt.min_rtt if rtt.min_rtt != float("inf") else -1.0
+        rs.min_rtt = rtt.min_rtt if rtt.min_rtt != INF else -1.0
         rs.srtt = rtt.srtt if rtt.srtt is not None else -1.0
         rs.in_recovery = self.state != OPEN
         self._rate_sample(now)
@@ -321,7 +324,7 @@ class LossRecovery:
         bytes newly marked lost (recovery is entered if needed)."""
         sb = self.sb
         rtt = self.rtt
-        min_rtt = rtt.min_rtt if rtt.min_rtt != float("inf") else 0.0
+        min_rtt = rtt.min_rtt if rtt.min_rtt != INF else 0.0
         srtt = rtt.srtt if rtt.srtt is not None else 0.0
         reo = self.rack.reo_wnd(self.state != OPEN, sb.sacked // self.mss, min_rtt, srtt)
         lost, self.reo_timeout = self.rack.detect_loss(sb, now, reo)

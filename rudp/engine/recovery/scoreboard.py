@@ -34,25 +34,25 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import deque
 from operator import itemgetter
-from typing import Any
+from typing import Any, Final
 
 #: Record fields.
-START = 0  # first sequence position (unwrapped)
-END = 1  # one past the last (a FIN counts one)
-XMIT = 2  # time of the latest transmission
-FLAGS = 3
-DELIVERED = 4  # connection's delivered bytes when (last) sent
-DELIVERED_TIME = 5  # connection's delivered_time then
-FIRST_SENT = 6  # connection's first_sent_time then
-APP_LIMITED = 7  # sent while application limited
-SEG = 8  # size of each of its segments (the last may be shorter after a trim)
+START: Final = 0  # first sequence position (unwrapped)
+END: Final = 1  # one past the last (a FIN counts one)
+XMIT: Final = 2  # time of the latest transmission
+FLAGS: Final = 3
+DELIVERED: Final = 4  # connection's delivered bytes when (last) sent
+DELIVERED_TIME: Final = 5  # connection's delivered_time then
+FIRST_SENT: Final = 6  # connection's first_sent_time then
+APP_LIMITED: Final = 7  # sent while application limited
+SEG: Final = 8  # size of each of its segments (the last may be shorter after a trim)
 
 #: Record flags.
-SACKED = 1  # selectively acknowledged
-LOST = 2  # marked lost (RACK, duplicate ACKs, RTO) and not SACKed
-RETRANS = 4  # marked lost, and a retransmission of it is in flight
-EVER_RETRANS = 8  # retransmitted at least once (Karn's ambiguity, spurious checks)
-ACKED = 16  # cumulatively acknowledged (removed from recs)
+SACKED: Final = 1  # selectively acknowledged
+LOST: Final = 2  # marked lost (RACK, duplicate ACKs, RTO) and not SACKed
+RETRANS: Final = 4  # marked lost, and a retransmission of it is in flight
+EVER_RETRANS: Final = 8  # retransmitted at least once (Karn's ambiguity, spurious checks)
+ACKED: Final = 16  # cumulatively acknowledged (removed from recs)
 
 #: [START, END, XMIT, FLAGS, DELIVERED, DELIVERED_TIME, FIRST_SENT, APP_LIMITED, SEG]
 Record = list[Any]
