@@ -28,7 +28,7 @@ import socket
 import struct
 from collections.abc import Callable
 from ssl import SSLContext
-from typing import Any, overload
+from typing import Any, Final, overload
 
 from .. import log
 from ..config import Config
@@ -40,10 +40,10 @@ from ..engine import (
     ConnectionTerminated,
     DataReceived,
     PeerClosed,
-    State,
     WritingResumed,
 )
 from ..engine import Endpoint as EngineEndpoint
+from ..engine.states import SYN_RECEIVED, SYN_SENT, TIME_WAIT
 from ..errors import InvalidStateError
 from ..wire.checksum import IMPLEMENTATION
 from .capture import Capture, open_capture
@@ -55,10 +55,10 @@ Address = tuple[Any, ...]
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 AcceptCallback = Callable[[Connection], None]
 
-_PORTS = struct.Struct("!HH")
+_PORTS: Final = struct.Struct("!HH")
 #: Most peers whose local (destination) address is remembered for replies.
-MAX_LOCAL_ADDRESSES = 65536
-_OPENING = frozenset({State.SYN_SENT, State.SYN_RECEIVED})
+MAX_LOCAL_ADDRESSES: Final = 65536
+_OPENING: Final = frozenset({SYN_SENT, SYN_RECEIVED})
 #: Reasons the engine drops a datagram (``drop_<reason>`` counters): malformed
 #: (rudp.wire: ``short``, ``data_offset``, ``checksum``, ``option_*``), an RST or a
 #: non-SYN for a listener, a full backlog, an RST for no connection, an unproven
@@ -661,7 +661,7 @@ class Endpoint:
         """Something other than TIME-WAIT needs this endpoint."""
         if self._transports or self._opening or self._accept:
             return True
-        return any(c.state is not State.TIME_WAIT for c in self.engine.connections.values())
+        return any(c.state is not TIME_WAIT for c in self.engine.connections.values())
 
     def _check_idle(self) -> None:
         if not (self._closing or self._idle_close) or self._closed:

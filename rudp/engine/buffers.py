@@ -8,11 +8,12 @@ and ``ReceiveBuffer.size`` directly.
 from __future__ import annotations
 
 from bisect import bisect_right
+from typing import Final
 
 from ..seq import SEQ_MASK
 
 #: A write into an empty send buffer up to this size is kept at its own size.
-SMALL_WRITE = 16384
+SMALL_WRITE: Final = 16384
 
 
 class SendBuffer:

@@ -56,70 +56,84 @@ from .buffers import ReceiveBuffer, SendBuffer
 from .congestion import lookup
 from .recovery import STATE_NAMES, LossRecovery, RttEstimator
 from .recovery.scoreboard import END, FLAGS, SACKED, START, Record
-from .states import SYNCHRONIZED, TRANSITIONS, State
+from .states import (
+    CLOSE_WAIT,
+    CLOSED,
+    CLOSING,
+    ESTABLISHED,
+    FIN_WAIT_1,
+    FIN_WAIT_2,
+    LAST_ACK,
+    LISTEN,
+    SYN_RECEIVED,
+    SYN_SENT,
+    SYNCHRONIZED,
+    TIME_WAIT,
+    TRANSITIONS,
+    State,
+)
 from .timers import HANDLERS, INF, Timer
 
 Address = tuple[Any, ...]
-S: Final = State
 
 #: RFC 9293 §3.7.1: default send MSS when the peer sends no MSS option (IPv4 536).
-DEFAULT_PEER_MSS = 536
+DEFAULT_PEER_MSS: Final = 536
 #: RFC 7323 §2.3: the largest shift count.
-MAX_WSCALE = 14
+MAX_WSCALE: Final = 14
 #: RFC 5961 §7: at most this many challenge ACKs per connection per second.
-CHALLENGE_ACK_LIMIT = 10
+CHALLENGE_ACK_LIMIT: Final = 10
 #: Least time between ACKs sent in reply to unacceptable segments, data-bearing ones
 #: included (Linux's tcp_invalid_ratelimit; docs/security.md), per connection.
-OOW_ACK_INTERVAL = 0.5
+OOW_ACK_INTERVAL: Final = 0.5
 #: Linux ``tcp_fin_timeout``: an orphaned FIN-WAIT-2 connection lives this long.
-FIN_WAIT_2_TIMEOUT = 60.0
+FIN_WAIT_2_TIMEOUT: Final = 60.0
 #: Most out-of-order runs (holes) held at once (memory/CPU cap against 1-byte holes).
-MAX_OOO_RUNS = 512
+MAX_OOO_RUNS: Final = 512
 #: RFC 7323 §5.5: TS.Recent is invalid after 24 days without a segment.
-PAWS_IDLE_LIMIT = 24 * 86400.0
+PAWS_IDLE_LIMIT: Final = 24 * 86400.0
 #: Out-of-order positions remembered to order SACK blocks by recency (RFC 2018 §4).
-SACK_RECENT = 8
+SACK_RECENT: Final = 8
 #: Most ACKs owed as distinct segments between two flushes (one receive batch; the
 #: asyncio layer drains at most 256 datagrams per batch). Beyond it, further
 #: out-of-order arrivals share the final ACK (counted in ``acks_merged``), so a flood
 #: of tiny holes cannot grow memory.
-MAX_ACKS_OWED = 256
+MAX_ACKS_OWED: Final = 256
 #: Until an address is validated (a passive open's handshake completes, or a migrated
 #: path proves it receives), send it at most this many times the bytes received from
 #: it (as QUIC, RFC 9000 §8; SYN-ACK retransmissions included).
-AMPLIFICATION_FACTOR = 3
-_NO_LIMIT = 1 << 62
+AMPLIFICATION_FACTOR: Final = 3
+_NO_LIMIT: Final = 1 << 62
 #: The most full-sized segments one send burst builds at once (as many as one UDP
 #: GSO send carries).
-BURST_MAX = 64
+BURST_MAX: Final = 64
 #: How old an echoed timestamp may be and still look like ours (a migration check).
-MIGRATION_TS_WINDOW = 120.0
+MIGRATION_TS_WINDOW: Final = 120.0
 #: The pacer is a token bucket filled at the pacing rate. Its depth is a send
 #: quantum, about this much time at the rate (Linux sizes bursts to ~1 ms of data:
 #: sk_pacing_shift 10), at least 2 segments ...
-PACING_BURST = 0.001
+PACING_BURST: Final = 0.001
 #: ... plus the host's timer slack: how late the pacing timer fires, smoothed as
 #: RFC 6298 smooths RTT samples (mean + 4 mean deviations), at most this much. A
 #: timer that fires late then finds the tokens of the time it lost, so the rate
 #: holds on an event loop whose timers are late (asyncio's epoll wait rounds up to
 #: whole milliseconds); in the simulator timers are exact and the depth is the
 #: quantum alone. See docs/interop-linux.md (problem 4).
-PACING_SLACK_MAX = 0.010
+PACING_SLACK_MAX: Final = 0.010
 #: Linux's pacing ratios for window-based controllers (tcp_pacing_ss_ratio 200,
 #: tcp_pacing_ca_ratio 120).
-PACING_SS_RATIO = 2.0
-PACING_CA_RATIO = 1.2
+PACING_SS_RATIO: Final = 2.0
+PACING_CA_RATIO: Final = 1.2
 
 # States the per-segment paths compare with, as module globals: reading a member
 # as an attribute of the Enum class costs about ten times as much (CPython 3.11).
-_ESTABLISHED = S.ESTABLISHED
-_SYN_SENT = S.SYN_SENT
+_ESTABLISHED: Final = ESTABLISHED
+_SYN_SENT: Final = SYN_SENT
 
-_RECV_DATA_STATES = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
+_RECV_DATA_STATES: Final = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
 #: States in which buffered data or a FIN may still be (re)transmitted.
-_DATA_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.LAST_ACK, S.CLOSING})
-_KEEPALIVE_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2})
-_HANDSHAKE_STATES = frozenset({S.SYN_SENT, S.SYN_RECEIVED})
+_DATA_STATES: Final = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, LAST_ACK, CLOSING})
+_KEEPALIVE_STATES: Final = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_2})
+_HANDSHAKE_STATES: Final = frozenset({SYN_SENT, SYN_RECEIVED})
 
 #: How many timers a connection has (``len(Timer)``: iterating the enum runs Python code).
 _N_TIMERS: Final = len(Timer)
@@ -380,7 +394,7 @@ class Connection:
         self.key = (addr, local_port, remote_port)
         self.listener_port = listener_port  # set for passive opens
         self.name = f"{addr[0]}:{addr[1]}/{local_port}>{remote_port}"
-        self._state = S.CLOSED
+        self._state = CLOSED
         self.error: BaseException | None = None
 
         # --- send sequence variables (RFC 9293 §3.3.1) ---
@@ -624,12 +638,12 @@ class Connection:
         """The RFC 9293 state (CLOSED once a compact TIME-WAIT record that replaced
         this connection has ended)."""
         state = self._state
-        if state is S.TIME_WAIT:
+        if state is TIME_WAIT:
             handoff = self._handoff
             if handoff is not None and handoff.ended_at is not None:
                 self._handoff = None
-                self.set_state(S.CLOSED, handoff.ended_at)
-                return S.CLOSED
+                self.set_state(CLOSED, handoff.ended_at)
+                return CLOSED
         return state
 
     @property
@@ -665,7 +679,7 @@ class Connection:
             raise self.error
         if self._write_closed:
             raise BrokenPipeError("cannot send after shutdown()/close()")
-        if self._state in (S.CLOSED, S.TIME_WAIT, S.LAST_ACK, S.CLOSING, S.FIN_WAIT_1):
+        if self._state in (CLOSED, TIME_WAIT, LAST_ACK, CLOSING, FIN_WAIT_1):
             raise BrokenPipeError(f"cannot send in state {self.state}")
         if data:
             sndq = self._sndq
@@ -796,10 +810,10 @@ class Connection:
             raise self.error
         if self._write_closed:
             return
-        if self._state in (S.CLOSED, S.LISTEN):
+        if self._state in (CLOSED, LISTEN):
             raise InvalidStateError(f"shutdown() in state {self._state}")
         self._write_closed = True
-        if self._state is S.SYN_SENT:
+        if self._state is SYN_SENT:
             # Nothing sent yet: RFC 9293 §3.10.4 says delete the TCB.
             self._terminate(now, None)
             return
@@ -807,10 +821,10 @@ class Connection:
         # In SYN-RECEIVED the FIN waits for ESTABLISHED (RFC 9293 §3.10.4 CLOSE:
         # "queue for processing after entering ESTABLISHED"), so the ACK of our SYN
         # is taken as such (the fifth check, SYN-RECEIVED) and never as data.
-        if self._state is S.ESTABLISHED:
-            self.set_state(S.FIN_WAIT_1, now)
-        elif self._state is S.CLOSE_WAIT:
-            self.set_state(S.LAST_ACK, now)
+        if self._state is ESTABLISHED:
+            self.set_state(FIN_WAIT_1, now)
+        elif self._state is CLOSE_WAIT:
+            self.set_state(LAST_ACK, now)
         self.host.wake(self)
 
     def close(self, now: float) -> None:
@@ -819,7 +833,7 @@ class Connection:
         Unread received data is discarded and the connection reset, as Linux does
         (RFC 2525 §2.17), because the peer's data would otherwise be lost silently.
         """
-        if self.state is S.CLOSED or self._read_closed:
+        if self.state is CLOSED or self._read_closed:
             return
         self._read_closed = True
         self._adv_nxt = -1  # the advertised window no longer depends on reading
@@ -829,17 +843,17 @@ class Connection:
             return
         if not self._write_closed:
             self.shutdown(now)
-        if self._state is S.FIN_WAIT_2:
+        if self._state is FIN_WAIT_2:
             self._timer_at[_T_FIN_WAIT_2] = now + FIN_WAIT_2_TIMEOUT
             self._report_done()
         self._update_deadline()
 
     def abort(self, now: float) -> None:
         """Reset the connection: send RST (in synchronized states) and drop everything."""
-        if self.state is S.CLOSED:
+        if self.state is CLOSED:
             return
-        if self._state is not S.TIME_WAIT and (
-            self._state in SYNCHRONIZED or self._state is S.SYN_RECEIVED
+        if self._state is not TIME_WAIT and (
+            self._state in SYNCHRONIZED or self._state is SYN_RECEIVED
         ):
             self._rst = (self.snd_max, self.rcv_nxt, RST | ACK)
             self.host.wake(self)
@@ -965,7 +979,7 @@ class Connection:
     # -------------------------------------------------------------- opening
     def open_active(self, now: float) -> None:
         """Host API: start an active open (CLOSED -> SYN-SENT, SYN owed)."""
-        self.set_state(S.SYN_SENT, now)
+        self.set_state(SYN_SENT, now)
         self._start_syn(now)
 
     def open_passive(self, seg: Segment, now: float, size: int = 0) -> None:
@@ -976,8 +990,8 @@ class Connection:
         self.rcv_nxt = (seg.seq + 1) & SEQ_MASK
         self._rcv_nxt_abs = 0
         self._take_syn_options(seg, now)
-        self._state = S.LISTEN  # born from the listener's LISTEN
-        self.set_state(S.SYN_RECEIVED, now)
+        self._state = LISTEN  # born from the listener's LISTEN
+        self.set_state(SYN_RECEIVED, now)
         self._update_window(seg, initial=True)
         self._start_syn(now)
 
@@ -991,8 +1005,8 @@ class Connection:
         self.rcv_nxt = (syn.seq + 1) & SEQ_MASK
         self._rcv_nxt_abs = 0
         self._take_syn_options(syn, now)
-        self._state = S.LISTEN  # born from the listener's LISTEN
-        self.set_state(S.SYN_RECEIVED, now)
+        self._state = LISTEN  # born from the listener's LISTEN
+        self.set_state(SYN_RECEIVED, now)
         self._update_window(syn, initial=True)
         self.snd_nxt = self.snd_max = (self.iss + 1) & SEQ_MASK
         self._max_abs = 1
@@ -1059,7 +1073,7 @@ class Connection:
         one of ours from the last two minutes."""
         if not self.config.migration or self._state not in SYNCHRONIZED:
             return False
-        if self._state is S.TIME_WAIT:
+        if self._state is TIME_WAIT:
             return False
         flags = seg.flags
         if flags & (SYN | RST) or not flags & ACK:
@@ -1264,7 +1278,7 @@ class Connection:
         else:
             # Simultaneous open (RFC 9293 §3.5 figure 7): SYN-RECEIVED, send SYN,ACK.
             self._update_window(seg, initial=True)
-            self.set_state(S.SYN_RECEIVED, now)
+            self.set_state(SYN_RECEIVED, now)
             self._retries = 0
             self._syn_timed = False
             self._start_syn(now)
@@ -1287,7 +1301,7 @@ class Connection:
 
     def _establish(self, now: float) -> None:
         """Enter ESTABLISHED; start the keepalive timer (re-armed lazily from then on)."""
-        self.set_state(S.ESTABLISHED, now)
+        self.set_state(ESTABLISHED, now)
         # Receive-buffer autotuning starts measuring (Linux's tcp_init_buffer_space:
         # the first round trip is expected to bring at most an initial window).
         self._rcvq_space = min(self.rcv_buf, 10 * self.config.mss)
@@ -1404,7 +1418,7 @@ class Connection:
                 return
 
         synack_window = False
-        if state is S.SYN_RECEIVED and flags & SYN and not flags & RST and seg.seq == self.irs:
+        if state is SYN_RECEIVED and flags & SYN and not flags & RST and seg.seq == self.irs:
             if not flags & ACK:
                 # The peer retransmitted its SYN: our SYN,ACK was lost. Resend it now,
                 # as Linux does, rather than the bare ACK of the sequence check, which
@@ -1445,7 +1459,7 @@ class Connection:
         # First: sequence number check.
         if not self._segment_acceptable(seg):
             self.dropped_segments += 1
-            if state is S.TIME_WAIT and flags & FIN and not flags & RST:
+            if state is TIME_WAIT and flags & FIN and not flags & RST:
                 # RFC 9293 §3.10.7.4 TIME-WAIT: a retransmitted FIN is ACKed and the
                 # 2 MSL timeout restarted.
                 self._timer_at[_T_TIME_WAIT] = now + 2 * self.config.msl
@@ -1475,17 +1489,17 @@ class Connection:
             if seg.seq != self.rcv_nxt:
                 self._challenge_ack(now)
                 return
-            if state is S.TIME_WAIT:
+            if state is TIME_WAIT:
                 # RFC 1337: ignore RST in TIME-WAIT to avoid TIME-WAIT assassination.
                 self.dropped_segments += 1
                 return
-            if state is S.SYN_RECEIVED and self.listener_port is not None:
+            if state is SYN_RECEIVED and self.listener_port is not None:
                 # Passive open: return to LISTEN, i.e. forget the half-open connection.
                 self._terminate(now, None, report=False)
                 return
-            if state is S.SYN_RECEIVED:
+            if state is SYN_RECEIVED:
                 err: BaseException = ConnectionRefusedError("connection refused by peer (RST)")
-            elif state in (S.CLOSING, S.LAST_ACK):
+            elif state in (CLOSING, LAST_ACK):
                 err = ConnectionResetError("connection reset by peer while closing")
                 if self._read_closed:
                     self._terminate(now, None)
@@ -1505,7 +1519,7 @@ class Connection:
         if not flags & ACK:
             self.dropped_segments += 1
             return
-        if state is S.SYN_RECEIVED:
+        if state is SYN_RECEIVED:
             if seq_lt(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_max):
                 self._validated = True  # it acknowledged our SYN,ACK: it receives
                 self._ack_syn(seg, now)
@@ -1514,7 +1528,7 @@ class Connection:
                 self.host.established(self)
                 if self._fin_queued:
                     # close() arrived in SYN-RECEIVED: now FIN-WAIT-1 (§3.10.4).
-                    self.set_state(S.FIN_WAIT_1, now)
+                    self.set_state(FIN_WAIT_1, now)
                     self.host.wake(self)
                 state = self._state
             else:
@@ -1523,10 +1537,10 @@ class Connection:
                 return
         else:
             self._process_ack(seg, now)
-            if self._state is S.CLOSED:
+            if self._state is CLOSED:
                 return
             state = self._state
-        if state is S.TIME_WAIT:
+        if state is TIME_WAIT:
             if flags & FIN:
                 self._timer_at[_T_TIME_WAIT] = now + 2 * self.config.msl
                 self._owe_ack()
@@ -1614,14 +1628,14 @@ class Connection:
         # Our FIN acknowledged?
         if self._fin_sent and ack == self.snd_max and not len(sndq):
             state = self._state
-            if state is S.FIN_WAIT_1:
-                self.set_state(S.FIN_WAIT_2, now)
+            if state is FIN_WAIT_1:
+                self.set_state(FIN_WAIT_2, now)
                 if self._read_closed:
                     timers[_T_FIN_WAIT_2] = now + FIN_WAIT_2_TIMEOUT
                     self._report_done()
-            elif state is S.CLOSING:
+            elif state is CLOSING:
                 self._enter_time_wait(now)
-            elif state is S.LAST_ACK:
+            elif state is LAST_ACK:
                 self._terminate(now, None)
 
     def _ack_recovery(self, seg: Segment, now: float, acked: int, dup: bool) -> None:
@@ -1859,30 +1873,30 @@ class Connection:
         self.rcv_nxt = (self.rcv_nxt + 1) & SEQ_MASK
         self._peer_fin = True
         state = self._state
-        if state in (S.ESTABLISHED, S.SYN_RECEIVED):
+        if state in (ESTABLISHED, SYN_RECEIVED):
             # The passive close: the application usually answers the end of the
             # stream by closing, and our FIN then carries this ACK. So, as Linux
             # does (tcp_fin enters "pingpong" mode for CLOSE-WAIT), the ACK of the
             # FIN is delayed (RFC 1122 §4.2.3.2; a FIN counts as one octet) and
             # the close takes three segments, not four.
             self._delay_ack(1, now)
-            self.set_state(S.CLOSE_WAIT, now)
+            self.set_state(CLOSE_WAIT, now)
             self.host.peer_closed(self)
             return
         self._owe_ack()  # FIN-WAIT-1/2: ACK at once (tcp_fin's tcp_send_ack)
-        if state is S.FIN_WAIT_1:
+        if state is FIN_WAIT_1:
             if self._fin_sent and self.snd_una == self.snd_max:
                 self._enter_time_wait(now)
             else:
-                self.set_state(S.CLOSING, now)
+                self.set_state(CLOSING, now)
                 self.host.peer_closed(self)
-        elif state is S.FIN_WAIT_2:
+        elif state is FIN_WAIT_2:
             self._enter_time_wait(now)
 
     def _enter_time_wait(self, now: float) -> None:
-        if self._state in (S.FIN_WAIT_1, S.FIN_WAIT_2) and not self._read_closed:
+        if self._state in (FIN_WAIT_1, FIN_WAIT_2) and not self._read_closed:
             self.host.peer_closed(self)
-        self.set_state(S.TIME_WAIT, now)
+        self.set_state(TIME_WAIT, now)
         timers = self._timer_at
         for i in range(_N_TIMERS):  # not ``for t in Timer``: that runs enum code
             timers[i] = INF
@@ -1923,7 +1937,7 @@ class Connection:
             if timers[t] <= now:
                 timers[t] = INF
                 getattr(self, handler)(now)
-                if self._state is S.CLOSED:
+                if self._state is CLOSED:
                     return
         self._update_deadline()
 
@@ -1931,7 +1945,7 @@ class Connection:
         self._terminate(now, None)
 
     def _on_fin_wait_2_timer(self, now: float) -> None:
-        if self._state is S.FIN_WAIT_2:
+        if self._state is FIN_WAIT_2:
             self._terminate(now, None)
 
     def _on_user_timeout_timer(self, now: float) -> None:
@@ -1959,10 +1973,10 @@ class Connection:
             log.logger.info(
                 "rto", conn=self.name, state=str(state), retries=self._retries, rto=self.rtt.rto
             )
-        if state is S.SYN_SENT or state is S.SYN_RECEIVED:
+        if state is SYN_SENT or state is SYN_RECEIVED:
             # The opening handshake: resend SYN (or SYN,ACK) until the retry limit.
-            active = state is S.SYN_SENT or self.listener_port is None
-            if state is S.SYN_SENT:
+            active = state is SYN_SENT or self.listener_port is None
+            if state is SYN_SENT:
                 limit = self.config.syn_retries
             elif active:
                 limit = self.config.synack_retries
@@ -1970,7 +1984,7 @@ class Connection:
                 limit = self.host.synack_retries(self, now)
             if self._retries > limit:
                 # A listener's half-open connection just goes back to LISTEN, unseen.
-                what = "SYN" if state is S.SYN_SENT else "SYN,ACK"
+                what = "SYN" if state is SYN_SENT else "SYN,ACK"
                 err = ConnectTimeoutError(f"no answer to {what} after {limit} retransmissions")
                 self._terminate(now, err if active else None, report=active)
                 return
@@ -2035,7 +2049,7 @@ class Connection:
         unanswered probe), and only while nothing is outstanding."""
         cfg = self.config
         state = self._state
-        if not cfg.keepalive or state is S.TIME_WAIT:
+        if not cfg.keepalive or state is TIME_WAIT:
             return
         if state not in _KEEPALIVE_STATES or self.snd_una != self.snd_max:
             self._timer_at[_T_KEEPALIVE] = now + cfg.keepalive_idle  # look again later
@@ -2094,7 +2108,7 @@ class Connection:
             self._rst = None
             self._emit(now, rst[0], rst[1], rst[2])
         state = self._state
-        if state is S.CLOSED:
+        if state is CLOSED:
             return
         if self._syn_pending:
             self._syn_pending = False
@@ -2118,7 +2132,7 @@ class Connection:
                 or (self._fin_queued and not self._fin_sent)
             ):
                 self._send_data(now)
-        if self._ack_now and state is not S.SYN_SENT:
+        if self._ack_now and state is not SYN_SENT:
             self.pure_acks_sent += 1
             # <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
             self._emit(now, self.snd_max, self.rcv_nxt, ACK)
@@ -2249,7 +2263,7 @@ class Connection:
         cfg = self.config
         flags = SYN
         ack = 0
-        if self._state is S.SYN_RECEIVED:
+        if self._state is SYN_RECEIVED:
             flags |= ACK
             ack = self.rcv_nxt
             ws = self.rcv_wscale if self._rcv_wscale_ok else None
@@ -2620,13 +2634,13 @@ class Connection:
 
     def _terminate(self, now: float, error: BaseException | None, report: bool = True) -> None:
         """Move to CLOSED, release everything, and report ``error`` (None = orderly)."""
-        if self._state is S.CLOSED:
+        if self._state is CLOSED:
             return
         if error is not None and self.error is None:
             self.error = error
             if log.info_enabled:
                 log.logger.info("abort", conn=self.name, state=str(self._state), error=repr(error))
-        self.set_state(S.CLOSED, now)
+        self.set_state(CLOSED, now)
         timers = self._timer_at
         for i in range(_N_TIMERS):  # not ``for t in Timer``: that runs enum code
             timers[i] = INF

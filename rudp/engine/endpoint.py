@@ -62,7 +62,7 @@ from .events import (
     WritingResumed,
 )
 from .isn import isn_rfc6528
-from .states import State
+from .states import CLOSED, SYN_RECEIVED, TIME_WAIT
 from .syncookies import MAX_AGE, PERIOD, SynCookies, cookie_tsval, identity, ts_options
 from .timers import INF
 from .timewait import TimeWait
@@ -80,21 +80,21 @@ EPHEMERAL_PORTS = (49152, 65535)
 ANY_PORT: Final = 0
 #: An identity in TIME-WAIT may be reused for an active open after this long, if the
 #: old connection used timestamps (Linux tcp_tw_reuse waits one second).
-TW_REUSE_DELAY = 1.0
+TW_REUSE_DELAY: Final = 1.0
 #: Ephemeral port selection (RFC 6056 §3.3.4): destinations with a cursor of their
 #: own (the table is cleared when full).
-PORT_CURSORS = 1024
+PORT_CURSORS: Final = 1024
 #: RSTs to addresses with no connection: at most this many per second, in bursts of
 #: at most :data:`RST_BURST` (FreeBSD's default ``icmplim``, which also bounds its
 #: RSTs); the rest are counted in ``rst_rate_limited``.
-RST_RATE = 200.0
-RST_BURST = 200.0
+RST_RATE: Final = 200.0
+RST_BURST: Final = 200.0
 #: A SYN,ACK is retransmitted at least this many times whatever the pressure (Linux
 #: reqsk_timer_handler's floor).
-MIN_SYNACK_RETRIES = 2
+MIN_SYNACK_RETRIES: Final = 2
 #: A listener counts as under pressure this long after its queue was last full.
-PRESSURE_HOLD = 10.0
-_DEFAULT_CONFIG = Config()
+PRESSURE_HOLD: Final = 10.0
+_DEFAULT_CONFIG: Final = Config()
 #: Datagrams one connection sends per round-robin turn when several connections
 #: send at once (:meth:`Endpoint.datagrams_to_send`). All of one connection's
 #: datagrams, then the next's, would let the first take a nearly full bottleneck
@@ -103,7 +103,7 @@ _DEFAULT_CONFIG = Config()
 #: of one endpoint shared 86/14, Linux's two 50/50; interleaved, rudp's too).
 #: Linux interleaves flows in its qdisc: fq's default quantum is two full-size
 #: packets. A connection alone keeps its whole batch (UDP GSO batches intact).
-SEND_QUANTUM = 2
+SEND_QUANTUM: Final = 2
 
 
 def _interleave(
@@ -348,7 +348,7 @@ class Endpoint:
             if conn is not None:
                 if conn.auth is not None and not self._authentic(conn.auth, data, seg, addr):
                     return  # RFC 5925 §7.5: before anything else looks at it
-                if conn.state is State.TIME_WAIT and self._time_wait_reuse(conn, seg, now):
+                if conn.state is TIME_WAIT and self._time_wait_reuse(conn, seg, now):
                     conn = None
                 else:
                     conn.receive(seg, now, len(data))
@@ -549,7 +549,7 @@ class Endpoint:
         heap = self._heap
         while heap:
             t, _, conn = heap[0]
-            if conn.sched_at != t or conn.state is State.CLOSED:
+            if conn.sched_at != t or conn.state is CLOSED:
                 heapq.heappop(heap)  # stale entry
                 continue
             if conn.deadline == INF:
@@ -570,7 +570,7 @@ class Endpoint:
             due.append(heapq.heappop(heap))
         ran: set[int] = set()
         for t, _, conn in due:
-            if conn.sched_at != t or conn.state is State.CLOSED or id(conn) in ran:
+            if conn.sched_at != t or conn.state is CLOSED or id(conn) in ran:
                 continue
             ran.add(id(conn))
             conn.sched_at = INF
@@ -651,7 +651,7 @@ class Endpoint:
         """Replace connections in TIME-WAIT by compact records (their final ACKs have
         been flushed)."""
         for conn in self._to_compact:
-            if conn.state is not State.TIME_WAIT or self.connections.get(conn.key) is not conn:
+            if conn.state is not TIME_WAIT or self.connections.get(conn.key) is not conn:
                 continue
             self._retire_counters(conn)
             tw = TimeWait(conn, self, conn.time_wait_until)
@@ -955,7 +955,7 @@ class Endpoint:
         self._index(conn)
         conn.open_cookie(syn, now)
         conn.receive(seg, now, size)
-        if conn.state is State.SYN_RECEIVED:  # pragma: no cover - the ACK was checked
+        if conn.state is SYN_RECEIVED:  # pragma: no cover - the ACK was checked
             conn.discard(now)  # never left without the timers a SYN,ACK would arm
         return True
 

@@ -9,14 +9,16 @@ two round trips instead of an RTO.
 
 from __future__ import annotations
 
+from typing import Final
+
 from .scoreboard import ACKED, END, FLAGS, LOST, RETRANS, SACKED, SEG, START, XMIT, Scoreboard
 
 #: RFC 8985 §6.2 step 4: reo_wnd_persist starts at 16 recoveries.
-REO_WND_PERSIST = 16
+REO_WND_PERSIST: Final = 16
 #: RFC 5681 DupThresh, used by RACK before reordering has been seen (§6.2 step 4).
-DUPTHRESH = 3
+DUPTHRESH: Final = 3
 #: RFC 8985 §7.2: worst-case delayed-ACK time added to the PTO with one segment in flight.
-WCDELACKT = 0.2
+WCDELACKT: Final = 0.2
 
 
 class Rack:

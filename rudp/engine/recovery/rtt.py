@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 # RFC 6298 §2: alpha = 1/8, beta = 1/4, K = 4, clock granularity G.
-_ALPHA = 0.125
-_BETA = 0.25
-_K = 4
-_G = 0.001
+_ALPHA: Final = 0.125
+_BETA: Final = 0.25
+_K: Final = 4
+_G: Final = 0.001
 #: Window of the minimum-RTT filter (Linux ``tcp_min_rtt_wlen``: 300 s).
-MIN_RTT_WINDOW = 300.0
+MIN_RTT_WINDOW: Final = 300.0
 
 
 class RttEstimator:
@@ -70,8 +72,10 @@ class RttEstimator:
         # grows faster than SRTT follows (slow start filling a deep buffer, the
         # RTT doubling within two rounds) then does not make the timer fire
         # while the ACKs are merely late. §2.5 upper bound.
-        rto = self.srtt + max(_G, _K * self.rttvar, self.rto_min)
-        self.rto = min(rto, self.rto_max)
+        var = _K * self.rttvar
+        floor = self.rto_min if self.rto_min > _G else _G
+        rto = self.srtt + (var if var > floor else floor)
+        self.rto = rto if rto < self.rto_max else self.rto_max
 
     def note_min(self, r: float, now: float) -> None:
         """Feed the minimum-RTT filter only (samples too noisy for SRTT)."""

@@ -456,8 +456,17 @@ class Scoreboard:
         self.newly_acked += size
         self.delivered_time = now
         best = self.rate_rec
-        if best is None or _sent_order(last) > _sent_order(best):
-            self.rate_rec = recs[bisect_left(recs, _sent_order(last), head, j, key=_sent_order)]
+        if (
+            best is None
+            or last[DELIVERED] > best[DELIVERED]
+            or (last[DELIVERED] == best[DELIVERED] and last[XMIT] > best[XMIT])
+        ):
+            # The first record of the run sent with ``last``'s snapshot and time.
+            if j == head + 1:
+                self.rate_rec = last
+            else:
+                key = _sent_order(last)
+                self.rate_rec = recs[bisect_left(recs, key, head, j, key=_sent_order)]
         xmit = last[XMIT]
         best = self.rack_rec
         if best is None or xmit > best[XMIT] or (xmit == best[XMIT] and last[END] > best[END]):
