@@ -41,11 +41,15 @@ class BenchStream:
     def write_eof(self) -> None:
         self.writer.write_eof()
 
-    async def close(self) -> None:
-        """Close and wait (bounded) until the stack reports the stream closed."""
+    async def close(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
+        """Close and wait until the stack reports the stream closed: at most
+        ``timeout`` seconds (None: the caller bounds the wait)."""
         self.writer.close()
         with contextlib.suppress(Exception):
-            await bounded(self.writer.wait_closed(), CLOSE_TIMEOUT)
+            if timeout is None:
+                await self.writer.wait_closed()
+            else:
+                await bounded(self.writer.wait_closed(), timeout)
 
     def abort(self) -> None:
         self.writer.transport.abort()

@@ -235,17 +235,23 @@ async def client_setup(stack: StreamStack, spec: Spec) -> JSONDict:
     totals: list[int] = []
     failures: list[str] = []
 
+    async def attempt() -> int:
+        stream = await stack.connect(spec.host, spec.port)
+        t1 = clock()
+        stream.write(msg)
+        await stream.drain()
+        reply = await stream.reader.readexactly(size)
+        if reply != msg:
+            raise RuntimeError("bad echo")
+        await stream.close(timeout=None)  # bounded with the whole attempt
+        return t1
+
     async def one(record: bool) -> None:
         t0 = clock()
         try:
-            stream = await bounded(stack.connect(spec.host, spec.port), CONNECT_TIMEOUT)
-            t1 = clock()
-            stream.write(msg)
-            await stream.drain()
-            reply = await bounded(stream.reader.readexactly(size), CONNECT_TIMEOUT)
-            if reply != msg:
-                raise RuntimeError("bad echo")
-            await stream.close()
+            # One deadline for the whole attempt (connect, echo, close): a timer per
+            # step would cost every stack two more per connection.
+            t1 = await bounded(attempt(), CONNECT_TIMEOUT)
         except Exception as exc:
             failures.append(f"{type(exc).__name__}: {exc}")
             return
