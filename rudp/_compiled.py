@@ -37,11 +37,10 @@ from types import ModuleType
 #: (the endpoint's dispatch and the socket I/O). Their code must stay mypyc-compatible:
 #: no weak references to their instances (a mypyc class has no ``__weakref__``;
 #: one derived from a Python class has, but mypyc 2.4 does not clear it when the
-#: object dies: rudp.engine.timewait reaches a compiled Connection through a plain
-#: link object instead), no monkeypatching, no subclasses outside the compiled set.
-#: Not compiled: timewait (its link must stay a plain Python class), the congestion
-#: controllers (the application may subclass them), the transport (asyncio's TLS
-#: layer and applications may hold weak references to it).
+#: object dies), no monkeypatching, no subclasses outside the compiled set.
+#: Not compiled: the congestion controllers (the application may subclass them),
+#: the transport (asyncio's TLS layer and applications may hold weak references
+#: to it).
 MODULES: tuple[str, ...] = (
     "rudp.seq",
     "rudp.engine.buffers",
@@ -50,6 +49,7 @@ MODULES: tuple[str, ...] = (
     "rudp.engine.events",
     "rudp.engine.states",
     "rudp.engine.timers",
+    "rudp.engine.timewait",
     "rudp.engine.recovery.loss",
     "rudp.engine.recovery.prr",
     "rudp.engine.recovery.rack",

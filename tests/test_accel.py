@@ -567,6 +567,44 @@ def test_earliest_general_inputs_as_min(accel: ModuleType, deadlines: Any) -> No
         assert accel.earliest(deadlines) is want
 
 
+# SipHash-2-4 test vectors (Aumasson and Bernstein 2012, Appendix A and the
+# reference implementation's vectors): key 00..0f, message 00..(n-1).
+SIPHASH_VECTORS = {
+    0: 0x726FDB47DD0E0E31,
+    1: 0x74F839C593DC67FD,
+    7: 0xAB0200F58B01D137,
+    8: 0x93F5F5799A932462,
+    15: 0xA129CA6149BE45E5,
+    16: 0x3F2ACC7F57C29BDB,
+    63: 0x958A324CEB064572,
+}
+
+
+@pytest.mark.parametrize("n", sorted(SIPHASH_VECTORS))
+def test_siphash24_reference_vectors(accel: ModuleType, n: int) -> None:
+    assert accel.siphash24(bytes(range(16)), bytes(range(n))) == SIPHASH_VECTORS[n]
+    view = memoryview(bytearray(range(n + 3)))[3:]  # any buffer, unaligned
+    assert accel.siphash24(bytearray(range(16)), view) == accel.siphash24(
+        bytes(range(16)), bytes(range(3, n + 3))
+    )
+
+
+def test_siphash24_bad_arguments(accel: ModuleType) -> None:
+    with pytest.raises(ValueError):
+        accel.siphash24(b"short", b"data")
+    with pytest.raises(TypeError):
+        accel.siphash24(bytes(16), "text")
+    with pytest.raises(TypeError):
+        accel.siphash24(bytes(16))
+
+
+def test_isn_uses_siphash_with_the_accelerator() -> None:
+    from rudp.engine import isn
+
+    expected = _ACCEL.siphash24 if IMPLEMENTATION == "c" and _ACCEL is not None else None
+    assert isn._siphash is expected
+
+
 def test_connection_uses_the_selected_earliest() -> None:
     from rudp.engine import connection
 

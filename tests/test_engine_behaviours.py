@@ -1341,6 +1341,22 @@ def test_b17_isn_depends_on_secret_key() -> None:
     assert len(runs) == 2  # a fresh random key per process
 
 
+def test_b17_isn_of_equal_identities_is_equal() -> None:
+    """F hashes the identity's value: objects shared or not, any address type."""
+    host = "".join(["10.0.0.", "2"])  # a distinct str object, equal to the literal
+    shared = ("10.0.0.2", 5000)
+    assert isn_rfc6528(((host, 5000), 80, 5000), 3.0) == isn_rfc6528((shared, 80, 5000), 3.0)
+    assert isn_rfc6528(((shared, 80, 5000), "tsoffset"), 0.0) == isn_rfc6528(
+        (((host, 5000), 80, 5000), "tsoffset"), 0.0
+    )
+
+    class Where:  # a host's own address type (marshal cannot encode it)
+        def __repr__(self) -> str:
+            return "Where()"
+
+    assert isn_rfc6528(((Where(), 1), 80, 5000), 1.0) == isn_rfc6528(((Where(), 1), 80, 5000), 1.0)
+
+
 def test_b17_isn_increases_with_time_in_4us_ticks() -> None:
     key = (PEER, LPORT, RPORT)
     base = isn_rfc6528(key, 0.0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import socket
 import ssl as _ssl
@@ -52,6 +53,22 @@ def _tune(sock: socket.socket) -> None:
             sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
 
 
+@functools.lru_cache(maxsize=256)
+def _numeric_host(host: str) -> tuple[int, str] | None:
+    """(family, canonical text) of a numeric IPv4 or unscoped IPv6 address; None
+    for anything else (a name, a scoped address: for getaddrinfo). Cached: a
+    client connecting again and again to one address parses it once."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if ip.version == 4:
+        return int(socket.AF_INET), str(ip)
+    if "%" in host:
+        return None
+    return int(socket.AF_INET6), str(ip)
+
+
 async def _resolve(
     loop: asyncio.AbstractEventLoop, host: str | None, port: int, family: int, passive: bool
 ) -> list[tuple[int, tuple[Any, ...]]]:
@@ -60,15 +77,12 @@ async def _resolve(
     if host and family == 0:
         # A numeric address needs no resolver round trip (the executor thread
         # behind getaddrinfo costs more than a whole rudp handshake on loopback).
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            pass
-        else:
-            if ip.version == 4:
-                return [(int(socket.AF_INET), (str(ip), port))]
-            if "%" not in host:
-                return [(int(socket.AF_INET6), (str(ip), port, 0, 0))]
+        numeric = _numeric_host(host)
+        if numeric is not None:
+            fam, text = numeric
+            if fam == socket.AF_INET:
+                return [(fam, (text, port))]
+            return [(fam, (text, port, 0, 0))]
     infos = await loop.getaddrinfo(
         host,
         port,

@@ -11,7 +11,7 @@ client's short connections cost little while they wait.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from ..seq import SEQ_MASK, seq_lt
 from ..wire.segment import ACK, FIN, RST, SYN, Segment, build_segment, build_segment_ts
@@ -36,7 +36,7 @@ class TimeWaitHost(Protocol):
 
 
 #: Least time between ACKs sent in reply to old segments (as in Connection).
-OOW_ACK_INTERVAL = 0.5
+OOW_ACK_INTERVAL: Final = 0.5
 
 
 class TimeWait:
@@ -68,9 +68,9 @@ class TimeWait:
         "ts_recent",
     )
 
-    state = State.TIME_WAIT
-    listener_port: int | None = None
-    migrations = 0
+    state: ClassVar[State] = State.TIME_WAIT
+    listener_port: ClassVar[int | None] = None
+    migrations: ClassVar[int] = 0
 
     def __init__(self, conn: Connection, host: TimeWaitHost, expires: float) -> None:
         self.host = host
