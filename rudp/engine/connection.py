@@ -338,7 +338,6 @@ class Connection:
         "local_port",
         "max_snd_wnd",
         "migrations",
-        "name",
         "ooo_segments",
         "pacing_slack",
         "paws_drops",
@@ -393,7 +392,6 @@ class Connection:
         self.remote_port = remote_port
         self.key = (addr, local_port, remote_port)
         self.listener_port = listener_port  # set for passive opens
-        self.name = f"{addr[0]}:{addr[1]}/{local_port}>{remote_port}"
         self._state = CLOSED
         self.error: BaseException | None = None
 
@@ -615,6 +613,12 @@ class Connection:
     def last_window_field(self) -> int:
         """The window field of the last ACK sent."""
         return self._adv_field
+
+    @property
+    def name(self) -> str:
+        """``peer-host:peer-port/local-tcp-port>peer-tcp-port``, for logs."""
+        addr = self.addr
+        return f"{addr[0]}:{addr[1]}/{self.local_port}>{self.remote_port}"
 
     @property
     def time_wait_until(self) -> float:
@@ -1116,7 +1120,6 @@ class Connection:
         limited; a probe is sent at once to elicit that proof."""
         self.addr = tuple(addr)
         self.key = (self.addr, self.local_port, self.remote_port)
-        self.name = f"{addr[0]}:{addr[1]}/{self.local_port}>{self.remote_port}"
         self.migrations += 1
         self._validated = False
         self._amp_rx = 0

@@ -58,7 +58,6 @@ class TimeWait:
         "key",
         "local_port",
         "msl",
-        "name",
         "rcv_nxt",
         "remote_port",
         "sched_at",
@@ -80,7 +79,6 @@ class TimeWait:
         self._handoff = conn.detach()
         self.addr = conn.addr
         self.key = conn.key
-        self.name = conn.name
         self.local_port = conn.local_port
         self.remote_port = conn.remote_port
         self.snd_nxt = conn.snd_max
@@ -100,6 +98,12 @@ class TimeWait:
         #: When TIME-WAIT began (2 MSL before its first deadline).
         self.entered = expires - 2 * self.msl
         self.sched_at = INF
+
+    @property
+    def name(self) -> str:
+        """As :attr:`Connection.name`."""
+        addr = self.addr
+        return f"{addr[0]}:{addr[1]}/{self.local_port}>{self.remote_port}"
 
     def __repr__(self) -> str:
         return f"<TimeWait {self.name}>"
