@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PRIMARY = {"bulk": "goodput_MBps", "rr": "p50_us"}
 
 
-def run_quick(tmp_path: Path, stacks: str) -> dict[str, Any]:
+def run_quick(tmp_path: Path, stacks: str, workloads: str = "bulk,rr") -> dict[str, Any]:
     out = tmp_path / "results.json"
     cmd = [
         sys.executable,
@@ -26,7 +26,7 @@ def run_quick(tmp_path: Path, stacks: str) -> dict[str, Any]:
         "--stacks",
         stacks,
         "--workloads",
-        "bulk,rr",
+        workloads,
         "--reps",
         "1",
         "--loops",
@@ -74,6 +74,27 @@ def test_quick_rudp(tmp_path: Path) -> None:
     verdicts = {t["name"]: t["result"] for t in data["targets"] if t["loop"] == "asyncio"}
     assert verdicts["rr 64 B p50 <= 1.5x tcp"] == "n/a"  # no tcp peer in this run
     assert verdicts["pure ACKs <= 0.5/segment @1400"] in ("PASS", "FAIL")
+
+
+def test_quick_setup_on_every_stream_stack(tmp_path: Path) -> None:
+    """The setup workload (its client drives every stack's streams the same way)
+    completes on each stream stack present: kernel TCP, rudp, aioquic."""
+    stacks = ["tcp"]
+    if hasattr(rudp, "open_connection"):
+        stacks.append("rudp")
+    try:
+        import aioquic  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        stacks.append("aioquic")
+    data = run_quick(tmp_path, ",".join(stacks), workloads="setup")
+    for stack in stacks:
+        cases = [c for c in data["cases"] if c["stack"] == stack]
+        assert cases, stack
+        for case in cases:
+            assert case["ok_reps"] == 1, (case["key"], case["errors"])
+            assert case["median"]["conn_per_s"] > 0, case["key"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="UDP GSO/GRO are Linux-only")
