@@ -560,6 +560,14 @@ def test_bursts_send_exactly_the_segments_one_at_a_time_would(
 # The scoreboard: a cumulative ACK of a run of plain records at once.
 
 
+def _scoreboard_ops(names: list[str], high: int) -> st.SearchStrategy[list[tuple[str, int, int]]]:
+    """Up to 60 scoreboard operations: a name and two integers in [0, high]."""
+    return st.lists(
+        st.tuples(st.sampled_from(names), st.integers(0, high), st.integers(0, high)),
+        max_size=60,
+    )
+
+
 class _OneByOne(Scoreboard):
     """The scoreboard as it was: every plain record through _delivered in turn."""
 
@@ -599,16 +607,7 @@ def _view(sb: Scoreboard) -> tuple[object, ...]:
 
 @pytest.mark.skipif(COMPILED, reason="subclasses the (compiled) scoreboard")
 @FAST
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["send", "burst", "ack", "sack", "lose", "resend", "limited"]),
-            st.integers(0, 40),
-            st.integers(0, 40),
-        ),
-        max_size=60,
-    )
-)
+@given(_scoreboard_ops(["send", "burst", "ack", "sack", "lose", "resend", "limited"], 40))
 def test_acking_a_plain_run_at_once_equals_one_record_at_a_time(
     ops: list[tuple[str, int, int]],
 ) -> None:
@@ -733,26 +732,8 @@ def test_a_burst_is_one_record_until_its_segments_part_ways() -> None:
 
 @FAST
 @given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(
-                [
-                    "burst",
-                    "ack",
-                    "sack",
-                    "rack",
-                    "first",
-                    "rto",
-                    "resend",
-                    "probe",
-                    "undo",
-                    "renege",
-                ]
-            ),
-            st.integers(0, 400),
-            st.integers(0, 400),
-        ),
-        max_size=60,
+    _scoreboard_ops(
+        ["burst", "ack", "sack", "rack", "first", "rto", "resend", "probe", "undo", "renege"], 400
     )
 )
 def test_a_burst_record_behaves_as_its_segments_one_record_each(

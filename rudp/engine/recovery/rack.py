@@ -11,7 +11,18 @@ from __future__ import annotations
 
 from typing import Final
 
-from .scoreboard import ACKED, END, FLAGS, LOST, RETRANS, SACKED, SEG, START, XMIT, Scoreboard
+from .scoreboard import (
+    ACKED,
+    END,
+    FLAGS,
+    LOST,
+    RETRANS,
+    SACKED,
+    START,
+    XMIT,
+    Scoreboard,
+    boundary_at_or_before,
+)
 
 #: RFC 8985 §6.2 step 4: reo_wnd_persist starts at 16 recoveries.
 REO_WND_PERSIST: Final = 16
@@ -111,9 +122,7 @@ class Rack:
                     # (its SACK reneged) may hold candidates below it: split them off.
                     cut = rec[START]
                     if t == rack_xmit:
-                        rec_end = rec[END]
-                        seg = rec[SEG]
-                        cut = rec_end - -(-(rec_end - rack_end + 1) // seg) * seg
+                        cut = boundary_at_or_before(rec, rack_end - 1)
                     if cut <= rec[START]:
                         tsq[0] = (t, rec[START], end)
                         return lost, 0.0

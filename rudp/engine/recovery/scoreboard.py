@@ -10,8 +10,9 @@ bytes each) that left together, as a Linux TSO skb does: while nothing sets it
 apart, every segment of a burst has the same history (sent at the same time, with
 the same delivery snapshot), so one record keeps it. It is split at segment
 boundaries (Linux ``tcp_fragment``) as soon as its segments part ways: a SACK
-block covering some of them, a loss mark for only the first one (without SACK),
-a retransmission (one segment at a time) or a tail loss probe (the last one).
+block or a cumulative ACK ending inside it, a loss mark for only the first one
+(without SACK), a retransmission (one segment at a time), a tail loss probe (the
+last one), a reneged SACK reaching RACK's end.
 
 Records live in sequence order in ``recs[head:]`` (a list with a moving head: O(1)
 append, O(1) removal at the head, O(log n) search), contiguous from SND.UNA to
@@ -71,13 +72,27 @@ def segments(rec: Record) -> int:
     return count
 
 
-def first_segment_end(rec: Record) -> int:
-    """Where the first segment of ``rec`` ends (its boundaries are counted back
-    from its end: a partial acknowledgment trims the first one only)."""
+def boundary_at_or_after(rec: Record, pos: int) -> int:
+    """The first segment boundary of ``rec`` at or after ``pos`` (boundaries are
+    counted back from its end: a partial acknowledgment trims the first segment
+    only); ``rec``'s end when no segment starts at or after ``pos``."""
     end: int = rec[END]
     seg: int = rec[SEG]
+    return end - (end - pos) // seg * seg
+
+
+def boundary_at_or_before(rec: Record, pos: int) -> int:
+    """The last segment boundary of ``rec`` at or before ``pos``: at or below its
+    start when none is inside; at or beyond its end when ``pos`` is."""
+    end: int = rec[END]
+    seg: int = rec[SEG]
+    return end + (pos - end) // seg * seg
+
+
+def first_segment_end(rec: Record) -> int:
+    """Where the first segment of ``rec`` ends."""
     start: int = rec[START]
-    return end - (end - start - 1) // seg * seg
+    return boundary_at_or_after(rec, start + 1)
 
 
 class Scoreboard:
@@ -148,9 +163,6 @@ class Scoreboard:
 
     def first(self) -> Record | None:
         return self.recs[self.head] if self.head < len(self.recs) else None
-
-    def last(self) -> Record | None:
-        return self.recs[-1] if self.head < len(self.recs) else None
 
     def last_segment(self) -> Record | None:
         """The record of the last segment sent, split from its burst if need be
@@ -389,7 +401,7 @@ class Scoreboard:
                 if rec[START] < una:
                     # The ACK ends inside this record: its whole segments below
                     # ``una`` are delivered (split them off), a part of one is trimmed.
-                    at = end - -(-(end - una) // rec[SEG]) * rec[SEG]
+                    at = boundary_at_or_before(rec, una)
                     if at > rec[START]:
                         self.split(head, at)
                         n += 1
@@ -503,7 +515,7 @@ class Scoreboard:
                 # The block starts inside this record: its segments from the first
                 # boundary at or after ``left`` on may be inside.
                 end = rec[END]
-                at = end - (end - left) // rec[SEG] * rec[SEG]
+                at = boundary_at_or_after(rec, left)
                 if at < end:
                     self.split(i, at)
                     n += 1
@@ -517,7 +529,7 @@ class Scoreboard:
                     break
                 # The block ends inside this record: split at the last boundary
                 # at or before ``right``.
-                at = end - -(-(end - right) // rec[SEG]) * rec[SEG]
+                at = boundary_at_or_before(rec, right)
                 if at <= rec[START]:
                     break
                 self.split(i, at)
