@@ -904,6 +904,7 @@ class Pair:
         if t is not None and t < self.now - 1e-9:
             raise fail(f"{name}: endpoint timer {t} before now {self.now}")
         heap_entries = {(e[0], id(e[2])) for e in ep._heap}
+        heap_entries.update((t, id(h)) for t, h in ep._tw_queue)  # TIME-WAIT deadlines
         by_ports: set[int] = set()
         for ports in list(ep._by_ports):
             by_ports.update(id(h) for h in ep.held_by_ports(ports))

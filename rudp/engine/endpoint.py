@@ -239,6 +239,12 @@ class Endpoint:
         self._events: deque[Event] = deque()
         self._heap: list[tuple[float, int, Held]] = []
         self._tie = itertools.count()
+        #: TIME-WAIT deadlines, in the order they fall: every record lasts 2 MSL from
+        #: when it began, so a queue keeps them sorted at O(1) a record, and the heap
+        #: holds only the live connections' timers (a few dozen, where thousands of
+        #: TIME-WAIT records made every push and pop walk 12-16 levels). A deadline
+        #: that would fall before the queue's last one (a smaller MSL) goes to the heap.
+        self._tw_queue: deque[tuple[float, Held]] = deque()
         #: Endpoint-wide counters: datagrams, drops by reason, RSTs sent, …
         self.counters: dict[str, int] = {
             "datagrams_received": 0,
@@ -547,6 +553,7 @@ class Endpoint:
         wheel defers the same way): a host wakes up once per such timer instead
         of re-sorting it at every segment."""
         heap = self._heap
+        t_heap: float | None = None
         while heap:
             t, _, conn = heap[0]
             if conn.sched_at != t or conn.state is CLOSED:
@@ -556,8 +563,20 @@ class Endpoint:
                 heapq.heappop(heap)  # no timer armed any more
                 conn.sched_at = INF
                 continue
-            return t
-        return None
+            t_heap = t
+            break
+        queue = self._tw_queue
+        while queue:
+            t, conn = queue[0]
+            if conn.sched_at != t or conn.state is CLOSED or conn.deadline == INF:
+                queue.popleft()  # ended early (a new SYN reused the identity)
+                if conn.sched_at == t:
+                    conn.sched_at = INF
+                continue
+            if t_heap is None or t < t_heap:
+                return t
+            break
+        return t_heap
 
     def handle_timer(self, now: float) -> None:
         """Run every timer due at ``now``."""
@@ -565,11 +584,15 @@ class Endpoint:
         # Only what is due on entry, each connection once: a timer (re-)armed at or
         # before ``now`` while these run waits for the next call, so no timer can
         # make this spin.
-        due: list[tuple[float, int, Held]] = []
+        due: list[tuple[float, Held]] = []
         while heap and heap[0][0] <= now:
-            due.append(heapq.heappop(heap))
+            t, _, conn = heapq.heappop(heap)
+            due.append((t, conn))
+        queue = self._tw_queue
+        while queue and queue[0][0] <= now:
+            due.append(queue.popleft())
         ran: set[int] = set()
-        for t, _, conn in due:
+        for t, conn in due:
             if conn.sched_at != t or conn.state is CLOSED or id(conn) in ran:
                 continue
             ran.add(id(conn))
@@ -658,7 +681,13 @@ class Endpoint:
             self.connections[conn.key] = tw
             self._unindex_ports(conn, tw)
             self._dirty.pop(conn, None)
-            self.schedule(tw, tw.deadline)
+            at = tw.deadline
+            queue = self._tw_queue
+            if not queue or queue[-1][0] <= at:
+                tw.sched_at = at
+                queue.append((at, tw))
+            else:
+                self.schedule(tw, at)
         self._to_compact.clear()
 
     def synack_retries(self, conn: Connection, now: float) -> int:
