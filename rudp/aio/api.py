@@ -69,9 +69,9 @@ def _numeric_host(host: str) -> tuple[int, str] | None:
     return int(socket.AF_INET6), str(ip)
 
 
-async def _resolve(
-    loop: asyncio.AbstractEventLoop, host: str | None, port: int, family: int, passive: bool
-) -> list[tuple[int, tuple[Any, ...]]]:
+def _resolved(host: str | None, port: int, family: int) -> list[tuple[int, tuple[Any, ...]]] | None:
+    """``host``:``port`` as :func:`_resolve` returns it, when that needs no resolver
+    (a numeric address); None otherwise. Checks ``port``."""
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 0xFFFF:
         raise ValueError(f"port must be an int in 0..65535, not {port!r}")
     if host and family == 0:
@@ -83,6 +83,15 @@ async def _resolve(
             if fam == socket.AF_INET:
                 return [(fam, (text, port))]
             return [(fam, (text, port, 0, 0))]
+    return None
+
+
+async def _resolve(
+    loop: asyncio.AbstractEventLoop, host: str | None, port: int, family: int, passive: bool
+) -> list[tuple[int, tuple[Any, ...]]]:
+    addresses = _resolved(host, port, family)
+    if addresses is not None:
+        return addresses
     infos = await loop.getaddrinfo(
         host,
         port,
@@ -361,11 +370,21 @@ async def create_connection(
     """
     tls = client_options(ssl, host, server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout)
     return await _create_connection(
-        protocol_factory, host, port, config, local_addr, family, timeout, tcp_port, tls
+        asyncio.get_running_loop(),
+        protocol_factory,
+        host,
+        port,
+        config,
+        local_addr,
+        family,
+        timeout,
+        tcp_port,
+        tls,
     )
 
 
 async def _create_connection(
+    loop: asyncio.AbstractEventLoop,
     protocol_factory: ProtocolFactory,
     host: str,
     port: int,
@@ -376,13 +395,18 @@ async def _create_connection(
     tcp_port: int | None,
     tls: TLSOptions | None,
 ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
-    loop = asyncio.get_running_loop()
     cfg = config if config is not None else _DEFAULT_CONFIG
     lookup_congestion_control(cfg.congestion_control)
-    addresses = await _resolve(loop, host, port, family, passive=False)
+    addresses = _resolved(host, port, family)
+    if addresses is None:
+        addresses = await _resolve(loop, host, port, family, passive=False)
     if local_addr is None:
         fam = addresses[0][0]
         ep = _shared_endpoint(loop, fam, cfg)
+        if tls is None:  # connect_to() without its coroutine (one per connect)
+            return await _connect_any(
+                ep, protocol_factory, host, port, tcp_port, None, timeout, addresses
+            )
         return await connect_to(
             ep, protocol_factory, host, port, tcp_port, None, timeout, addresses=addresses, tls=tls
         )
@@ -428,7 +452,7 @@ async def open_connection(
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     tls = client_options(ssl, host, server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout)
     transport, _ = await _create_connection(
-        lambda: protocol, host, port, config, local_addr, family, timeout, tcp_port, tls
+        loop, lambda: protocol, host, port, config, local_addr, family, timeout, tcp_port, tls
     )
     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     return reader, writer
