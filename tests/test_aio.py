@@ -348,7 +348,7 @@ class ClientProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.got += self.buf[:nbytes]
-        if self.got.endswith(b"END"):
+        if self.got.endswith(b": ENDEND"):  # both writes, however they were segmented
             self.eof.set_result(None)
 
     def eof_received(self) -> bool:

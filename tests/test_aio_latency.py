@@ -53,28 +53,84 @@ async def client(server: rudp.Server) -> AsyncIterator[Stream]:
     await writer.wait_closed()
 
 
-async def test_writes_of_one_iteration_leave_together() -> None:
-    """The writes of one loop iteration leave together, in one segment, once the
-    loop runs: write() only queues (measured: sending at once from write() when
-    nothing was in flight saved no measurable latency per round trip, and with 16
-    concurrent connections cost ~15% more CPU per connection, as datagrams to one
-    peer no longer left in one GSO call; benchmarks/results/rpc-setup-notes.md)."""
+async def _segments_after_pass(conn: Connection, than: int) -> int:
+    for _ in range(100):
+        if conn.segments_sent > than:
+            break
+        await asyncio.sleep(0)
+    return int(conn.segments_sent)
+
+
+async def test_a_write_answering_the_peer_leaves_at_once_a_stream_in_bursts() -> None:
+    """A connection's first write answers the handshake: sent at once, as asyncio's
+    socket transports hand a write to the kernel. The writes after it, with the peer
+    silent (a one-way stream), leave together with the next transmit: one segment
+    for two writes, and still not at once when nothing is in flight any more."""
     received: list[bytes] = []
     async with await sink_server(received) as server, client(server) as (_reader, writer):
         conn = writer.get_extra_info("rudp_connection")
         before = conn.segments_sent
         writer.write(b"a")
+        assert conn.segments_sent == before + 1  # sent at once
         writer.write(b"b")
         writer.write(b"c")
-        assert conn.segments_sent == before  # queued
-        for _ in range(100):
-            if conn.segments_sent > before:
-                break
-            await asyncio.sleep(0)
-        assert conn.segments_sent == before + 1  # "abc", one segment
+        assert conn.segments_sent == before + 1  # wait for the transmit
+        assert await _segments_after_pass(conn, before + 1) == before + 2  # "bc", one segment
         while sum(map(len, received)) < 3:
             await asyncio.sleep(0.001)
-        assert received == [b"abc"]
+        assert b"".join(received) == b"abc"
+        for _ in range(1000):  # the sink's delayed ACK
+            if conn.snd_una == conn.snd_max:
+                break
+            await asyncio.sleep(0.001)
+        assert conn.snd_una == conn.snd_max
+        writer.write(b"d")  # nothing in flight, but the peer has said nothing
+        assert conn.segments_sent == before + 2
+        assert await _segments_after_pass(conn, before + 2) == before + 3
+
+
+async def test_requests_and_responses_leave_at_once() -> None:
+    """Request/response: each write answers the peer's last message, so it is sent
+    at once (the response to it can be on its way before this task yields)."""
+    async with await echo_server() as server, client(server) as (reader, writer):
+        conn = writer.get_extra_info("rudp_connection")
+        for i in range(5):
+            before = conn.segments_sent
+            writer.write(bytes([i]) * 64)
+            assert conn.segments_sent == before + 1
+            assert await reader.readexactly(64) == bytes([i]) * 64
+
+
+async def test_writes_in_a_protocol_callback_leave_with_the_dispatch() -> None:
+    """A protocol callback's writes (the endpoint is dispatching events) leave with
+    the rest of the dispatch's output, after the callbacks: one segment here."""
+    server_conns: list[Connection] = []
+    sent_during: list[int] = []
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            self.transport = transport
+            server_conns.append(transport.get_extra_info("rudp_connection"))
+
+        def data_received(self, data: bytes) -> None:
+            conn = server_conns[0]
+            before = conn.segments_sent
+            for b in data:
+                self.transport.write(bytes([b]))  # one write per byte
+            sent_during.append(conn.segments_sent - before)
+
+    server = await rudp.create_server(Echo, HOST, 0)
+    async with server:
+        reader, writer = await rudp.open_connection(HOST, server.addresses[0][1])
+        writer.write(b"xyz")
+        assert await reader.readexactly(3) == b"xyz"
+        (conn,) = server_conns
+        assert sent_during == [0]  # nothing left inside the callback
+        stats = conn.stats()
+        assert stats["segments_sent"] == 2  # SYN-ACK, then "xyz" in one segment
+        writer.close()
+        await writer.wait_closed()
 
 
 async def test_request_response_is_one_datagram_each_way() -> None:

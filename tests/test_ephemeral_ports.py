@@ -42,9 +42,11 @@ class Pair:
             if not moved:
                 return
 
-    def short_connection(self, dest: tuple[str, int] = B) -> Connection:
+    def short_connection(
+        self, dest: tuple[str, int] = B, config: Config | None = None
+    ) -> Connection:
         """Open, then close from the client first: the client keeps TIME-WAIT."""
-        conn = self.client.connect(dest, 80, self.now)
+        conn = self.client.connect(dest, 80, self.now, config=config)
         self.pump()
         assert conn.state is State.ESTABLISHED
         conn.close(self.now)
@@ -110,3 +112,27 @@ def test_another_destination_is_not_held_back_by_a_spent_one() -> None:
     with pytest.raises(AddressInUseError):
         pair.client.connect(B, 80, 0.0)
     assert pair.client.connect(B2, 80, 0.0).local_port in (50000, 50001)
+
+
+def test_time_wait_records_end_at_their_own_deadlines_whatever_their_msl() -> None:
+    """TIME-WAIT deadlines wait in a queue, in the order they fall (each record lasts
+    2 MSL from when it began); one falling before the last queued (a connection with
+    a smaller MSL) goes to the timer heap. Every record ends at its deadline, not
+    before, and the host's timer says when."""
+    pair = Pair()
+    ep = pair.client
+    first = pair.short_connection(config=Config(msl=30.0))  # TIME-WAIT 0 .. 60
+    pair.now = 1.0
+    short = pair.short_connection(config=Config(msl=2.0))  # 1 .. 5: before 60
+    pair.now = 2.0
+    last = pair.short_connection()  # default MSL 30: 2 .. 62
+    keys = [first.key, short.key, last.key]
+    assert [ep.connections[k].deadline for k in keys] == [60.0, 5.0, 62.0]
+    expected = [(5.0, [first.key, last.key]), (60.0, [last.key]), (62.0, [])]
+    for when, left in expected:
+        assert ep.get_timer() == when
+        ep.handle_timer(when - 0.001)
+        assert len(ep.connections) == len(left) + 1  # not before its deadline
+        ep.handle_timer(when)
+        assert sorted(ep.connections) == sorted(left)
+    assert ep.get_timer() is None

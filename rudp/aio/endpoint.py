@@ -152,6 +152,7 @@ class Endpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._process_scheduled = False
+        self._dispatching = False  # in _process_events(): protocol callbacks may run
         self._paused = False
         self._closing = False  # close(): no new connections; socket closes when idle
         self._closed = False  # the socket is closed
@@ -541,6 +542,15 @@ class Endpoint:
         """Process events and send what is due, soon (transports call this)."""
         self._schedule()
 
+    def send_now(self, conn: Connection) -> None:
+        """Send what ``conn``'s application just queued now if nothing of ``conn``'s
+        is in flight (the transport's rule for a write that answers the peer), else
+        with the next transmit. In a protocol callback (the endpoint dispatching
+        events) the dispatch's own transmit sends it, with the rest."""
+        if not self._dispatching and not self._closed and conn.snd_una == conn.snd_max:
+            self._transmit()
+        self._schedule()
+
     def _schedule(self) -> None:
         if not self._process_scheduled and not self._closed:
             self._process_scheduled = True
@@ -553,7 +563,11 @@ class Endpoint:
     def _process(self) -> None:
         if self._closed:
             return
-        self._process_events()
+        self._dispatching = True
+        try:
+            self._process_events()
+        finally:
+            self._dispatching = False
         self._transmit()
 
     def _out_items(self, now: float) -> list[tuple[bytes, Address, Address | None]]:
