@@ -373,59 +373,6 @@ async def test_protocol_and_buffered_protocol() -> None:
     await server.wait_closed()
 
 
-async def test_data_received_gets_at_most_delivery_max() -> None:
-    """Everything readable is handed over in pieces of at most DELIVERY_MAX (as
-    asyncio's socket transports give at most one recv's 256 KiB), in order."""
-    from rudp.aio.transport import DELIVERY_MAX
-
-    size = 3 * DELIVERY_MAX + 1234
-    chunks: list[bytes] = []
-    done = asyncio.get_running_loop().create_future()
-
-    class Sink(asyncio.Protocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            assert isinstance(transport, asyncio.Transport)
-            self.transport = transport
-            transport.pause_reading()  # let it all arrive first
-
-        def data_received(self, data: bytes) -> None:
-            chunks.append(data)
-            if sum(map(len, chunks)) >= size and not done.done():
-                done.set_result(None)
-
-    sinks: list[Sink] = []
-
-    def factory() -> Sink:
-        sinks.append(Sink())
-        return sinks[-1]
-
-    server = await rudp.create_server(factory, HOST, 0)
-    async with server:
-        payload = os.urandom(size)
-        _reader, writer = await rudp.open_connection(HOST, port_of(server))
-        try:
-            writer.write(payload)
-            await asyncio.wait_for(writer.drain(), 30)
-            conn = writer.get_extra_info("rudp_connection")
-            for _ in range(3000):  # every byte acknowledged: all of it is readable
-                if conn.snd_una == conn.snd_max:
-                    break
-                await asyncio.sleep(0.01)
-            assert conn.snd_una == conn.snd_max
-            (sink,) = sinks
-            assert chunks == []
-            assert sink.transport.get_extra_info("rudp_connection").readable == size
-            sink.transport.resume_reading()
-            await asyncio.wait_for(done, 30)
-            assert b"".join(chunks) == payload
-            assert max(map(len, chunks)) == DELIVERY_MAX  # more was readable at once
-            assert len(chunks) == 4
-        finally:
-            writer.transport.abort()  # a failed assertion must not leave it open
-            for each in sinks:
-                each.transport.abort()
-
-
 async def test_ipv6() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 on this machine")

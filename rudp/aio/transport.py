@@ -40,13 +40,6 @@ if TYPE_CHECKING:
 
 #: ``get_extra_info`` key of the live per-connection statistics dictionary.
 STATS_KEY = "rudp_stats"
-
-#: The most one ``data_received()`` call is given (asyncio's socket transports give
-#: at most 256 KiB, what one ``recv`` returns). A delivery of everything readable
-#: could be megabytes: a fresh object of that size each time is ``mmap``ed and its
-#: pages faulted in by glibc, then unmapped (docs/performance.md, "Bulk receivers
-#: and glibc's heap"); 64 KiB pieces stay in the heap.
-DELIVERY_MAX = 64 * 1024
 #: ``_extra`` of every transport (asyncio.BaseTransport's): the keys are answered
 #: by get_extra_info itself, so no transport needs a dictionary of its own.
 _NO_EXTRA: dict[str, Any] = {}
@@ -277,7 +270,7 @@ class RudpTransport(asyncio.Transport):
                     protocol.buffer_updated(n)
                 else:
                     assert isinstance(protocol, asyncio.Protocol)
-                    protocol.data_received(conn.read(DELIVERY_MAX))
+                    protocol.data_received(conn.read())
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
