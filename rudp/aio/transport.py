@@ -90,8 +90,7 @@ class RudpTransport(asyncio.Transport):
         #: The peer spoke last (its data or FIN): what the application writes now
         #: answers it, and is sent at once (:meth:`_queued`). Not after the
         #: handshake, whose last word is an ACK: a connection's first write waits for
-        #: the next transmit like a stream's (sent at once, it put bulk transfer at
-        #: the largest MSS into a slower pattern, ~1,200 against ~1,850 MB/s).
+        #: the next transmit like a stream's.
         self._replying = False
 
     # ----------------------------------------------------------- BaseTransport
@@ -204,9 +203,9 @@ class RudpTransport(asyncio.Transport):
         writes after that without hearing from the peer, a one-way stream -- leaves
         with the endpoint's next transmit, with whatever else is written until then:
         the ACK clock paces such a sender, and its writes leave in bursts. (Sending
-        every write at once when nothing was in flight put bulk transfer at the
-        largest MSS into a pattern costing the receiver ~40% more CPU per GB:
-        1,030-1,070 against 1,370-1,460 MB/s, benchmarks/RESULTS.md.)"""
+        every write at once when nothing was in flight put the bulk benchmark in
+        glibc's heap-trimming state in every repetition: docs/performance.md, "When
+        a write leaves".)"""
         if self._replying:
             self._replying = False
             self._endpoint.send_now(self._conn)
