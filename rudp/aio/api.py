@@ -23,7 +23,7 @@ import ipaddress
 import socket
 import ssl as _ssl
 import weakref
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any, overload
 
 from .. import log
@@ -92,6 +92,14 @@ async def _resolve(
     addresses = _resolved(host, port, family)
     if addresses is not None:
         return addresses
+    return await _lookup(loop, host, port, family, passive)
+
+
+async def _lookup(
+    loop: asyncio.AbstractEventLoop, host: str | None, port: int, family: int, passive: bool
+) -> list[tuple[int, tuple[Any, ...]]]:
+    """The resolver's addresses for ``host``:``port`` (:func:`_resolve` without
+    the numeric fast path, which its caller tried)."""
     infos = await loop.getaddrinfo(
         host,
         port,
@@ -200,7 +208,7 @@ def shared_endpoints() -> list[Endpoint]:
     return [ep for ep in per_loop.values() if not ep.is_closing()]
 
 
-async def connect_to(
+def connect_to(
     ep: Endpoint,
     protocol_factory: ProtocolFactory,
     host: str,
@@ -211,13 +219,31 @@ async def connect_to(
     *,
     addresses: list[tuple[int, tuple[Any, ...]]] | None = None,
     tls: TLSOptions | None = None,
-) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+) -> Coroutine[Any, Any, tuple[asyncio.Transport, asyncio.BaseProtocol]]:
     """Open a connection from ``ep``, trying each resolved address in turn; with
-    ``tls``, then run the TLS handshake over it (as ``loop.create_connection``)."""
+    ``tls``, then run the TLS handshake over it (as ``loop.create_connection``).
+    Returns the coroutine that does it (without TLS, the address loop's own: one
+    coroutine level less per connect)."""
     if tls is None:
-        return await _connect_any(
+        return _connect_any(
             ep, protocol_factory, host, port, tcp_port, local_tcp_port, timeout, addresses
         )
+    return _connect_tls(
+        ep, protocol_factory, host, port, tcp_port, local_tcp_port, timeout, addresses, tls
+    )
+
+
+async def _connect_tls(
+    ep: Endpoint,
+    protocol_factory: ProtocolFactory,
+    host: str,
+    port: int,
+    tcp_port: int | None,
+    local_tcp_port: int | None,
+    timeout: float | None,
+    addresses: list[tuple[int, tuple[Any, ...]]] | None,
+    tls: TLSOptions,
+) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
     loop = ep.loop
     waiter: asyncio.Future[None] = loop.create_future()
     app: list[tuple[asyncio.Transport, asyncio.BaseProtocol]] = []
@@ -397,16 +423,12 @@ async def _create_connection(
 ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
     cfg = config if config is not None else _DEFAULT_CONFIG
     lookup_congestion_control(cfg.congestion_control)
-    addresses = _resolved(host, port, family)
+    addresses = _resolved(host, port, family)  # a numeric host: no coroutine
     if addresses is None:
-        addresses = await _resolve(loop, host, port, family, passive=False)
+        addresses = await _lookup(loop, host, port, family, passive=False)
     if local_addr is None:
         fam = addresses[0][0]
         ep = _shared_endpoint(loop, fam, cfg)
-        if tls is None:  # connect_to() without its coroutine (one per connect)
-            return await _connect_any(
-                ep, protocol_factory, host, port, tcp_port, None, timeout, addresses
-            )
         return await connect_to(
             ep, protocol_factory, host, port, tcp_port, None, timeout, addresses=addresses, tls=tls
         )
